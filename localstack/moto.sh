@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The local AWS endpoint for tests and the README's demo: a pinned moto
+# server in a virtualenv outside the checkout, reused by later runs.
+#
+#   localstack/moto.sh install        create the venv (once; idempotent)
+#   localstack/moto.sh path           print the moto_server executable
+#   localstack/moto.sh start [PORT]   start in the background (default 5000)
+#   localstack/moto.sh stop  [PORT]   stop it and wait until it is gone
+#   localstack/moto.sh env   [PORT]   print the exports that point AWS tools at it
+set -euo pipefail
+
+MOTO_VERSION="5.2.5"
+CACHE="${IHP_INFRA_CACHE:-$HOME/.cache/ihp-infra}"
+VENV="$CACHE/moto-$MOTO_VERSION"
+RUN_DIR="$CACHE/run"
+
+install() {
+  if [ -x "$VENV/bin/moto_server" ] && "$VENV/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
+    return 0
+  fi
+  echo "installing moto $MOTO_VERSION into $VENV" >&2
+  rm -rf "$VENV"
+  mkdir -p "$CACHE"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet "moto[server]==$MOTO_VERSION" >&2
+}
+
+start() {
+  local port="${1:-5000}"
+  install
+  mkdir -p "$RUN_DIR"
+  local pidfile="$RUN_DIR/moto-$port.pid"
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    echo "moto already running on 127.0.0.1:$port (pid $(cat "$pidfile"))" >&2
+    return 0
+  fi
+  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$RUN_DIR/moto-$port.log" 2>&1 &
+  echo $! >"$pidfile"
+  for _ in $(seq 1 100); do
+    if curl -fsS -o /dev/null "http://127.0.0.1:$port/moto-api/" 2>/dev/null; then
+      echo "moto $MOTO_VERSION listening on http://127.0.0.1:$port (pid $(cat "$pidfile"))" >&2
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "moto did not start; see $RUN_DIR/moto-$port.log" >&2
+  return 1
+}
+
+stop() {
+  local port="${1:-5000}"
+  local pidfile="$RUN_DIR/moto-$port.pid"
+  [ -f "$pidfile" ] || return 0
+  local pid
+  pid="$(cat "$pidfile")"
+  if kill "$pid" 2>/dev/null; then
+    # moto takes a few seconds to exit after SIGTERM.
+    for _ in $(seq 1 100); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$pidfile"
+}
+
+env_exports() {
+  local port="${1:-5000}"
+  cat <<EOT
+export AWS_ENDPOINT_URL=http://127.0.0.1:$port
+export AWS_ACCESS_KEY_ID=test
+export AWS_SECRET_ACCESS_KEY=test
+unset AWS_PROFILE AWS_SESSION_TOKEN
+EOT
+}
+
+case "${1:-}" in
+  install) install ;;
+  path) echo "$VENV/bin/moto_server" ;;
+  start) shift; start "$@" ;;
+  stop) shift; stop "$@" ;;
+  env) shift; env_exports "$@" ;;
+  *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac

@@ -1,0 +1,1184 @@
+//! EC2: the network kinds (VPC, internet gateway, subnets, route table,
+//! security groups). Observes them by the stack tag, creates them with their
+//! tags, updates and deletes them. Every call is safe to repeat.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use aws_sdk_ec2::Client;
+use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ec2::types::{
+    AttributeBooleanValue, Filter, IpPermission, IpRange, Ipv6Range, PrefixListId, ResourceType,
+    Tag, TagSpecification, UserIdGroupPair, VpcAttributeName,
+};
+use futures::future::try_join_all;
+
+use crate::desired::ANYWHERE;
+use crate::model::{Address, Attrs, Item, Kind, Observed, Peer, Ref, Rule, Value};
+use crate::plan::AttrChange;
+use crate::retry::{Budgets, NotYet, retry};
+use crate::stack::STACK_TAG;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to {action} {target}: {}", describe(source.as_ref()))]
+    Call {
+        action: &'static str,
+        target: String,
+        #[source]
+        source: Box<aws_sdk_ec2::Error>,
+    },
+    #[error("cannot change {attribute} of {target} in place")]
+    NotInPlace {
+        target: String,
+        attribute: &'static str,
+    },
+    #[error("{action} {target}: the response lacks {field}")]
+    Incomplete {
+        action: &'static str,
+        target: String,
+        field: &'static str,
+    },
+}
+
+impl Error {
+    /// The AWS error code, when AWS answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Error::Call { source, .. } => source.code(),
+            Error::Incomplete { .. } | Error::NotInPlace { .. } => None,
+        }
+    }
+}
+
+/// "Code: message" when AWS said something; the whole chain otherwise
+/// (e.g. a connection refused has no code).
+pub fn describe<E: ProvideErrorMetadata + std::error::Error + ?Sized>(e: &E) -> String {
+    match (e.code(), e.message()) {
+        (Some(code), Some(msg)) => format!("{code}: {msg}"),
+        (Some(code), None) => code.to_string(),
+        _ => DisplayErrorContext(e).to_string(),
+    }
+}
+
+fn call<E, R>(
+    action: &'static str,
+    target: impl Into<String>,
+) -> impl FnOnce(SdkError<E, R>) -> Error
+where
+    aws_sdk_ec2::Error: From<SdkError<E, R>>,
+{
+    let target = target.into();
+    move |e| Error::Call {
+        action,
+        target,
+        source: Box::new(e.into()),
+    }
+}
+
+fn incomplete(action: &'static str, target: &str, field: &'static str) -> Error {
+    Error::Incomplete {
+        action,
+        target: target.to_string(),
+        field,
+    }
+}
+
+fn is_code(e: &Error, codes: &[&str]) -> bool {
+    e.code().is_some_and(|c| codes.contains(&c))
+}
+
+/// Whether an error says the thing is already gone.
+fn is_gone(e: &Error) -> bool {
+    e.code().is_some_and(|c| c.ends_with(".NotFound"))
+}
+
+pub struct Ec2 {
+    client: Client,
+    prefix: String,
+    budgets: Budgets,
+}
+
+fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
+    tags.iter()
+        .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
+        .collect()
+}
+
+fn aws_tags(tags: &BTreeMap<String, String>) -> Vec<Tag> {
+    tags.iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
+fn tag_spec(kind: ResourceType, tags: &BTreeMap<String, String>) -> TagSpecification {
+    TagSpecification::builder()
+        .resource_type(kind)
+        .set_tags(Some(aws_tags(tags)))
+        .build()
+}
+
+fn attr_bool(value: bool) -> AttributeBooleanValue {
+    AttributeBooleanValue::builder().value(value).build()
+}
+
+fn id_ref(id: Option<&str>) -> Value {
+    id.map(|i| Value::Ref(Ref::Id(i.to_string())))
+        .unwrap_or(Value::None)
+}
+
+/// Flattens AWS's grouped permissions into one rule per peer, so rules
+/// compare one by one.
+pub fn rules_from(permissions: &[IpPermission]) -> BTreeSet<Item> {
+    let mut rules = BTreeSet::new();
+    for p in permissions {
+        let protocol = p.ip_protocol().unwrap_or("-1").to_string();
+        let (from_port, to_port) = if protocol == "-1" {
+            (-1, -1)
+        } else {
+            (p.from_port().unwrap_or(-1), p.to_port().unwrap_or(-1))
+        };
+        let rule = |peer| {
+            Item::Rule(Rule {
+                protocol: protocol.clone(),
+                from_port,
+                to_port,
+                peer,
+            })
+        };
+        for r in p.ip_ranges() {
+            rules.extend(r.cidr_ip().map(|c| rule(Peer::Cidr(c.to_string()))));
+        }
+        for r in p.ipv6_ranges() {
+            rules.extend(r.cidr_ipv6().map(|c| rule(Peer::Cidr6(c.to_string()))));
+        }
+        for r in p.prefix_list_ids() {
+            rules.extend(
+                r.prefix_list_id()
+                    .map(|c| rule(Peer::PrefixList(c.to_string()))),
+            );
+        }
+        for g in p.user_id_group_pairs() {
+            rules.extend(
+                g.group_id()
+                    .map(|c| rule(Peer::Group(Ref::Id(c.to_string())))),
+            );
+        }
+    }
+    rules
+}
+
+/// The permission that grants or revokes exactly one rule. Rules carry no
+/// description, so a revoke matches what we granted.
+fn permission(rule: &Rule) -> IpPermission {
+    let b = IpPermission::builder().ip_protocol(&rule.protocol);
+    let b = if rule.protocol == "-1" {
+        b
+    } else {
+        b.from_port(rule.from_port).to_port(rule.to_port)
+    };
+    match &rule.peer {
+        Peer::Cidr(c) => b.ip_ranges(IpRange::builder().cidr_ip(c).build()),
+        Peer::Cidr6(c) => b.ipv6_ranges(Ipv6Range::builder().cidr_ipv6(c).build()),
+        Peer::PrefixList(p) => b.prefix_list_ids(PrefixListId::builder().prefix_list_id(p).build()),
+        Peer::Group(Ref::Id(g)) => {
+            b.user_id_group_pairs(UserIdGroupPair::builder().group_id(g).build())
+        }
+        // The executor resolves references before it calls us.
+        Peer::Group(Ref::Pending(_)) => b,
+    }
+    .build()
+}
+
+fn only_rules(items: &BTreeSet<Item>) -> Vec<Rule> {
+    items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Rule(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Direction {
+    Ingress,
+    Egress,
+}
+
+impl Ec2 {
+    pub fn new(client: Client, prefix: &str, budgets: Budgets) -> Self {
+        Ec2 {
+            client,
+            prefix: prefix.to_string(),
+            budgets,
+        }
+    }
+
+    fn stack_filter(&self) -> Filter {
+        Filter::builder()
+            .name(format!("tag:{STACK_TAG}"))
+            .values(&self.prefix)
+            .build()
+    }
+
+    /// The address a live resource stands for: its role is its Name tag
+    /// without the prefix. A Name we don't know makes it an unwanted
+    /// resource, planned for deletion.
+    fn address(&self, kind: Kind, id: &str, tags: &BTreeMap<String, String>) -> Address {
+        let role = tags
+            .get("Name")
+            .and_then(|n| n.strip_prefix(&format!("{}-", self.prefix)))
+            .filter(|r| !r.is_empty())
+            .unwrap_or(id);
+        Address::new(kind, role)
+    }
+
+    /// Everything of every kind that carries the stack's tag.
+    pub async fn observe(&self) -> Result<Vec<Observed>, Error> {
+        let (vpcs, igws, subnets, tables, groups) = tokio::try_join!(
+            self.observe_vpcs(),
+            self.observe_internet_gateways(),
+            self.observe_subnets(),
+            self.observe_route_tables(),
+            self.observe_security_groups(),
+        )?;
+        Ok([vpcs, igws, subnets, tables, groups].concat())
+    }
+
+    async fn observe_vpcs(&self) -> Result<Vec<Observed>, Error> {
+        let vpcs = self
+            .client
+            .describe_vpcs()
+            .filters(self.stack_filter())
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(call("describe", "vpcs"))?;
+        try_join_all(vpcs.into_iter().map(|vpc| async move {
+            let id = vpc.vpc_id().unwrap_or_default().to_string();
+            let (dns_support, dns_hostnames) = tokio::try_join!(
+                self.vpc_attribute(&id, VpcAttributeName::EnableDnsSupport),
+                self.vpc_attribute(&id, VpcAttributeName::EnableDnsHostnames),
+            )?;
+            let tags = tag_map(vpc.tags());
+            Ok(Observed {
+                address: self.address(Kind::Vpc, &id, &tags),
+                attrs: BTreeMap::from([
+                    (
+                        "cidr_block",
+                        Value::Text(vpc.cidr_block().unwrap_or_default().to_string()),
+                    ),
+                    ("enable_dns_support", Value::Bool(dns_support)),
+                    ("enable_dns_hostnames", Value::Bool(dns_hostnames)),
+                ]),
+                id,
+                tags,
+            })
+        }))
+        .await
+    }
+
+    async fn vpc_attribute(
+        &self,
+        vpc_id: &str,
+        attribute: VpcAttributeName,
+    ) -> Result<bool, Error> {
+        let out = self
+            .client
+            .describe_vpc_attribute()
+            .vpc_id(vpc_id)
+            .attribute(attribute.clone())
+            .send()
+            .await
+            .map_err(call("describe attribute of", vpc_id))?;
+        let value = match attribute {
+            VpcAttributeName::EnableDnsHostnames => out.enable_dns_hostnames(),
+            _ => out.enable_dns_support(),
+        };
+        Ok(value.and_then(|v| v.value()).unwrap_or(false))
+    }
+
+    async fn observe_internet_gateways(&self) -> Result<Vec<Observed>, Error> {
+        let igws = self
+            .client
+            .describe_internet_gateways()
+            .filters(self.stack_filter())
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(call("describe", "internet gateways"))?;
+        Ok(igws
+            .into_iter()
+            .map(|igw| {
+                let id = igw.internet_gateway_id().unwrap_or_default().to_string();
+                let tags = tag_map(igw.tags());
+                let vpc = igw.attachments().iter().find_map(|a| a.vpc_id());
+                Observed {
+                    address: self.address(Kind::InternetGateway, &id, &tags),
+                    attrs: BTreeMap::from([("vpc", id_ref(vpc))]),
+                    id,
+                    tags,
+                }
+            })
+            .collect())
+    }
+
+    async fn observe_subnets(&self) -> Result<Vec<Observed>, Error> {
+        let subnets = self
+            .client
+            .describe_subnets()
+            .filters(self.stack_filter())
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(call("describe", "subnets"))?;
+        Ok(subnets
+            .into_iter()
+            .map(|s| {
+                let id = s.subnet_id().unwrap_or_default().to_string();
+                let tags = tag_map(s.tags());
+                Observed {
+                    address: self.address(Kind::Subnet, &id, &tags),
+                    attrs: BTreeMap::from([
+                        ("vpc", id_ref(s.vpc_id())),
+                        (
+                            "cidr_block",
+                            Value::Text(s.cidr_block().unwrap_or_default().to_string()),
+                        ),
+                        (
+                            "availability_zone",
+                            Value::Text(s.availability_zone().unwrap_or_default().to_string()),
+                        ),
+                        (
+                            "map_public_ip_on_launch",
+                            Value::Bool(s.map_public_ip_on_launch().unwrap_or(false)),
+                        ),
+                    ]),
+                    id,
+                    tags,
+                }
+            })
+            .collect())
+    }
+
+    async fn observe_route_tables(&self) -> Result<Vec<Observed>, Error> {
+        let tables = self
+            .client
+            .describe_route_tables()
+            .filters(self.stack_filter())
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(call("describe", "route tables"))?;
+        Ok(tables
+            .into_iter()
+            .map(|t| {
+                let id = t.route_table_id().unwrap_or_default().to_string();
+                let tags = tag_map(t.tags());
+                let routes = t
+                    .routes()
+                    .iter()
+                    .filter(|r| r.gateway_id() != Some("local"))
+                    .filter_map(|r| {
+                        let destination = r
+                            .destination_cidr_block()
+                            .or(r.destination_ipv6_cidr_block())
+                            .or(r.destination_prefix_list_id())?;
+                        let target = r
+                            .gateway_id()
+                            .or(r.nat_gateway_id())
+                            .or(r.instance_id())
+                            .or(r.network_interface_id())
+                            .or(r.transit_gateway_id())
+                            .or(r.vpc_peering_connection_id())
+                            .unwrap_or("(other target)");
+                        Some(Item::Route {
+                            destination: destination.to_string(),
+                            gateway: Ref::Id(target.to_string()),
+                        })
+                    })
+                    .collect();
+                let subnets = t
+                    .associations()
+                    .iter()
+                    .filter(|a| !a.main().unwrap_or(false))
+                    .filter_map(|a| a.subnet_id())
+                    .map(|s| Item::Subnet(Ref::Id(s.to_string())))
+                    .collect();
+                Observed {
+                    address: self.address(Kind::RouteTable, &id, &tags),
+                    attrs: BTreeMap::from([
+                        ("vpc", id_ref(t.vpc_id())),
+                        ("routes", Value::Set(routes)),
+                        ("subnets", Value::Set(subnets)),
+                    ]),
+                    id,
+                    tags,
+                }
+            })
+            .collect())
+    }
+
+    async fn observe_security_groups(&self) -> Result<Vec<Observed>, Error> {
+        let groups = self
+            .client
+            .describe_security_groups()
+            .filters(self.stack_filter())
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(call("describe", "security groups"))?;
+        Ok(groups
+            .into_iter()
+            .map(|g| {
+                let id = g.group_id().unwrap_or_default().to_string();
+                let tags = tag_map(g.tags());
+                Observed {
+                    address: self.address(Kind::SecurityGroup, &id, &tags),
+                    attrs: BTreeMap::from([
+                        ("vpc", id_ref(g.vpc_id())),
+                        (
+                            "group_name",
+                            Value::Text(g.group_name().unwrap_or_default().to_string()),
+                        ),
+                        (
+                            "description",
+                            Value::Text(g.description().unwrap_or_default().to_string()),
+                        ),
+                        ("ingress", Value::Set(rules_from(g.ip_permissions()))),
+                        ("egress", Value::Set(rules_from(g.ip_permissions_egress()))),
+                    ]),
+                    id,
+                    tags,
+                }
+            })
+            .collect())
+    }
+
+    /// Creates a resource with its tags in the create call itself, so a
+    /// crash right after can never leave something we can't find again.
+    pub async fn create(
+        &self,
+        address: &Address,
+        tags: &BTreeMap<String, String>,
+        attrs: &Attrs,
+    ) -> Result<String, Error> {
+        let target = address.to_string();
+        let need_id = |name: &'static str| {
+            attrs
+                .id(name)
+                .map(str::to_string)
+                .ok_or_else(|| incomplete("create", &target, name))
+        };
+        match address.kind {
+            Kind::Vpc => {
+                let out = self
+                    .client
+                    .create_vpc()
+                    .cidr_block(attrs.text("cidr_block").unwrap_or(crate::desired::VPC_CIDR))
+                    .tag_specifications(tag_spec(ResourceType::Vpc, tags))
+                    .send()
+                    .await
+                    .map_err(call("create", &target))?;
+                let id = out
+                    .vpc()
+                    .and_then(|v| v.vpc_id())
+                    .ok_or_else(|| incomplete("create", &target, "VpcId"))?
+                    .to_string();
+                // A new VPC has DNS support on and hostnames off.
+                if attrs.bool("enable_dns_support") == Some(false) {
+                    self.set_vpc_dns(&id, VpcAttributeName::EnableDnsSupport, false)
+                        .await?;
+                }
+                if attrs.bool("enable_dns_hostnames") == Some(true) {
+                    self.set_vpc_dns(&id, VpcAttributeName::EnableDnsHostnames, true)
+                        .await?;
+                }
+                Ok(id)
+            }
+            Kind::InternetGateway => {
+                let out = self
+                    .client
+                    .create_internet_gateway()
+                    .tag_specifications(tag_spec(ResourceType::InternetGateway, tags))
+                    .send()
+                    .await
+                    .map_err(call("create", &target))?;
+                let id = out
+                    .internet_gateway()
+                    .and_then(|g| g.internet_gateway_id())
+                    .ok_or_else(|| incomplete("create", &target, "InternetGatewayId"))?
+                    .to_string();
+                if let Some(vpc) = attrs.id("vpc") {
+                    self.attach_gateway(&id, vpc).await?;
+                }
+                Ok(id)
+            }
+            Kind::Subnet => {
+                let vpc = need_id("vpc")?;
+                let out = retry(NotYet::NotVisible, self.budgets.visibility, || {
+                    self.client
+                        .create_subnet()
+                        .vpc_id(&vpc)
+                        .cidr_block(attrs.text("cidr_block").unwrap_or_default())
+                        .availability_zone(attrs.text("availability_zone").unwrap_or_default())
+                        .tag_specifications(tag_spec(ResourceType::Subnet, tags))
+                        .send()
+                })
+                .await
+                .map_err(call("create", &target))?;
+                let id = out
+                    .subnet()
+                    .and_then(|s| s.subnet_id())
+                    .ok_or_else(|| incomplete("create", &target, "SubnetId"))?
+                    .to_string();
+                if attrs.bool("map_public_ip_on_launch") == Some(true) {
+                    self.set_map_public_ip(&id, true).await?;
+                }
+                Ok(id)
+            }
+            Kind::RouteTable => {
+                let vpc = need_id("vpc")?;
+                let out = retry(NotYet::NotVisible, self.budgets.visibility, || {
+                    self.client
+                        .create_route_table()
+                        .vpc_id(&vpc)
+                        .tag_specifications(tag_spec(ResourceType::RouteTable, tags))
+                        .send()
+                })
+                .await
+                .map_err(call("create", &target))?;
+                let id = out
+                    .route_table()
+                    .and_then(|t| t.route_table_id())
+                    .ok_or_else(|| incomplete("create", &target, "RouteTableId"))?
+                    .to_string();
+                self.sync_routes(&id, &BTreeSet::new(), &attrs.set("routes"))
+                    .await?;
+                self.sync_associations(&id, &BTreeSet::new(), &attrs.set("subnets"))
+                    .await?;
+                Ok(id)
+            }
+            Kind::SecurityGroup => {
+                let vpc = need_id("vpc")?;
+                let out = retry(NotYet::NotVisible, self.budgets.visibility, || {
+                    self.client
+                        .create_security_group()
+                        .vpc_id(&vpc)
+                        .group_name(attrs.text("group_name").unwrap_or_default())
+                        .description(attrs.text("description").unwrap_or_default())
+                        .tag_specifications(tag_spec(ResourceType::SecurityGroup, tags))
+                        .send()
+                })
+                .await
+                .map_err(call("create", &target))?;
+                let id = out
+                    .group_id()
+                    .ok_or_else(|| incomplete("create", &target, "GroupId"))?
+                    .to_string();
+                // A new group lets everything out: that rule is AWS's, not ours.
+                let aws_default = BTreeSet::from([Item::Rule(Rule::all_traffic(Peer::Cidr(
+                    ANYWHERE.to_string(),
+                )))]);
+                self.sync_rules(
+                    &id,
+                    Direction::Ingress,
+                    &BTreeSet::new(),
+                    &attrs.set("ingress"),
+                )
+                .await?;
+                self.sync_rules(&id, Direction::Egress, &aws_default, &attrs.set("egress"))
+                    .await?;
+                Ok(id)
+            }
+        }
+    }
+
+    /// Applies the changed attributes of a live resource.
+    pub async fn update(
+        &self,
+        address: &Address,
+        id: &str,
+        changes: &[AttrChange],
+    ) -> Result<(), Error> {
+        for change in changes {
+            let empty = BTreeSet::new();
+            let before = match &change.before {
+                Some(Value::Set(s)) => s,
+                _ => &empty,
+            };
+            let after = match &change.after {
+                Value::Set(s) => s,
+                _ => &empty,
+            };
+            match (address.kind, change.name, &change.after) {
+                (_, "tags", _) => {
+                    let (added, _) = change.set_delta();
+                    let tags: BTreeMap<String, String> = added
+                        .into_iter()
+                        .filter_map(|i| match i {
+                            Item::Tag(k, v) => Some((k, v)),
+                            _ => None,
+                        })
+                        .collect();
+                    self.client
+                        .create_tags()
+                        .resources(id)
+                        .set_tags(Some(aws_tags(&tags)))
+                        .send()
+                        .await
+                        .map_err(call("tag", id))?;
+                }
+                (Kind::Vpc, "enable_dns_support", Value::Bool(b)) => {
+                    self.set_vpc_dns(id, VpcAttributeName::EnableDnsSupport, *b)
+                        .await?
+                }
+                (Kind::Vpc, "enable_dns_hostnames", Value::Bool(b)) => {
+                    self.set_vpc_dns(id, VpcAttributeName::EnableDnsHostnames, *b)
+                        .await?
+                }
+                (Kind::Subnet, "map_public_ip_on_launch", Value::Bool(b)) => {
+                    self.set_map_public_ip(id, *b).await?
+                }
+                (Kind::InternetGateway, "vpc", after) => {
+                    if let Some(Value::Ref(Ref::Id(old))) = &change.before {
+                        self.detach_gateway(id, old).await?;
+                    }
+                    if let Value::Ref(Ref::Id(new)) = after {
+                        self.attach_gateway(id, new).await?;
+                    }
+                }
+                (Kind::RouteTable, "routes", _) => self.sync_routes(id, before, after).await?,
+                (Kind::RouteTable, "subnets", _) => {
+                    self.sync_associations(id, before, after).await?
+                }
+                (Kind::SecurityGroup, "ingress", _) => {
+                    self.sync_rules(id, Direction::Ingress, before, after)
+                        .await?
+                }
+                (Kind::SecurityGroup, "egress", _) => {
+                    self.sync_rules(id, Direction::Egress, before, after)
+                        .await?
+                }
+                (kind, name, _) => {
+                    // The plan marks everything else as forcing replacement.
+                    return Err(Error::NotInPlace {
+                        target: format!("{kind} {id}"),
+                        attribute: name,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn delete(&self, address: &Address, id: &str) -> Result<(), Error> {
+        let target = format!("{address} {id}");
+        let result = match address.kind {
+            Kind::Vpc => {
+                // A gateway still attached (e.g. left by an interrupted run) blocks the delete.
+                for igw in self.gateways_of(id).await? {
+                    self.detach_gateway(&igw, id).await?;
+                }
+                retry(NotYet::DependencyViolation, self.budgets.dependency, || {
+                    self.client.delete_vpc().vpc_id(id).send()
+                })
+                .await
+                .map(drop)
+                .map_err(call("delete", &target))
+            }
+            Kind::InternetGateway => {
+                for vpc in self.attachments_of(id).await? {
+                    self.detach_gateway(id, &vpc).await?;
+                }
+                retry(NotYet::DependencyViolation, self.budgets.dependency, || {
+                    self.client
+                        .delete_internet_gateway()
+                        .internet_gateway_id(id)
+                        .send()
+                })
+                .await
+                .map(drop)
+                .map_err(call("delete", &target))
+            }
+            Kind::Subnet => retry(NotYet::DependencyViolation, self.budgets.dependency, || {
+                self.client.delete_subnet().subnet_id(id).send()
+            })
+            .await
+            .map(drop)
+            .map_err(call("delete", &target)),
+            Kind::RouteTable => {
+                for association in self.association_ids(id, None).await? {
+                    self.disassociate(&association).await?;
+                }
+                retry(NotYet::DependencyViolation, self.budgets.dependency, || {
+                    self.client.delete_route_table().route_table_id(id).send()
+                })
+                .await
+                .map(drop)
+                .map_err(call("delete", &target))
+            }
+            Kind::SecurityGroup => {
+                self.revoke_references_to(id).await?;
+                retry(NotYet::DependencyViolation, self.budgets.dependency, || {
+                    self.client.delete_security_group().group_id(id).send()
+                })
+                .await
+                .map(drop)
+                .map_err(call("delete", &target))
+            }
+        };
+        match result {
+            // Already gone: a delete interrupted after AWS took it, or done by hand.
+            Err(e) if is_gone(&e) => Ok(()),
+            other => other,
+        }
+    }
+
+    async fn set_vpc_dns(
+        &self,
+        vpc: &str,
+        attribute: VpcAttributeName,
+        value: bool,
+    ) -> Result<(), Error> {
+        retry(NotYet::NotVisible, self.budgets.visibility, || {
+            let call = self.client.modify_vpc_attribute().vpc_id(vpc);
+            match attribute {
+                VpcAttributeName::EnableDnsHostnames => call.enable_dns_hostnames(attr_bool(value)),
+                _ => call.enable_dns_support(attr_bool(value)),
+            }
+            .send()
+        })
+        .await
+        .map(drop)
+        .map_err(call("set DNS attribute of", vpc))
+    }
+
+    async fn set_map_public_ip(&self, subnet: &str, value: bool) -> Result<(), Error> {
+        retry(NotYet::NotVisible, self.budgets.visibility, || {
+            self.client
+                .modify_subnet_attribute()
+                .subnet_id(subnet)
+                .map_public_ip_on_launch(attr_bool(value))
+                .send()
+        })
+        .await
+        .map(drop)
+        .map_err(call("set map-public-ip of", subnet))
+    }
+
+    async fn attach_gateway(&self, igw: &str, vpc: &str) -> Result<(), Error> {
+        let result = retry(NotYet::NotVisible, self.budgets.visibility, || {
+            self.client
+                .attach_internet_gateway()
+                .internet_gateway_id(igw)
+                .vpc_id(vpc)
+                .send()
+        })
+        .await
+        .map(drop)
+        .map_err(call("attach", format!("internet gateway {igw} to {vpc}")));
+        match result {
+            Err(e) if is_code(&e, &["Resource.AlreadyAssociated"]) => Ok(()),
+            other => other,
+        }
+    }
+
+    async fn detach_gateway(&self, igw: &str, vpc: &str) -> Result<(), Error> {
+        // Fails with DependencyViolation while public addresses are mapped in the VPC.
+        let result = retry(NotYet::DependencyViolation, self.budgets.dependency, || {
+            self.client
+                .detach_internet_gateway()
+                .internet_gateway_id(igw)
+                .vpc_id(vpc)
+                .send()
+        })
+        .await
+        .map(drop)
+        .map_err(call("detach", format!("internet gateway {igw} from {vpc}")));
+        match result {
+            Err(e) if is_gone(&e) || is_code(&e, &["Gateway.NotAttached"]) => Ok(()),
+            other => other,
+        }
+    }
+
+    async fn gateways_of(&self, vpc: &str) -> Result<Vec<String>, Error> {
+        let igws = self
+            .client
+            .describe_internet_gateways()
+            .filters(
+                Filter::builder()
+                    .name("attachment.vpc-id")
+                    .values(vpc)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(call("describe gateways of", vpc))?;
+        Ok(igws
+            .internet_gateways()
+            .iter()
+            .filter_map(|g| g.internet_gateway_id().map(str::to_string))
+            .collect())
+    }
+
+    async fn attachments_of(&self, igw: &str) -> Result<Vec<String>, Error> {
+        let out = self
+            .client
+            .describe_internet_gateways()
+            .internet_gateway_ids(igw)
+            .send()
+            .await;
+        let out = match out.map_err(call("describe", igw)) {
+            Err(e) if is_gone(&e) => return Ok(Vec::new()),
+            other => other?,
+        };
+        Ok(out
+            .internet_gateways()
+            .iter()
+            .flat_map(|g| g.attachments())
+            .filter_map(|a| a.vpc_id().map(str::to_string))
+            .collect())
+    }
+
+    async fn sync_routes(
+        &self,
+        table: &str,
+        before: &BTreeSet<Item>,
+        after: &BTreeSet<Item>,
+    ) -> Result<(), Error> {
+        for item in before.difference(after) {
+            if let Item::Route { destination, .. } = item {
+                let result = self
+                    .client
+                    .delete_route()
+                    .route_table_id(table)
+                    .destination_cidr_block(destination)
+                    .send()
+                    .await
+                    .map_err(call("delete route from", table));
+                match result {
+                    Err(e) if is_gone(&e) => {}
+                    other => other.map(drop)?,
+                }
+            }
+        }
+        for item in after.difference(before) {
+            if let Item::Route {
+                destination,
+                gateway: Ref::Id(gateway),
+            } = item
+            {
+                let result = retry(NotYet::NotVisible, self.budgets.visibility, || {
+                    self.client
+                        .create_route()
+                        .route_table_id(table)
+                        .destination_cidr_block(destination)
+                        .gateway_id(gateway)
+                        .send()
+                })
+                .await
+                .map_err(call("create route in", table));
+                match result {
+                    // Same destination, other target (e.g. the old gateway): point it at ours.
+                    Err(e) if is_code(&e, &["RouteAlreadyExists"]) => {
+                        self.client
+                            .replace_route()
+                            .route_table_id(table)
+                            .destination_cidr_block(destination)
+                            .gateway_id(gateway)
+                            .send()
+                            .await
+                            .map_err(call("replace route in", table))?;
+                    }
+                    other => other.map(drop)?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Association ids of a route table, of one subnet or of all subnets.
+    async fn association_ids(
+        &self,
+        table: &str,
+        subnet: Option<&str>,
+    ) -> Result<Vec<String>, Error> {
+        let out = self
+            .client
+            .describe_route_tables()
+            .route_table_ids(table)
+            .send()
+            .await;
+        let out = match out.map_err(call("describe", table)) {
+            Err(e) if is_gone(&e) => return Ok(Vec::new()),
+            other => other?,
+        };
+        Ok(out
+            .route_tables()
+            .iter()
+            .flat_map(|t| t.associations())
+            .filter(|a| !a.main().unwrap_or(false))
+            .filter(|a| subnet.is_none() || a.subnet_id() == subnet)
+            .filter_map(|a| a.route_table_association_id().map(str::to_string))
+            .collect())
+    }
+
+    async fn disassociate(&self, association: &str) -> Result<(), Error> {
+        let result = self
+            .client
+            .disassociate_route_table()
+            .association_id(association)
+            .send()
+            .await
+            .map_err(call("disassociate", association));
+        match result {
+            Err(e) if is_gone(&e) => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
+    async fn sync_associations(
+        &self,
+        table: &str,
+        before: &BTreeSet<Item>,
+        after: &BTreeSet<Item>,
+    ) -> Result<(), Error> {
+        for item in before.difference(after) {
+            if let Item::Subnet(Ref::Id(subnet)) = item {
+                for association in self.association_ids(table, Some(subnet)).await? {
+                    self.disassociate(&association).await?;
+                }
+            }
+        }
+        for item in after.difference(before) {
+            if let Item::Subnet(Ref::Id(subnet)) = item {
+                let result = retry(NotYet::NotVisible, self.budgets.visibility, || {
+                    self.client
+                        .associate_route_table()
+                        .route_table_id(table)
+                        .subnet_id(subnet)
+                        .send()
+                })
+                .await
+                .map_err(call(
+                    "associate",
+                    format!("route table {table} with {subnet}"),
+                ));
+                match result {
+                    Err(e) if is_code(&e, &["Resource.AlreadyAssociated"]) => {}
+                    other => other.map(drop)?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn sync_rules(
+        &self,
+        group: &str,
+        direction: Direction,
+        before: &BTreeSet<Item>,
+        after: &BTreeSet<Item>,
+    ) -> Result<(), Error> {
+        let grant: Vec<IpPermission> = only_rules(&after.difference(before).cloned().collect())
+            .iter()
+            .map(permission)
+            .collect();
+        let revoke: Vec<IpPermission> = only_rules(&before.difference(after).cloned().collect())
+            .iter()
+            .map(permission)
+            .collect();
+        // Grant first: a rule changed in place never leaves a moment with neither.
+        if !grant.is_empty() {
+            let result = retry(NotYet::NotVisible, self.budgets.visibility, || async {
+                match direction {
+                    Direction::Ingress => self
+                        .client
+                        .authorize_security_group_ingress()
+                        .group_id(group)
+                        .set_ip_permissions(Some(grant.clone()))
+                        .send()
+                        .await
+                        .map(drop)
+                        .map_err(aws_sdk_ec2::Error::from),
+                    Direction::Egress => self
+                        .client
+                        .authorize_security_group_egress()
+                        .group_id(group)
+                        .set_ip_permissions(Some(grant.clone()))
+                        .send()
+                        .await
+                        .map(drop)
+                        .map_err(aws_sdk_ec2::Error::from),
+                }
+            })
+            .await;
+            match result {
+                Err(e) if e.code() == Some("InvalidPermission.Duplicate") => {
+                    // Some are there already (an interrupted run): grant one by one.
+                    for p in &grant {
+                        self.grant_one(group, direction, p).await?;
+                    }
+                }
+                other => other.map_err(|source| Error::Call {
+                    action: "authorize rules of",
+                    target: group.to_string(),
+                    source: Box::new(source),
+                })?,
+            }
+        }
+        if !revoke.is_empty() {
+            let result = match direction {
+                Direction::Ingress => self
+                    .client
+                    .revoke_security_group_ingress()
+                    .group_id(group)
+                    .set_ip_permissions(Some(revoke))
+                    .send()
+                    .await
+                    .map(drop)
+                    .map_err(call("revoke rules of", group)),
+                Direction::Egress => self
+                    .client
+                    .revoke_security_group_egress()
+                    .group_id(group)
+                    .set_ip_permissions(Some(revoke))
+                    .send()
+                    .await
+                    .map(drop)
+                    .map_err(call("revoke rules of", group)),
+            };
+            match result {
+                Err(e) if is_code(&e, &["InvalidPermission.NotFound"]) => {}
+                other => other?,
+            }
+        }
+        Ok(())
+    }
+
+    async fn grant_one(
+        &self,
+        group: &str,
+        direction: Direction,
+        p: &IpPermission,
+    ) -> Result<(), Error> {
+        let result = match direction {
+            Direction::Ingress => self
+                .client
+                .authorize_security_group_ingress()
+                .group_id(group)
+                .ip_permissions(p.clone())
+                .send()
+                .await
+                .map(drop)
+                .map_err(call("authorize rule of", group)),
+            Direction::Egress => self
+                .client
+                .authorize_security_group_egress()
+                .group_id(group)
+                .ip_permissions(p.clone())
+                .send()
+                .await
+                .map(drop)
+                .map_err(call("authorize rule of", group)),
+        };
+        match result {
+            Err(e) if is_code(&e, &["InvalidPermission.Duplicate"]) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Revokes the rules of the stack's other groups that name this group,
+    /// which would otherwise block its delete (e.g. the database group's
+    /// ingress from the app group, when the app group is replaced).
+    async fn revoke_references_to(&self, group: &str) -> Result<(), Error> {
+        let groups = self
+            .client
+            .describe_security_groups()
+            .filters(self.stack_filter())
+            .send()
+            .await
+            .map_err(call("describe", "security groups"))?;
+        let names_group = |item: &Item| matches!(item, Item::Rule(Rule { peer: Peer::Group(Ref::Id(g)), .. }) if g == group);
+        for other in groups.security_groups() {
+            let Some(other_id) = other.group_id() else {
+                continue;
+            };
+            if other_id == group {
+                continue;
+            }
+            for (direction, permissions) in [
+                (Direction::Ingress, other.ip_permissions()),
+                (Direction::Egress, other.ip_permissions_egress()),
+            ] {
+                let referencing: BTreeSet<Item> = rules_from(permissions)
+                    .into_iter()
+                    .filter(names_group)
+                    .collect();
+                if !referencing.is_empty() {
+                    self.sync_rules(other_id, direction, &referencing, &BTreeSet::new())
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grouped_permissions_flatten_to_single_rules() {
+        let p = IpPermission::builder()
+            .ip_protocol("tcp")
+            .from_port(22)
+            .to_port(22)
+            .ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build())
+            .ip_ranges(IpRange::builder().cidr_ip("10.0.0.0/8").build())
+            .user_id_group_pairs(UserIdGroupPair::builder().group_id("sg-1").build())
+            .build();
+        let all = IpPermission::builder()
+            .ip_protocol("-1")
+            .ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build())
+            .build();
+        let rules: Vec<String> = rules_from(&[p, all])
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                "all traffic 0.0.0.0/0",
+                "tcp/22 0.0.0.0/0",
+                "tcp/22 10.0.0.0/8",
+                "tcp/22 group sg-1",
+            ]
+        );
+    }
+
+    #[test]
+    fn permission_round_trips_a_rule() {
+        for rule in [
+            Rule::tcp(5432, Peer::Group(Ref::Id("sg-9".into()))),
+            Rule::tcp(443, Peer::Cidr("0.0.0.0/0".into())),
+            Rule::all_traffic(Peer::Cidr("0.0.0.0/0".into())),
+            Rule::tcp(80, Peer::Cidr6("::/0".into())),
+        ] {
+            let back = rules_from(&[permission(&rule)]);
+            assert_eq!(back, BTreeSet::from([Item::Rule(rule)]));
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! The vocabulary every stage shares: what a resource is called, what its
+//! attributes hold, what we want (`Desired`) and what is live (`Observed`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::Serialize;
+
+/// The kinds of resource ihp-infra manages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Vpc,
+    InternetGateway,
+    Subnet,
+    SecurityGroup,
+    RouteTable,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [
+        Kind::Vpc,
+        Kind::InternetGateway,
+        Kind::Subnet,
+        Kind::SecurityGroup,
+        Kind::RouteTable,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Vpc => "vpc",
+            Kind::InternetGateway => "internet_gateway",
+            Kind::Subnet => "subnet",
+            Kind::SecurityGroup => "security_group",
+            Kind::RouteTable => "route_table",
+        }
+    }
+
+    /// Kinds this kind can depend on. Used to order deletes of resources
+    /// whose role we do not know (left over from an earlier version).
+    pub fn parents(self) -> &'static [Kind] {
+        match self {
+            Kind::Vpc => &[],
+            Kind::InternetGateway | Kind::Subnet | Kind::SecurityGroup => &[Kind::Vpc],
+            Kind::RouteTable => &[Kind::Vpc, Kind::InternetGateway, Kind::Subnet],
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// A resource's place in the stack: its kind and role (`subnet.public`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Address {
+    pub kind: Kind,
+    pub role: String,
+}
+
+impl Address {
+    pub fn new(kind: Kind, role: &str) -> Self {
+        Address {
+            kind,
+            role: role.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.kind, self.role)
+    }
+}
+
+impl Serialize for Address {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A reference to another resource: its live id, or, while it does not exist
+/// yet (or is being replaced), its address. The executor fills in the id.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Ref {
+    Id(String),
+    Pending(Address),
+}
+
+impl fmt::Display for Ref {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ref::Id(id) => f.write_str(id),
+            Ref::Pending(addr) => write!(f, "(id of {addr}, known after apply)"),
+        }
+    }
+}
+
+/// Where a security group rule lets traffic come from or go to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Peer {
+    Cidr(String),
+    Cidr6(String),
+    PrefixList(String),
+    Group(Ref),
+}
+
+/// One security group rule: protocol ("tcp", or "-1" for all) and port range.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Rule {
+    pub protocol: String,
+    pub from_port: i32,
+    pub to_port: i32,
+    pub peer: Peer,
+}
+
+impl Rule {
+    pub fn tcp(port: i32, peer: Peer) -> Self {
+        Rule {
+            protocol: "tcp".into(),
+            from_port: port,
+            to_port: port,
+            peer,
+        }
+    }
+    pub fn all_traffic(peer: Peer) -> Self {
+        Rule {
+            protocol: "-1".into(),
+            from_port: -1,
+            to_port: -1,
+            peer,
+        }
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.protocol.as_str(), self.from_port == self.to_port) {
+            ("-1", _) => f.write_str("all traffic")?,
+            (p, true) => write!(f, "{p}/{}", self.from_port)?,
+            (p, false) => write!(f, "{p}/{}-{}", self.from_port, self.to_port)?,
+        }
+        match &self.peer {
+            Peer::Cidr(c) | Peer::Cidr6(c) => write!(f, " {c}"),
+            Peer::PrefixList(p) => write!(f, " prefix list {p}"),
+            Peer::Group(r) => write!(f, " group {r}"),
+        }
+    }
+}
+
+/// An element of a set-valued attribute.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Item {
+    Rule(Rule),
+    /// A route: destination CIDR to a gateway.
+    Route {
+        destination: String,
+        gateway: Ref,
+    },
+    /// A subnet associated with a route table.
+    Subnet(Ref),
+    /// A tag, as key and value.
+    Tag(String, String),
+}
+
+impl fmt::Display for Item {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Item::Rule(r) => r.fmt(f),
+            Item::Route {
+                destination,
+                gateway,
+            } => write!(f, "{destination} -> {gateway}"),
+            Item::Subnet(r) => r.fmt(f),
+            Item::Tag(k, v) => write!(f, "{k}={v}"),
+        }
+    }
+}
+
+/// An attribute's value, comparable between desired and observed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Value {
+    Text(String),
+    Bool(bool),
+    Ref(Ref),
+    Set(BTreeSet<Item>),
+    /// Absent on the live resource (e.g. a gateway attached to nothing).
+    None,
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Text(t) => write!(f, "{t:?}"),
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Ref(r) => r.fmt(f),
+            Value::Set(items) => {
+                let items: Vec<String> = items.iter().map(|i| i.to_string()).collect();
+                write!(f, "[{}]", items.join(", "))
+            }
+            Value::None => f.write_str("(none)"),
+        }
+    }
+}
+
+/// How AWS can change an attribute of a live resource.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mutability {
+    InPlace,
+    ForcesReplacement,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attr {
+    pub name: &'static str,
+    pub value: Value,
+    pub mutability: Mutability,
+}
+
+/// A resource as the stack wants it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Desired {
+    pub address: Address,
+    /// All tags, `Name` and the stack tag included.
+    pub tags: BTreeMap<String, String>,
+    pub attrs: Vec<Attr>,
+    /// Addresses that must exist before this one is created.
+    pub depends_on: Vec<Address>,
+}
+
+impl Desired {
+    pub fn name(&self) -> &str {
+        self.tags.get("Name").map(String::as_str).unwrap_or("")
+    }
+}
+
+/// A live resource that carries the stack's tag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed {
+    pub address: Address,
+    pub id: String,
+    pub tags: BTreeMap<String, String>,
+    pub attrs: BTreeMap<&'static str, Value>,
+}
+
+/// The attribute set a kind's create and update calls read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Attrs(pub BTreeMap<&'static str, Value>);
+
+impl Attrs {
+    pub fn text(&self, name: &str) -> Option<&str> {
+        match self.0.get(name) {
+            Some(Value::Text(t)) => Some(t),
+            _ => None,
+        }
+    }
+    pub fn bool(&self, name: &str) -> Option<bool> {
+        match self.0.get(name) {
+            Some(Value::Bool(b)) => Some(*b),
+            _ => None,
+        }
+    }
+    pub fn id(&self, name: &str) -> Option<&str> {
+        match self.0.get(name) {
+            Some(Value::Ref(Ref::Id(id))) => Some(id),
+            _ => None,
+        }
+    }
+    pub fn set(&self, name: &str) -> BTreeSet<Item> {
+        match self.0.get(name) {
+            Some(Value::Set(s)) => s.clone(),
+            _ => BTreeSet::new(),
+        }
+    }
+}

@@ -1,0 +1,598 @@
+//! Desired against observed: the plan, as plain data.
+//!
+//! Nothing here talks to AWS. The plan is rendered by `render` and carried
+//! out by `executor`; both only read it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Serialize;
+
+use crate::model::{Address, Attrs, Desired, Item, Mutability, Observed, Peer, Ref, Rule, Value};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    NoOp,
+    Create,
+    Update,
+    Replace,
+    Delete,
+}
+
+/// One attribute that differs: its live value (none when creating) and the
+/// value it will have.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttrChange {
+    pub name: &'static str,
+    pub before: Option<Value>,
+    pub after: Value,
+    pub forces_replacement: bool,
+}
+
+impl AttrChange {
+    /// For set values: the items to add and to remove.
+    pub fn set_delta(&self) -> (BTreeSet<Item>, BTreeSet<Item>) {
+        let empty = BTreeSet::new();
+        let before = match &self.before {
+            Some(Value::Set(s)) => s,
+            _ => &empty,
+        };
+        let after = match &self.after {
+            Value::Set(s) => s,
+            _ => &empty,
+        };
+        (
+            after.difference(before).cloned().collect(),
+            before.difference(after).cloned().collect(),
+        )
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub address: Address,
+    pub action: Action,
+    /// `Name` tag: the desired one, or the live one for deletes.
+    pub name: String,
+    /// Live id, when the resource exists.
+    pub id: Option<String>,
+    /// Changed attributes (every attribute for a create; none for a delete).
+    pub attrs: Vec<AttrChange>,
+    /// Tags to create with, or to set on the live resource.
+    pub tags: BTreeMap<String, String>,
+    /// Addresses this one needs (creates) or that need it (deletes, reversed).
+    pub depends_on: Vec<Address>,
+}
+
+impl Change {
+    /// The full desired attribute set, for create calls.
+    pub fn desired_attrs(&self) -> Attrs {
+        Attrs(
+            self.attrs
+                .iter()
+                .map(|a| (a.name, a.after.clone()))
+                .collect(),
+        )
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub prefix: String,
+    pub region: String,
+    pub changes: Vec<Change>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub create: usize,
+    pub update: usize,
+    pub replace: usize,
+    pub delete: usize,
+    pub unchanged: usize,
+}
+
+impl Plan {
+    pub fn summary(&self) -> Summary {
+        let mut s = Summary::default();
+        for c in &self.changes {
+            match c.action {
+                Action::NoOp => s.unchanged += 1,
+                Action::Create => s.create += 1,
+                Action::Update => s.update += 1,
+                Action::Replace => s.replace += 1,
+                Action::Delete => s.delete += 1,
+            }
+        }
+        s
+    }
+
+    pub fn has_changes(&self) -> bool {
+        self.changes.iter().any(|c| c.action != Action::NoOp)
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlanError {
+    #[error(
+        "found two resources for {address} tagged with stack {prefix}: {first} and {second}; \
+         ihp-infra will not guess which one is the stack's. Delete the one that should not exist, \
+         or remove its ihp-infra:stack tag, and run again"
+    )]
+    Duplicate {
+        address: Address,
+        prefix: String,
+        first: String,
+        second: String,
+    },
+}
+
+/// Indexes live resources by address; two for one address is an error.
+fn index(prefix: &str, observed: &[Observed]) -> Result<BTreeMap<Address, Observed>, PlanError> {
+    let mut by_address: BTreeMap<Address, Observed> = BTreeMap::new();
+    for o in observed {
+        if let Some(first) = by_address.get(&o.address) {
+            let (a, b) = if first.id <= o.id {
+                (&first.id, &o.id)
+            } else {
+                (&o.id, &first.id)
+            };
+            return Err(PlanError::Duplicate {
+                address: o.address.clone(),
+                prefix: prefix.to_string(),
+                first: a.clone(),
+                second: b.clone(),
+            });
+        }
+        by_address.insert(o.address.clone(), o.clone());
+    }
+    Ok(by_address)
+}
+
+/// Plans the changes that make `observed` look like `desired`. `desired`
+/// lists dependencies before dependents.
+pub fn reconcile(
+    prefix: &str,
+    region: &str,
+    desired: &[Desired],
+    observed: &[Observed],
+) -> Result<Plan, PlanError> {
+    let mut live = index(prefix, observed)?;
+    // The id a dependent may use: known when the dependency stays in place.
+    let mut stable_ids: HashMap<Address, String> = HashMap::new();
+    let mut changes = Vec::new();
+
+    for want in desired {
+        let resolved: Vec<(&crate::model::Attr, Value)> = want
+            .attrs
+            .iter()
+            .map(|a| (a, resolve(&a.value, &stable_ids)))
+            .collect();
+        let change = match live.remove(&want.address) {
+            None => Change {
+                address: want.address.clone(),
+                action: Action::Create,
+                name: want.name().to_string(),
+                id: None,
+                attrs: resolved
+                    .into_iter()
+                    .map(|(a, after)| AttrChange {
+                        name: a.name,
+                        before: None,
+                        after,
+                        forces_replacement: false,
+                    })
+                    .collect(),
+                tags: want.tags.clone(),
+                depends_on: want.depends_on.clone(),
+            },
+            Some(have) => {
+                let mut attrs = Vec::new();
+                for (a, after) in &resolved {
+                    let before = have.attrs.get(a.name).cloned().unwrap_or(Value::None);
+                    if before != *after {
+                        attrs.push(AttrChange {
+                            name: a.name,
+                            before: Some(before),
+                            after: after.clone(),
+                            forces_replacement: a.mutability == Mutability::ForcesReplacement,
+                        });
+                    }
+                }
+                let replace = attrs.iter().any(|a| a.forces_replacement);
+                if !replace && let Some(tags) = tag_change(&want.tags, &have.tags) {
+                    attrs.push(tags);
+                }
+                let action = if replace {
+                    // A replacement is created from scratch: it needs every attribute.
+                    attrs = resolved
+                        .into_iter()
+                        .map(|(a, after)| {
+                            let before = have.attrs.get(a.name).cloned().unwrap_or(Value::None);
+                            AttrChange {
+                                name: a.name,
+                                forces_replacement: before != after
+                                    && a.mutability == Mutability::ForcesReplacement,
+                                before: Some(before),
+                                after,
+                            }
+                        })
+                        .collect();
+                    Action::Replace
+                } else if attrs.is_empty() {
+                    Action::NoOp
+                } else {
+                    Action::Update
+                };
+                if matches!(action, Action::NoOp | Action::Update) {
+                    stable_ids.insert(want.address.clone(), have.id.clone());
+                }
+                Change {
+                    address: want.address.clone(),
+                    action,
+                    name: want.name().to_string(),
+                    id: Some(have.id),
+                    attrs,
+                    tags: want.tags.clone(),
+                    depends_on: want.depends_on.clone(),
+                }
+            }
+        };
+        changes.push(change);
+    }
+
+    // Whatever carries the stack's tag but is not wanted goes.
+    for (_, have) in live {
+        changes.push(delete_change(have, desired));
+    }
+    Ok(Plan {
+        prefix: prefix.to_string(),
+        region: region.to_string(),
+        changes,
+    })
+}
+
+/// Plans deleting every live resource of the stack.
+pub fn destroy(
+    prefix: &str,
+    region: &str,
+    desired: &[Desired],
+    observed: &[Observed],
+) -> Result<Plan, PlanError> {
+    let live = index(prefix, observed)?;
+    // Dependents first, in the order the stack would create them, reversed.
+    let mut ordered: Vec<Observed> = live.into_values().collect();
+    let position = |o: &Observed| {
+        desired
+            .iter()
+            .position(|d| d.address == o.address)
+            .unwrap_or(usize::MAX)
+    };
+    ordered.sort_by_key(|o| std::cmp::Reverse((position(o), o.address.clone())));
+    Ok(Plan {
+        prefix: prefix.to_string(),
+        region: region.to_string(),
+        changes: ordered
+            .into_iter()
+            .map(|o| delete_change(o, desired))
+            .collect(),
+    })
+}
+
+fn delete_change(have: Observed, desired: &[Desired]) -> Change {
+    let depends_on = desired
+        .iter()
+        .find(|d| d.address == have.address)
+        .map(|d| d.depends_on.clone())
+        .unwrap_or_default();
+    Change {
+        name: have.tags.get("Name").cloned().unwrap_or_default(),
+        address: have.address,
+        action: Action::Delete,
+        id: Some(have.id),
+        attrs: Vec::new(),
+        tags: have.tags,
+        depends_on,
+    }
+}
+
+/// Only the tags the stack sets are compared: tags others add are theirs.
+fn tag_change(
+    want: &BTreeMap<String, String>,
+    have: &BTreeMap<String, String>,
+) -> Option<AttrChange> {
+    let want_items: BTreeSet<Item> = want
+        .iter()
+        .map(|(k, v)| Item::Tag(k.clone(), v.clone()))
+        .collect();
+    let have_items: BTreeSet<Item> = have
+        .iter()
+        .filter(|(k, _)| want.contains_key(*k))
+        .map(|(k, v)| Item::Tag(k.clone(), v.clone()))
+        .collect();
+    (want_items != have_items).then_some(AttrChange {
+        name: "tags",
+        before: Some(Value::Set(have_items)),
+        after: Value::Set(want_items),
+        forces_replacement: false,
+    })
+}
+
+/// Replaces references to resources that stay in place by their ids.
+pub fn resolve(value: &Value, ids: &HashMap<Address, String>) -> Value {
+    let r = |r: &Ref| match r {
+        Ref::Pending(addr) => ids
+            .get(addr)
+            .map(|id| Ref::Id(id.clone()))
+            .unwrap_or_else(|| r.clone()),
+        Ref::Id(_) => r.clone(),
+    };
+    match value {
+        Value::Ref(x) => Value::Ref(r(x)),
+        Value::Set(items) => Value::Set(
+            items
+                .iter()
+                .map(|item| match item {
+                    Item::Rule(rule) => Item::Rule(Rule {
+                        peer: match &rule.peer {
+                            Peer::Group(g) => Peer::Group(r(g)),
+                            other => other.clone(),
+                        },
+                        ..rule.clone()
+                    }),
+                    Item::Route {
+                        destination,
+                        gateway,
+                    } => Item::Route {
+                        destination: destination.clone(),
+                        gateway: r(gateway),
+                    },
+                    Item::Subnet(s) => Item::Subnet(r(s)),
+                    Item::Tag(..) => item.clone(),
+                })
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// Whether a value still refers to something not yet created.
+pub fn has_pending(value: &Value) -> bool {
+    let pending = |r: &Ref| matches!(r, Ref::Pending(_));
+    match value {
+        Value::Ref(r) => pending(r),
+        Value::Set(items) => items.iter().any(|i| match i {
+            Item::Rule(rule) => matches!(&rule.peer, Peer::Group(g) if pending(g)),
+            Item::Route { gateway, .. } => pending(gateway),
+            Item::Subnet(s) => pending(s),
+            Item::Tag(..) => false,
+        }),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::{self, resources};
+    use crate::model::Kind;
+    use crate::stack::{Secret, Stack};
+
+    fn stack() -> Stack {
+        Stack {
+            path: "stack.yaml".into(),
+            prefix: "demo".into(),
+            region: "eu-central-1".into(),
+            az_1: "eu-central-1a".into(),
+            az_2: "eu-central-1b".into(),
+            key_name: "k".into(),
+            db_password: Secret::new("password1"),
+            tags: BTreeMap::new(),
+        }
+    }
+
+    /// What AWS would show after a successful apply, with made-up ids.
+    fn converged(desired: &[Desired]) -> Vec<Observed> {
+        let mut ids = HashMap::new();
+        desired
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let id = format!("{}-{i:04}", d.address.kind);
+                let attrs = d
+                    .attrs
+                    .iter()
+                    .map(|a| (a.name, resolve(&a.value, &ids)))
+                    .collect();
+                ids.insert(d.address.clone(), id.clone());
+                Observed {
+                    address: d.address.clone(),
+                    id,
+                    tags: d.tags.clone(),
+                    attrs,
+                }
+            })
+            .collect()
+    }
+
+    fn action_of(plan: &Plan, address: &Address) -> Action {
+        plan.changes
+            .iter()
+            .find(|c| &c.address == address)
+            .unwrap()
+            .action
+    }
+
+    #[test]
+    fn empty_account_creates_everything() {
+        let want = resources(&stack());
+        let plan = reconcile("demo", "eu-central-1", &want, &[]).unwrap();
+        assert_eq!(plan.summary().create, want.len());
+        assert!(plan.changes.iter().all(|c| c.action == Action::Create));
+        // References to resources not created yet stay pending.
+        let subnet = &plan.changes[2];
+        assert_eq!(
+            subnet.attrs[0].after,
+            Value::Ref(Ref::Pending(desired::vpc()))
+        );
+    }
+
+    #[test]
+    fn converged_account_is_a_no_op() {
+        let want = resources(&stack());
+        let plan = reconcile("demo", "eu-central-1", &want, &converged(&want)).unwrap();
+        assert!(!plan.has_changes(), "{plan:#?}");
+    }
+
+    #[test]
+    fn attribute_drift_is_an_in_place_update() {
+        let want = resources(&stack());
+        let mut live = converged(&want);
+        live[0]
+            .attrs
+            .insert("enable_dns_hostnames", Value::Bool(false));
+        let plan = reconcile("demo", "eu-central-1", &want, &live).unwrap();
+        let vpc = &plan.changes[0];
+        assert_eq!(vpc.action, Action::Update);
+        assert_eq!(vpc.attrs.len(), 1);
+        assert_eq!(vpc.attrs[0].name, "enable_dns_hostnames");
+        assert_eq!(vpc.attrs[0].before, Some(Value::Bool(false)));
+        assert_eq!(plan.summary().update, 1);
+    }
+
+    #[test]
+    fn extra_rule_shows_as_set_delta() {
+        let want = resources(&stack());
+        let mut live = converged(&want);
+        let app = live
+            .iter_mut()
+            .find(|o| o.address == desired::app_security_group())
+            .unwrap();
+        let Some(Value::Set(ingress)) = app.attrs.get_mut("ingress") else {
+            panic!()
+        };
+        let extra = Item::Rule(Rule::tcp(8080, Peer::Cidr("0.0.0.0/0".into())));
+        ingress.insert(extra.clone());
+        let plan = reconcile("demo", "eu-central-1", &want, &live).unwrap();
+        let change = plan
+            .changes
+            .iter()
+            .find(|c| c.address == desired::app_security_group())
+            .unwrap();
+        assert_eq!(change.action, Action::Update);
+        let (added, removed) = change.attrs[0].set_delta();
+        assert!(added.is_empty());
+        assert_eq!(removed, BTreeSet::from([extra]));
+    }
+
+    #[test]
+    fn cidr_change_replaces_subnet_and_updates_association() {
+        let want = resources(&stack());
+        let mut live = converged(&want);
+        let public = live
+            .iter_mut()
+            .find(|o| o.address == desired::public_subnet())
+            .unwrap();
+        public
+            .attrs
+            .insert("cidr_block", Value::Text("10.0.9.0/24".into()));
+        let plan = reconcile("demo", "eu-central-1", &want, &live).unwrap();
+        assert_eq!(action_of(&plan, &desired::public_subnet()), Action::Replace);
+        // The route table stays, but its association moves to the new subnet.
+        assert_eq!(
+            action_of(&plan, &desired::public_route_table()),
+            Action::Update
+        );
+        let replaced = plan
+            .changes
+            .iter()
+            .find(|c| c.address == desired::public_subnet())
+            .unwrap();
+        let forcing: Vec<_> = replaced
+            .attrs
+            .iter()
+            .filter(|a| a.forces_replacement)
+            .map(|a| a.name)
+            .collect();
+        assert_eq!(forcing, ["cidr_block"]);
+        assert_eq!(plan.summary().replace, 1);
+    }
+
+    #[test]
+    fn vpc_replacement_cascades_to_everything_inside() {
+        let want = resources(&stack());
+        let mut live = converged(&want);
+        live[0]
+            .attrs
+            .insert("cidr_block", Value::Text("10.1.0.0/16".into()));
+        let plan = reconcile("demo", "eu-central-1", &want, &live).unwrap();
+        for c in &plan.changes {
+            let expected = match c.address.kind {
+                Kind::InternetGateway => Action::Update,
+                _ => Action::Replace,
+            };
+            assert_eq!(c.action, expected, "{}", c.address);
+        }
+    }
+
+    #[test]
+    fn unwanted_tagged_resource_is_deleted() {
+        let want = resources(&stack());
+        let mut live = converged(&want);
+        live.push(Observed {
+            address: Address::new(Kind::Subnet, "old"),
+            id: "subnet-old".into(),
+            tags: BTreeMap::new(),
+            attrs: BTreeMap::new(),
+        });
+        let plan = reconcile("demo", "eu-central-1", &want, &live).unwrap();
+        assert_eq!(plan.summary().delete, 1);
+        assert_eq!(plan.summary().unchanged, want.len());
+    }
+
+    #[test]
+    fn two_matches_is_an_error_naming_both() {
+        let want = resources(&stack());
+        let mut live = converged(&want);
+        let mut dup = live[2].clone();
+        dup.id = "subnet-dup".into();
+        live.push(dup);
+        let err = reconcile("demo", "eu-central-1", &want, &live).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("subnet-0002") && msg.contains("subnet-dup"),
+            "{msg}"
+        );
+        assert!(msg.contains("subnet.public"), "{msg}");
+    }
+
+    #[test]
+    fn missing_tag_is_set_in_place_and_foreign_tags_are_left_alone() {
+        let mut s = stack();
+        s.tags.insert("team".into(), "web".into());
+        let want = resources(&s);
+        let mut live = converged(&want);
+        live[0].tags.remove("team");
+        live[0].tags.insert("owner".into(), "someone".into());
+        let plan = reconcile("demo", "eu-central-1", &want, &live).unwrap();
+        assert_eq!(plan.changes[0].action, Action::Update);
+        let (added, removed) = plan.changes[0].attrs[0].set_delta();
+        assert_eq!(
+            added,
+            BTreeSet::from([Item::Tag("team".into(), "web".into())])
+        );
+        assert!(removed.is_empty());
+        assert!(plan.changes[1..].iter().all(|c| c.action == Action::NoOp));
+    }
+
+    #[test]
+    fn destroy_deletes_dependents_first() {
+        let want = resources(&stack());
+        let live = converged(&want);
+        let plan = destroy("demo", "eu-central-1", &want, &live).unwrap();
+        assert_eq!(plan.summary().delete, want.len());
+        let order: Vec<_> = plan.changes.iter().map(|c| c.address.to_string()).collect();
+        assert_eq!(order.first().unwrap(), "security_group.db");
+        assert_eq!(order.last().unwrap(), "vpc.vpc");
+    }
+}

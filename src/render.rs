@@ -1,0 +1,252 @@
+//! Plans and outcomes as text for people. Pure: the caller decides where
+//! it goes and whether it has colours.
+
+use std::fmt::Write;
+
+use console::Style;
+
+use crate::model::Value;
+use crate::plan::{Action, AttrChange, Change, Plan};
+
+pub struct Palette {
+    create: Style,
+    update: Style,
+    replace: Style,
+    delete: Style,
+    dim: Style,
+    bold: Style,
+}
+
+impl Palette {
+    pub fn new(colors: bool) -> Self {
+        let s = || Style::new().force_styling(colors);
+        Palette {
+            create: s().green(),
+            update: s().yellow(),
+            replace: s().magenta(),
+            delete: s().red(),
+            dim: s().dim(),
+            bold: s().bold(),
+        }
+    }
+}
+
+impl Palette {
+    pub fn ok(&self, text: &str) -> String {
+        self.create.apply_to(text).to_string()
+    }
+    pub fn err(&self, text: &str) -> String {
+        self.delete.apply_to(text).to_string()
+    }
+}
+
+fn symbol(action: Action) -> &'static str {
+    match action {
+        Action::NoOp => " ",
+        Action::Create => "+",
+        Action::Update => "~",
+        Action::Replace => "-/+",
+        Action::Delete => "-",
+    }
+}
+
+fn style(p: &Palette, action: Action) -> &Style {
+    match action {
+        Action::Create => &p.create,
+        Action::Update => &p.update,
+        Action::Replace => &p.replace,
+        Action::Delete => &p.delete,
+        Action::NoOp => &p.dim,
+    }
+}
+
+/// The plan, change by change, attribute by attribute.
+pub fn plan(plan: &Plan, p: &Palette) -> String {
+    let mut out = String::new();
+    let changes: Vec<&Change> = plan
+        .changes
+        .iter()
+        .filter(|c| c.action != Action::NoOp)
+        .collect();
+    if changes.is_empty() {
+        let _ = writeln!(
+            out,
+            "No changes. Stack {} in {} matches its file ({} resources).",
+            plan.prefix,
+            plan.region,
+            plan.changes.len()
+        );
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "Stack {} in {}:",
+        p.bold.apply_to(&plan.prefix),
+        plan.region
+    );
+    for c in changes {
+        change(&mut out, c, p);
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "{}", summary(plan, p));
+    out
+}
+
+fn change(out: &mut String, c: &Change, p: &Palette) {
+    let st = style(p, c.action);
+    let id =
+        c.id.as_deref()
+            .map(|i| format!(" ({i})"))
+            .unwrap_or_default();
+    let note = match c.action {
+        Action::Replace => "  must be replaced",
+        Action::Delete => "  will be deleted",
+        _ => "",
+    };
+    let _ = writeln!(
+        out,
+        "\n  {} {} {}{}{}",
+        st.apply_to(format!("{:>3}", symbol(c.action))),
+        p.bold.apply_to(&c.address),
+        c.name,
+        p.dim.apply_to(id),
+        st.apply_to(note)
+    );
+    let width = c.attrs.iter().map(|a| a.name.len()).max().unwrap_or(0);
+    for a in &c.attrs {
+        if c.action == Action::Replace && a.before.as_ref() == Some(&a.after) {
+            continue;
+        }
+        attr(out, a, width, c.action, p);
+    }
+}
+
+fn attr(out: &mut String, a: &AttrChange, width: usize, action: Action, p: &Palette) {
+    let forces = if a.forces_replacement {
+        format!("  {}", p.replace.apply_to("# forces replacement"))
+    } else {
+        String::new()
+    };
+    match (&a.before, &a.after) {
+        (before, Value::Set(after))
+            if action == Action::Create || matches!(before, Some(Value::Set(_))) =>
+        {
+            let (added, removed) = a.set_delta();
+            let _ = writeln!(out, "        {}{forces}", a.name);
+            for item in removed {
+                let _ = writeln!(out, "          {} {item}", p.delete.apply_to("-"));
+            }
+            for item in added {
+                let _ = writeln!(out, "          {} {item}", p.create.apply_to("+"));
+            }
+            if after.is_empty() && action == Action::Create {
+                let _ = writeln!(out, "          (none)");
+            }
+        }
+        (None, after) => {
+            let _ = writeln!(out, "        {:width$} = {after}", a.name);
+        }
+        (Some(before), after) => {
+            let _ = writeln!(
+                out,
+                "        {:width$}   {} -> {}{forces}",
+                a.name,
+                p.delete.apply_to(before),
+                p.create.apply_to(after)
+            );
+        }
+    }
+}
+
+pub fn summary(plan: &Plan, p: &Palette) -> String {
+    let s = plan.summary();
+    format!(
+        "Plan: {} to create, {} to update in place, {} to replace, {} to delete, {} unchanged.",
+        p.create.apply_to(s.create),
+        p.update.apply_to(s.update),
+        p.replace.apply_to(s.replace),
+        p.delete.apply_to(s.delete),
+        s.unchanged
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::{self, resources};
+    use crate::model::{Item, Observed, Peer, Rule};
+    use crate::plan::{reconcile, resolve};
+    use crate::stack::{Secret, Stack};
+    use std::collections::HashMap;
+
+    fn stack() -> Stack {
+        Stack {
+            path: "stack.yaml".into(),
+            prefix: "demo".into(),
+            region: "eu-central-1".into(),
+            az_1: "eu-central-1a".into(),
+            az_2: "eu-central-1b".into(),
+            key_name: "k".into(),
+            db_password: Secret::new("password1"),
+            tags: Default::default(),
+        }
+    }
+
+    fn converged() -> Vec<Observed> {
+        let mut ids = HashMap::new();
+        resources(&stack())
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let id = format!("{}-{i}", d.address.kind);
+                let attrs = d
+                    .attrs
+                    .iter()
+                    .map(|a| (a.name, resolve(&a.value, &ids)))
+                    .collect();
+                ids.insert(d.address.clone(), id.clone());
+                Observed {
+                    address: d.address.clone(),
+                    id,
+                    tags: d.tags.clone(),
+                    attrs,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn create_everything() {
+        let plan = reconcile("demo", "eu-central-1", &resources(&stack()), &[]).unwrap();
+        insta::assert_snapshot!(super::plan(&plan, &Palette::new(false)));
+    }
+
+    #[test]
+    fn drift_and_replacement() {
+        let mut live = converged();
+        live[0]
+            .attrs
+            .insert("enable_dns_hostnames", Value::Bool(false));
+        live[2]
+            .attrs
+            .insert("cidr_block", Value::Text("10.0.9.0/24".into()));
+        let app = live
+            .iter_mut()
+            .find(|o| o.address == desired::app_security_group())
+            .unwrap();
+        if let Some(Value::Set(ingress)) = app.attrs.get_mut("ingress") {
+            ingress.insert(Item::Rule(Rule::tcp(8080, Peer::Cidr("0.0.0.0/0".into()))));
+        }
+        let plan = reconcile("demo", "eu-central-1", &resources(&stack()), &live).unwrap();
+        insta::assert_snapshot!(super::plan(&plan, &Palette::new(false)));
+    }
+
+    #[test]
+    fn no_changes() {
+        let plan = reconcile("demo", "eu-central-1", &resources(&stack()), &converged()).unwrap();
+        assert_eq!(
+            super::plan(&plan, &Palette::new(false)),
+            "No changes. Stack demo in eu-central-1 matches its file (8 resources).\n"
+        );
+    }
+}

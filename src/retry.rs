@@ -1,0 +1,180 @@
+//! Retrying the AWS answers that mean "not yet", for a bounded time.
+//!
+//! Throttling and transient network errors are the SDK's own retry's job.
+//! These are the answers it does not retry: a resource just created that a
+//! second call can't see yet, and a delete refused while something that
+//! depends on the resource drains away.
+
+use std::time::Duration;
+
+use aws_sdk_ec2::error::ProvideErrorMetadata;
+use backon::{ExponentialBuilder, Retryable};
+
+/// How long each kind of "not yet" is waited out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budgets {
+    /// A resource created a moment ago is not visible to the next call.
+    pub visibility: Duration,
+    /// `DependencyViolation`: e.g. a terminated instance's interface still
+    /// holds a security group. AWS can take minutes to let go.
+    pub dependency: Duration,
+}
+
+impl Default for Budgets {
+    fn default() -> Self {
+        Budgets {
+            visibility: Duration::from_secs(60),
+            dependency: Duration::from_secs(600),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotYet {
+    /// Eventual consistency right after a create.
+    NotVisible,
+    /// Something still depends on what we delete.
+    DependencyViolation,
+}
+
+/// Classifies an AWS error code. Only codes that can turn into success by
+/// waiting are retryable; everything else fails at once.
+pub fn classify(code: Option<&str>) -> Option<NotYet> {
+    let code = code?;
+    if code == "DependencyViolation" {
+        return Some(NotYet::DependencyViolation);
+    }
+    // EC2 spells not-found as Invalid<Thing>ID.NotFound / Invalid<Thing>.NotFound.
+    if code.starts_with("Invalid") && code.ends_with(".NotFound") {
+        return Some(NotYet::NotVisible);
+    }
+    None
+}
+
+/// Runs `op`, retrying while its error is of the `kind` given, with
+/// exponential backoff (1 s up to 15 s) until `budget` has been spent.
+pub async fn retry<T, E, F, Fut>(kind: NotYet, budget: Duration, mut op: F) -> Result<T, E>
+where
+    E: ProvideErrorMetadata + std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(Duration::from_secs(15))
+        .without_max_times()
+        .with_total_delay(Some(budget));
+    (|| op())
+        .retry(backoff)
+        .sleep(tokio::time::sleep)
+        .when(|e: &E| classify(e.code()) == Some(kind))
+        .notify(|e: &E, wait: Duration| {
+            tracing::info!(
+                code = e.code().unwrap_or(""),
+                wait_ms = wait.as_millis() as u64,
+                "aws answered not yet, retrying"
+            );
+        })
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ec2::error::ErrorMetadata;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use tokio::time::Instant;
+
+    fn err(code: &str) -> ErrorMetadata {
+        ErrorMetadata::builder().code(code).message("m").build()
+    }
+
+    #[test]
+    fn classification() {
+        assert_eq!(
+            classify(Some("DependencyViolation")),
+            Some(NotYet::DependencyViolation)
+        );
+        assert_eq!(
+            classify(Some("InvalidVpcID.NotFound")),
+            Some(NotYet::NotVisible)
+        );
+        assert_eq!(
+            classify(Some("InvalidGroup.NotFound")),
+            Some(NotYet::NotVisible)
+        );
+        assert_eq!(classify(Some("InvalidParameterValue")), None);
+        assert_eq!(classify(Some("UnauthorizedOperation")), None);
+        assert_eq!(classify(None), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_dependency_violation_until_it_clears() {
+        let calls = AtomicU32::new(0);
+        let result: Result<&str, ErrorMetadata> = retry(
+            NotYet::DependencyViolation,
+            Duration::from_secs(600),
+            || async {
+                if calls.fetch_add(1, Ordering::SeqCst) < 3 {
+                    Err(err("DependencyViolation"))
+                } else {
+                    Ok("deleted")
+                }
+            },
+        )
+        .await;
+        assert_eq!(result.unwrap(), "deleted");
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gives_up_after_the_budget() {
+        let start = Instant::now();
+        let calls = AtomicU32::new(0);
+        let result: Result<(), ErrorMetadata> = retry(
+            NotYet::DependencyViolation,
+            Duration::from_secs(120),
+            || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(err("DependencyViolation"))
+            },
+        )
+        .await;
+        assert_eq!(result.unwrap_err().code(), Some("DependencyViolation"));
+        let waited = start.elapsed();
+        assert!(waited <= Duration::from_secs(120 + 15), "{waited:?}");
+        assert!(waited >= Duration::from_secs(100), "{waited:?}");
+        assert!(calls.load(Ordering::SeqCst) > 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn other_errors_fail_at_once() {
+        let calls = AtomicU32::new(0);
+        let result: Result<(), ErrorMetadata> = retry(
+            NotYet::DependencyViolation,
+            Duration::from_secs(600),
+            || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(err("InvalidParameterValue"))
+            },
+        )
+        .await;
+        assert!(result.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn not_found_is_not_retried_as_a_dependency_violation() {
+        let calls = AtomicU32::new(0);
+        let _: Result<(), ErrorMetadata> = retry(
+            NotYet::DependencyViolation,
+            Duration::from_secs(600),
+            || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(err("InvalidVpcID.NotFound"))
+            },
+        )
+        .await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+}

@@ -1,0 +1,650 @@
+//! The stack file: parsed with locations, validated before any AWS call.
+//!
+//! Parsing keeps every value's line and column (`Spanned`), so each problem
+//! names file, line, column and field. All problems are collected and reported
+//! together, so a user fixes a file in one pass.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde::de::{self, MapAccess, Visitor};
+use serde_saphyr::Spanned;
+
+use crate::regions;
+
+/// The tag every resource of a stack carries; the stack is found again by it.
+pub const STACK_TAG: &str = "ihp-infra:stack";
+
+/// Longest prefix we accept. The longest name derived from it is the RDS
+/// identifier `<prefix>-postgres-db` (63 characters at most); 32 leaves room
+/// for the S3 and IAM names later issues derive as well.
+pub const PREFIX_MAX_LEN: usize = 32;
+
+/// A validated stack: everything later stages may rely on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stack {
+    pub path: PathBuf,
+    pub prefix: String,
+    pub region: String,
+    pub az_1: String,
+    pub az_2: String,
+    pub key_name: String,
+    pub db_password: Secret,
+    /// Extra tags for every resource, beside the stack and Name tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Stack {
+    /// `Name` of the resource with this role: `<prefix>-<role>`.
+    pub fn name(&self, role: &str) -> String {
+        format!("{}-{}", self.prefix, role)
+    }
+}
+
+/// A value that must never be printed or logged; `Debug` redacts it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The clear value, for the few places that must send or write it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// One thing wrong with the stack file, where it is, and what is allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: u64,
+    pub column: u64,
+    pub field: String,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    #[error("failed to read stack file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", render_problems(path, problems))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+fn render_problems(path: &Path, problems: &[Problem]) -> String {
+    let mut out = format!(
+        "invalid stack file {} ({} problem{})",
+        path.display(),
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    );
+    for p in problems {
+        out.push_str(&format!(
+            "\n  {}:{}:{}: {}: {}",
+            path.display(),
+            p.line,
+            p.column,
+            p.field,
+            p.message
+        ));
+    }
+    out
+}
+
+/// Where the database password comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PasswordSource {
+    Literal(Secret),
+    Env(String),
+}
+
+impl<'de> Deserialize<'de> for PasswordSource {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PasswordVisitor;
+        const EXPECTED: &str = "a quoted string, or a mapping `{ env: VARIABLE_NAME }`";
+
+        impl<'de> Visitor<'de> for PasswordVisitor {
+            type Value = PasswordSource;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(EXPECTED)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(PasswordSource::Literal(Secret::new(v)))
+            }
+            // Numbers and booleans would be re-spelled by YAML (0123, 1e3, yes):
+            // refuse them, and never echo the value.
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Err(E::custom(format!(
+                    "must be {EXPECTED}; put quotes around a numeric password"
+                )))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Err(E::custom(format!(
+                    "must be {EXPECTED}; put quotes around a numeric password"
+                )))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Err(E::custom(format!(
+                    "must be {EXPECTED}; put quotes around a numeric password"
+                )))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Err(E::custom(format!(
+                    "must be {EXPECTED}; put quotes around the password"
+                )))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut env = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key != "env" {
+                        return Err(de::Error::custom(format!(
+                            "unknown key `{key}` in db_password; the only key allowed is `env`"
+                        )));
+                    }
+                    env = Some(map.next_value::<String>()?);
+                }
+                env.map(PasswordSource::Env).ok_or_else(|| {
+                    de::Error::custom("db_password mapping needs `env: VARIABLE_NAME`")
+                })
+            }
+        }
+        deserializer.deserialize_any(PasswordVisitor)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStack {
+    prefix: Spanned<String>,
+    region: Spanned<String>,
+    az_1: Spanned<String>,
+    az_2: Spanned<String>,
+    key_name: Spanned<String>,
+    db_password: Spanned<PasswordSource>,
+    #[serde(default)]
+    tags: BTreeMap<String, Spanned<String>>,
+}
+
+/// Reads and validates a stack file. Environment variables are read through
+/// `env`, so tests need not touch the process environment.
+pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Stack, StackError> {
+    let text = std::fs::read_to_string(path).map_err(|source| StackError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(path, &text, env).map_err(|problems| StackError::Invalid {
+        path: path.to_owned(),
+        problems,
+    })
+}
+
+/// Parses and validates stack-file text; `path` is only recorded.
+pub fn parse(
+    path: &Path,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Stack, Vec<Problem>> {
+    let raw: RawStack = serde_saphyr::from_str(text).map_err(|e| vec![yaml_problem(&e, text)])?;
+    let mut problems = Vec::new();
+
+    let prefix = &raw.prefix;
+    if let Err(msg) = check_prefix(&prefix.value) {
+        problems.push(problem(prefix, "prefix", msg));
+    }
+
+    let region = &raw.region;
+    let region_known = regions::is_known(&region.value);
+    if !region_known {
+        problems.push(problem(
+            region,
+            "region",
+            format!(
+                "unknown region {:?}; allowed: {}",
+                region.value,
+                regions::KNOWN.join(", ")
+            ),
+        ));
+    }
+    for (field, az) in [("az_1", &raw.az_1), ("az_2", &raw.az_2)] {
+        if region_known && !regions::az_in_region(&az.value, &region.value) {
+            problems.push(problem(
+                az,
+                field,
+                format!(
+                    "{:?} is not an availability zone of region {}; use the region name and a zone letter, e.g. {}a",
+                    az.value, region.value, region.value
+                ),
+            ));
+        }
+    }
+    if raw.az_1.value == raw.az_2.value {
+        problems.push(problem(
+            &raw.az_2,
+            "az_2",
+            "must differ from az_1: RDS needs subnets in two availability zones".to_string(),
+        ));
+    }
+
+    let key_name = &raw.key_name;
+    if key_name.value.is_empty() || key_name.value.len() > 255 || !key_name.value.is_ascii() {
+        problems.push(problem(
+            key_name,
+            "key_name",
+            "must be the name of an EC2 key pair: 1 to 255 ASCII characters".to_string(),
+        ));
+    }
+
+    let password = match &raw.db_password.value {
+        PasswordSource::Literal(secret) => match check_password(secret.expose()) {
+            Ok(()) => Some(secret.clone()),
+            Err(msg) => {
+                problems.push(problem(&raw.db_password, "db_password", msg));
+                None
+            }
+        },
+        PasswordSource::Env(var) => match env(var) {
+            None => {
+                problems.push(problem(
+                    &raw.db_password,
+                    "db_password",
+                    format!("environment variable {var} is not set"),
+                ));
+                None
+            }
+            Some(value) => match check_password(&value) {
+                Ok(()) => Some(Secret::new(value)),
+                Err(msg) => {
+                    problems.push(problem(
+                        &raw.db_password,
+                        "db_password",
+                        format!("the value of environment variable {var} {msg}"),
+                    ));
+                    None
+                }
+            },
+        },
+    };
+
+    let mut tags = BTreeMap::new();
+    for (key, value) in &raw.tags {
+        let field = format!("tags.{key}");
+        if let Err(msg) = check_tag(key, &value.value) {
+            problems.push(problem(value, &field, msg));
+        }
+        tags.insert(key.clone(), value.value.clone());
+    }
+
+    match password {
+        Some(db_password) if problems.is_empty() => Ok(Stack {
+            path: path.to_owned(),
+            prefix: raw.prefix.value,
+            region: raw.region.value,
+            az_1: raw.az_1.value,
+            az_2: raw.az_2.value,
+            key_name: raw.key_name.value,
+            db_password,
+            tags,
+        }),
+        _ => {
+            problems.sort_by_key(|p| (p.line, p.column));
+            Err(problems)
+        }
+    }
+}
+
+fn problem<T>(spanned: &Spanned<T>, field: &str, message: String) -> Problem {
+    Problem {
+        line: spanned.referenced.line(),
+        column: spanned.referenced.column(),
+        field: field.to_string(),
+        message,
+    }
+}
+
+/// Turns a YAML or shape error into a problem. The source snippet the parser
+/// can render is left out on purpose: it could show the password line.
+fn yaml_problem(err: &serde_saphyr::Error, text: &str) -> Problem {
+    let (line, column) = err
+        .location()
+        .map(|l| (l.line(), l.column()))
+        .unwrap_or((0, 0));
+    let message = plain_message(err);
+    let field = backticked(&message)
+        .filter(|_| message.contains("field"))
+        .or_else(|| key_at_line(text, line))
+        .unwrap_or_else(|| "(document)".to_string());
+    Problem {
+        line,
+        column,
+        field,
+        message: friendlier(&message),
+    }
+}
+
+/// The parser's message without its own location suffix (we print ours).
+fn plain_message(err: &serde_saphyr::Error) -> String {
+    let full = err.without_snippet().to_string();
+    let msg = match full.rfind(" at line ") {
+        Some(i) => full[..i].to_string(),
+        None => full,
+    };
+    msg.trim().to_string()
+}
+
+fn friendlier(message: &str) -> String {
+    if message.starts_with("unknown field") {
+        format!("{message} (a misspelt key is an error, never ignored)")
+    } else {
+        message.to_string()
+    }
+}
+
+fn backticked(message: &str) -> Option<String> {
+    let start = message.find('`')? + 1;
+    let len = message[start..].find('`')?;
+    Some(message[start..start + len].to_string())
+}
+
+/// The mapping key on a given line, to name the field of a type error.
+fn key_at_line(text: &str, line: u64) -> Option<String> {
+    let l = text
+        .lines()
+        .nth(usize::try_from(line).ok()?.checked_sub(1)?)?;
+    let key = l.split(':').next()?.trim().trim_start_matches("- ");
+    (!key.is_empty() && !key.contains(' ')).then(|| key.to_string())
+}
+
+/// A prefix must fit every AWS name it feeds: RDS identifiers (letters,
+/// digits, single hyphens, starting with a letter, no trailing hyphen), S3
+/// bucket names (lower case) and IAM names.
+pub fn check_prefix(prefix: &str) -> Result<(), String> {
+    const ALLOWED: &str = "lower-case letters, digits and single hyphens, starting with a letter and not ending with a hyphen";
+    let bad = |why: &str| {
+        Err(format!(
+            "{why}; a prefix is {ALLOWED}, 1 to {PREFIX_MAX_LEN} characters"
+        ))
+    };
+    if prefix.is_empty() {
+        return bad("is empty");
+    }
+    if prefix.len() > PREFIX_MAX_LEN {
+        return bad(&format!("{:?} is {} characters long", prefix, prefix.len()));
+    }
+    if !prefix.starts_with(|c: char| c.is_ascii_lowercase()) {
+        return bad(&format!(
+            "{prefix:?} does not start with a lower-case letter"
+        ));
+    }
+    if let Some(c) = prefix
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        return bad(&format!("{prefix:?} contains {c:?}"));
+    }
+    if prefix.ends_with('-') || prefix.contains("--") {
+        return bad(&format!("{prefix:?} has a trailing or doubled hyphen"));
+    }
+    if prefix.starts_with("xn--") || prefix.starts_with("sthree-") {
+        return bad(&format!("{prefix:?} starts with a prefix S3 reserves"));
+    }
+    Ok(())
+}
+
+/// RDS master password rules. The message never contains the password.
+pub fn check_password(password: &str) -> Result<(), String> {
+    let len = password.chars().count();
+    if !(8..=128).contains(&len) {
+        return Err(format!(
+            "must be 8 to 128 characters long (it has {len}); RDS refuses other lengths"
+        ));
+    }
+    if let Some(c) = password.chars().find(|c| !c.is_ascii_graphic()) {
+        let what = if c == ' ' {
+            "a space".to_string()
+        } else if c.is_ascii() {
+            "a control character".to_string()
+        } else {
+            "a non-ASCII character".to_string()
+        };
+        return Err(format!(
+            "contains {what}; RDS allows printable ASCII except space, '/', '\"' and '@'"
+        ));
+    }
+    if let Some(c) = password.chars().find(|c| matches!(c, '/' | '"' | '@')) {
+        return Err(format!(
+            "contains '{c}'; RDS allows printable ASCII except space, '/', '\"' and '@'"
+        ));
+    }
+    Ok(())
+}
+
+fn check_tag(key: &str, value: &str) -> Result<(), String> {
+    if key.is_empty() || key.chars().count() > 127 {
+        return Err("tag keys are 1 to 127 characters".into());
+    }
+    if key.starts_with("aws:") {
+        return Err("tag keys starting with `aws:` are reserved by AWS".into());
+    }
+    if key == "Name" || key.starts_with("ihp-infra:") {
+        return Err(format!(
+            "`{key}` is set by ihp-infra itself (Name and ihp-infra:* tags find resources again)"
+        ));
+    }
+    if value.chars().count() > 255 {
+        return Err("tag values are at most 255 characters".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = "\
+prefix: demo
+region: eu-central-1
+az_1: eu-central-1a
+az_2: eu-central-1b
+key_name: my-key
+db_password: \"s3cret-pass\"
+";
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn parse_str(text: &str) -> Result<Stack, Vec<Problem>> {
+        parse(Path::new("stack.yaml"), text, &no_env)
+    }
+
+    fn one_problem(text: &str) -> Problem {
+        let problems = parse_str(text).expect_err("stack should be invalid");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        problems.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn valid_stack_parses() {
+        let stack = parse_str(VALID).unwrap();
+        assert_eq!(stack.prefix, "demo");
+        assert_eq!(stack.az_2, "eu-central-1b");
+        assert_eq!(stack.db_password.expose(), "s3cret-pass");
+        assert_eq!(stack.name("public"), "demo-public");
+    }
+
+    #[test]
+    fn secret_debug_is_redacted() {
+        let stack = parse_str(VALID).unwrap();
+        let debug = format!("{stack:?}");
+        assert!(!debug.contains("s3cret-pass"), "{debug}");
+        assert!(debug.contains("<redacted>"));
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_with_location() {
+        let p = one_problem(&format!("{VALID}prefx: oops\n"));
+        assert_eq!(p.field, "prefx");
+        assert_eq!(p.line, 7);
+        assert!(p.message.contains("unknown field"), "{}", p.message);
+    }
+
+    #[test]
+    fn missing_field_is_named() {
+        let text = VALID.replace("key_name: my-key\n", "");
+        let p = one_problem(&text);
+        assert_eq!(p.field, "key_name");
+        assert!(p.message.contains("missing field"), "{}", p.message);
+    }
+
+    #[test]
+    fn mistyped_field_names_its_line() {
+        let text = VALID.replace("key_name: my-key", "key_name: [a, b]");
+        let p = one_problem(&text);
+        assert_eq!(p.line, 5);
+        assert_eq!(p.field, "key_name");
+    }
+
+    #[test]
+    fn yaml_syntax_error_has_location() {
+        let p = one_problem("prefix: demo\nregion: [eu-central-1\n");
+        assert!(p.line >= 2, "{p:?}");
+    }
+
+    #[test]
+    fn prefix_rules() {
+        for bad in [
+            "",
+            "Demo",
+            "1demo",
+            "de_mo",
+            "demo-",
+            "de--mo",
+            "xn--demo",
+            "démo",
+            "abcdefghijklmnopqrstuvwxyzabcdefg",
+        ] {
+            assert!(check_prefix(bad).is_err(), "{bad:?} should be refused");
+        }
+        for good in ["a", "demo", "my-app-2", "abcdefghijklmnopqrstuvwxyzabcdef"] {
+            assert!(check_prefix(good).is_ok(), "{good:?} should pass");
+        }
+    }
+
+    #[test]
+    fn bad_prefix_names_line_and_column() {
+        let p = one_problem(&VALID.replace("prefix: demo", "prefix: My_App"));
+        assert_eq!((p.line, p.column, p.field.as_str()), (1, 9, "prefix"));
+        assert!(p.message.contains("lower-case"), "{}", p.message);
+    }
+
+    #[test]
+    fn password_rules_never_echo_the_password() {
+        for bad in [
+            "short",
+            "has space in it",
+            "with/slash1",
+            "with\"quote",
+            "with@at-sign",
+            "ünïcödé-pass",
+        ] {
+            let err = check_password(bad).expect_err(bad);
+            assert!(!err.contains(bad), "{err}");
+        }
+        assert!(check_password(&"x".repeat(129)).is_err());
+        assert!(check_password(&"x".repeat(128)).is_ok());
+        assert!(check_password("Pa$$w0rd!#%^&*()").is_ok());
+    }
+
+    #[test]
+    fn numeric_password_must_be_quoted() {
+        let p = one_problem(&VALID.replace("\"s3cret-pass\"", "12345678"));
+        assert_eq!(p.field, "db_password");
+        assert!(p.message.contains("quotes"), "{}", p.message);
+        assert!(!p.message.contains("12345678"));
+    }
+
+    #[test]
+    fn password_from_environment() {
+        let text = VALID.replace("\"s3cret-pass\"", "{ env: DB_PW }");
+        let env = |name: &str| (name == "DB_PW").then(|| "from-env-pass".to_string());
+        let stack = parse(Path::new("s.yaml"), &text, &env).unwrap();
+        assert_eq!(stack.db_password.expose(), "from-env-pass");
+
+        let p = one_problem(&text);
+        assert_eq!(p.field, "db_password");
+        assert!(p.message.contains("DB_PW is not set"), "{}", p.message);
+
+        let weak = |_: &str| Some("short".to_string());
+        let problems = parse(Path::new("s.yaml"), &text, &weak).unwrap_err();
+        assert!(problems[0].message.contains("DB_PW"));
+        assert!(!problems[0].message.contains("short\""));
+    }
+
+    #[test]
+    fn region_must_exist_and_zones_belong_to_it() {
+        let p = one_problem(&VALID.replace("region: eu-central-1", "region: eu-middle-1"));
+        assert_eq!(p.field, "region");
+        assert!(p.message.contains("eu-central-1"), "lists allowed regions");
+
+        let p = one_problem(&VALID.replace("az_2: eu-central-1b", "az_2: us-east-1b"));
+        assert_eq!((p.field.as_str(), p.line), ("az_2", 4));
+    }
+
+    #[test]
+    fn zones_must_differ() {
+        let p = one_problem(&VALID.replace("az_2: eu-central-1b", "az_2: eu-central-1a"));
+        assert_eq!(p.field, "az_2");
+        assert!(p.message.contains("differ"));
+    }
+
+    #[test]
+    fn all_problems_reported_together_in_file_order() {
+        let text = VALID
+            .replace("prefix: demo", "prefix: Bad")
+            .replace("\"s3cret-pass\"", "\"x\"");
+        let problems = parse_str(&text).unwrap_err();
+        let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, ["prefix", "db_password"]);
+    }
+
+    #[test]
+    fn reserved_tags_refused() {
+        let p = one_problem(&format!("{VALID}tags:\n  Name: x\n"));
+        assert_eq!(p.field, "tags.Name");
+        let stack = parse_str(&format!("{VALID}tags:\n  team: web\n")).unwrap();
+        assert_eq!(stack.tags["team"], "web");
+    }
+
+    #[test]
+    fn rendered_error_names_file_line_column_field() {
+        let err = StackError::Invalid {
+            path: PathBuf::from("stack.yaml"),
+            problems: vec![Problem {
+                line: 1,
+                column: 9,
+                field: "prefix".into(),
+                message: "is bad".into(),
+            }],
+        };
+        assert_eq!(
+            err.to_string(),
+            "invalid stack file stack.yaml (1 problem)\n  stack.yaml:1:9: prefix: is bad"
+        );
+    }
+}
