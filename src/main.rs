@@ -19,7 +19,14 @@ use ihp_infra::stack::{self, Stack};
 use ihp_infra::{Goal, aws};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Usage errors exit 1 like every other error: 2 means "changes" for plan.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
     init_logging(cli.global.verbose, cli.global.log_format);
     match run(cli) {
         Ok(code) => code,

@@ -200,6 +200,14 @@ pub fn parse(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Stack, Vec<Problem>> {
+    if text.trim().is_empty() {
+        return Err(vec![Problem {
+            line: 1,
+            column: 1,
+            field: "(document)".into(),
+            message: "the stack file is empty; it needs prefix, region, az_1, az_2, key_name and db_password (see stacks/example.yaml)".into(),
+        }]);
+    }
     let raw: RawStack = serde_saphyr::from_str(text).map_err(|e| vec![yaml_problem(&e, text)])?;
     let mut problems = Vec::new();
 

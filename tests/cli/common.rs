@@ -1,0 +1,257 @@
+//! Test harness: a moto server per test, a temp dir with a stack file, and
+//! the real `ihp-infra` binary run against them.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
+use base64::Engine;
+
+pub const PASSWORD: &str = "Sup3r-s3cret-pw!";
+
+/// A moto server on a free loopback port, stopped when dropped.
+pub struct Moto {
+    child: Child,
+    pub port: u16,
+    pub recording: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn moto_server() -> PathBuf {
+    if let Some(path) = std::env::var_os("IHP_INFRA_MOTO") {
+        return PathBuf::from(path);
+    }
+    let cache = std::env::var_os("IHP_INFRA_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/ihp-infra")
+        });
+    cache.join("moto-5.2.5/bin/moto_server")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let server = moto_server();
+        assert!(
+            server.exists(),
+            "moto is not installed at {}: run `./localstack/moto.sh install` (the README's test command does)",
+            server.display()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let recording = dir.path().join("requests.jsonl");
+        let log = std::fs::File::create(dir.path().join("moto.log")).unwrap();
+        for _attempt in 0..3 {
+            let port = free_port();
+            let mut command = Command::new(&server);
+            // If this test process dies (even by kill -9), moto dies with it.
+            // SAFETY: prctl is async-signal-safe and touches only the child.
+            unsafe {
+                command.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+            let child = command
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .env("MOTO_ENABLE_RECORDING", "true")
+                .env("MOTO_RECORDER_FILEPATH", &recording)
+                .stdout(Stdio::null())
+                .stderr(log.try_clone().unwrap())
+                .spawn()
+                .expect("failed to start moto");
+            let mut moto = Moto {
+                child,
+                port,
+                recording: recording.clone(),
+                _dir: tempfile::tempdir().unwrap(),
+            };
+            if moto.wait_ready() {
+                moto._dir = dir;
+                return moto;
+            }
+        }
+        panic!("moto did not start; see its log");
+    }
+
+    fn wait_ready(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+                let _ = write!(s, "GET /moto-api/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+                let mut response = String::new();
+                let _ = s.read_to_string(&mut response);
+                if response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200") {
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The API actions moto has received so far, in order.
+    pub fn actions(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(&self.recording).unwrap_or_default();
+        text.lines()
+            .filter_map(|line| {
+                let entry: serde_json::Value = serde_json::from_str(line).ok()?;
+                let body = entry["body"].as_str().unwrap_or("");
+                let body = if entry["body_encoded"].as_bool() == Some(true) {
+                    String::from_utf8(
+                        base64::engine::general_purpose::STANDARD
+                            .decode(body)
+                            .ok()?,
+                    )
+                    .ok()?
+                } else {
+                    body.to_string()
+                };
+                body.split('&')
+                    .find_map(|kv| kv.strip_prefix("Action="))
+                    .map(str::to_string)
+            })
+            .collect()
+    }
+
+    pub async fn ec2(&self, region: &str) -> aws_sdk_ec2::Client {
+        let config = aws_sdk_ec2::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(region.to_string()))
+            .endpoint_url(self.endpoint())
+            .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+            .build();
+        aws_sdk_ec2::Client::from_conf(config)
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether an action changes something (everything but reads).
+pub fn is_write(action: &str) -> bool {
+    !["Describe", "Get", "List"]
+        .iter()
+        .any(|p| action.starts_with(p))
+}
+
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// A working directory with a stack file, and the environment to run in.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+    pub endpoint: String,
+}
+
+pub fn stack_yaml(prefix: &str, region: &str) -> String {
+    format!(
+        "prefix: {prefix}\nregion: {region}\naz_1: {region}a\naz_2: {region}b\nkey_name: test-key\ndb_password: \"{PASSWORD}\"\n"
+    )
+}
+
+impl Project {
+    pub fn new(endpoint: &str) -> Project {
+        Project {
+            dir: tempfile::tempdir().unwrap(),
+            endpoint: endpoint.to_string(),
+        }
+    }
+
+    pub fn with_stack(endpoint: &str, prefix: &str, region: &str) -> Project {
+        let p = Project::new(endpoint);
+        p.write("stack.yaml", &stack_yaml(prefix, region));
+        p
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ihp-infra"));
+        // A clean environment: no profile or credentials of the machine leak in.
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .current_dir(self.dir.path())
+            .args(args)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        let out = self
+            .command(args)
+            .output()
+            .expect("failed to run ihp-infra");
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Runs and insists on an exit code, showing all output when it differs.
+    pub fn run_ok(&self, args: &[&str], code: i32) -> Output {
+        let out = self.run(args);
+        assert_eq!(out.code, code, "ihp-infra {args:?}: {out:?}");
+        assert!(
+            !out.all().contains(PASSWORD),
+            "the password was printed: {out:?}"
+        );
+        out
+    }
+}
+
+/// insta filters for AWS ids, which change every run.
+pub fn id_filters() -> Vec<(&'static str, &'static str)> {
+    vec![(r"\b(vpc|subnet|igw|rtb|sg)-[0-9a-f]{8,}", "[$1-id]")]
+}

@@ -1,0 +1,7 @@
+//! Integration tests: the real `ihp-infra` binary in temp dirs, against a
+//! moto server each test starts and stops. One test crate, so the SDK is
+//! linked once.
+
+mod common;
+mod network;
+mod validate;

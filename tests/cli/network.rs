@@ -1,0 +1,537 @@
+//! The network stack against a real moto server: plan, apply, drift,
+//! replacement, destroy, and two stacks side by side.
+
+use aws_sdk_ec2::types::{
+    AttributeBooleanValue, Filter, IpPermission, IpRange, ResourceType, Tag, TagSpecification,
+};
+
+use crate::common::{Moto, PASSWORD, Project, id_filters, is_write};
+
+const REGION: &str = "eu-central-1";
+
+fn stack_filter(prefix: &str) -> Filter {
+    Filter::builder()
+        .name("tag:ihp-infra:stack")
+        .values(prefix)
+        .build()
+}
+
+fn name_filter(name: &str) -> Filter {
+    Filter::builder().name("tag:Name").values(name).build()
+}
+
+/// Live resources of each kind tagged with the stack, found independently
+/// of ihp-infra. (moto's DescribeTags keeps tags of deleted resources, so
+/// ask each kind.)
+async fn tagged(ec2: &aws_sdk_ec2::Client, prefix: &str) -> Vec<String> {
+    let f = || stack_filter(prefix);
+    let mut ids = Vec::new();
+    let vpcs = ec2.describe_vpcs().filters(f()).send().await.unwrap();
+    ids.extend(
+        vpcs.vpcs()
+            .iter()
+            .filter_map(|v| v.vpc_id().map(String::from)),
+    );
+    let subnets = ec2.describe_subnets().filters(f()).send().await.unwrap();
+    ids.extend(
+        subnets
+            .subnets()
+            .iter()
+            .filter_map(|v| v.subnet_id().map(String::from)),
+    );
+    let igws = ec2
+        .describe_internet_gateways()
+        .filters(f())
+        .send()
+        .await
+        .unwrap();
+    ids.extend(
+        igws.internet_gateways()
+            .iter()
+            .filter_map(|v| v.internet_gateway_id().map(String::from)),
+    );
+    let rts = ec2
+        .describe_route_tables()
+        .filters(f())
+        .send()
+        .await
+        .unwrap();
+    ids.extend(
+        rts.route_tables()
+            .iter()
+            .filter_map(|v| v.route_table_id().map(String::from)),
+    );
+    let sgs = ec2
+        .describe_security_groups()
+        .filters(f())
+        .send()
+        .await
+        .unwrap();
+    ids.extend(
+        sgs.security_groups()
+            .iter()
+            .filter_map(|v| v.group_id().map(String::from)),
+    );
+    ids.sort();
+    ids
+}
+
+async fn id_of_vpc(ec2: &aws_sdk_ec2::Client, prefix: &str) -> String {
+    let vpcs = ec2
+        .describe_vpcs()
+        .filters(stack_filter(prefix))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(vpcs.vpcs().len(), 1);
+    vpcs.vpcs()[0].vpc_id().unwrap().to_string()
+}
+
+async fn id_of_group(ec2: &aws_sdk_ec2::Client, name: &str) -> String {
+    let sgs = ec2
+        .describe_security_groups()
+        .filters(name_filter(name))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sgs.security_groups().len(), 1, "{name}");
+    sgs.security_groups()[0].group_id().unwrap().to_string()
+}
+
+fn web(port: i32) -> IpPermission {
+    IpPermission::builder()
+        .ip_protocol("tcp")
+        .from_port(port)
+        .to_port(port)
+        .ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build())
+        .build()
+}
+
+#[tokio::test]
+async fn plan_apply_noop_destroy() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2(REGION).await;
+    let p = Project::with_stack(&moto.endpoint(), "demo", REGION);
+
+    let plan = p.run_ok(&["plan", "--detailed-exitcode"], 2);
+    insta::assert_snapshot!("plan_empty_account", plan.stdout);
+    assert!(
+        tagged(&ec2, "demo").await.is_empty(),
+        "plan must not create anything"
+    );
+
+    let apply = p.run_ok(&["apply", "--auto-approve"], 0);
+    assert!(apply.stderr.contains("apply complete"), "{apply:?}");
+    assert_eq!(tagged(&ec2, "demo").await.len(), 8);
+
+    // The live network is what the issue asks for.
+    let vpc = id_of_vpc(&ec2, "demo").await;
+    let hostnames = ec2
+        .describe_vpc_attribute()
+        .vpc_id(&vpc)
+        .attribute(aws_sdk_ec2::types::VpcAttributeName::EnableDnsHostnames)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        hostnames.enable_dns_hostnames().and_then(|v| v.value()),
+        Some(true)
+    );
+    let subnets = ec2
+        .describe_subnets()
+        .filters(stack_filter("demo"))
+        .send()
+        .await
+        .unwrap();
+    let mut layout: Vec<_> = subnets
+        .subnets()
+        .iter()
+        .map(|s| {
+            (
+                s.cidr_block().unwrap().to_string(),
+                s.availability_zone().unwrap().to_string(),
+                s.map_public_ip_on_launch().unwrap(),
+            )
+        })
+        .collect();
+    layout.sort();
+    assert_eq!(
+        layout,
+        [
+            ("10.0.1.0/24".to_string(), "eu-central-1a".to_string(), true),
+            (
+                "10.0.2.0/24".to_string(),
+                "eu-central-1a".to_string(),
+                false
+            ),
+            (
+                "10.0.3.0/24".to_string(),
+                "eu-central-1b".to_string(),
+                false
+            ),
+        ]
+    );
+    let app = id_of_group(&ec2, "demo-app").await;
+    let db = ec2
+        .describe_security_groups()
+        .filters(name_filter("demo-db"))
+        .send()
+        .await
+        .unwrap();
+    let db_ingress = &db.security_groups()[0].ip_permissions()[0];
+    assert_eq!(db_ingress.from_port(), Some(5432));
+    assert_eq!(
+        db_ingress.user_id_group_pairs()[0].group_id(),
+        Some(app.as_str())
+    );
+    assert!(
+        db_ingress.ip_ranges().is_empty(),
+        "the database is reachable only from the app"
+    );
+    let app_sg = ec2
+        .describe_security_groups()
+        .group_ids(&app)
+        .send()
+        .await
+        .unwrap();
+    let mut egress: Vec<_> = app_sg.security_groups()[0]
+        .ip_permissions_egress()
+        .iter()
+        .map(|p| (p.ip_protocol().unwrap().to_string(), p.from_port()))
+        .collect();
+    egress.sort();
+    assert_eq!(
+        egress,
+        [
+            ("tcp".to_string(), Some(22)),
+            ("tcp".to_string(), Some(80)),
+            ("tcp".to_string(), Some(443)),
+            ("tcp".to_string(), Some(5432)),
+        ],
+        "AWS's allow-all egress rule is gone"
+    );
+
+    let again = p.run_ok(&["plan", "--detailed-exitcode"], 0);
+    assert_eq!(
+        again.stdout,
+        "No changes. Stack demo in eu-central-1 matches its file (8 resources).\n"
+    );
+
+    let before = moto.actions().len();
+    let second = p.run_ok(&["apply", "--auto-approve"], 0);
+    let writes: Vec<String> = moto.actions()[before..]
+        .iter()
+        .filter(|a| is_write(a))
+        .cloned()
+        .collect();
+    assert!(
+        writes.is_empty(),
+        "a converged apply made write calls: {writes:?}\n{second:?}"
+    );
+    assert!(moto.actions()[before..].len() >= 5, "the recording works");
+
+    let destroy = p.run_ok(&["destroy", "--auto-approve"], 0);
+    assert!(destroy.stdout.contains("8 to delete"), "{destroy:?}");
+    assert!(tagged(&ec2, "demo").await.is_empty(), "{destroy:?}");
+    // Deletes run dependents first: the VPC goes last.
+    let deletes: Vec<String> = moto
+        .actions()
+        .into_iter()
+        .filter(|a| a.starts_with("Delete"))
+        .collect();
+    assert_eq!(
+        deletes.last().map(String::as_str),
+        Some("DeleteVpc"),
+        "{deletes:?}"
+    );
+
+    let after = p.run_ok(&["destroy", "--auto-approve"], 0);
+    assert!(after.stdout.starts_with("No changes"), "{after:?}");
+}
+
+#[tokio::test]
+async fn drift_shows_attribute_by_attribute_and_apply_repairs_it() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2(REGION).await;
+    let p = Project::with_stack(&moto.endpoint(), "drift", REGION);
+    p.run_ok(&["apply", "--auto-approve"], 0);
+
+    let vpc = id_of_vpc(&ec2, "drift").await;
+    ec2.modify_vpc_attribute()
+        .vpc_id(&vpc)
+        .enable_dns_hostnames(AttributeBooleanValue::builder().value(false).build())
+        .send()
+        .await
+        .unwrap();
+    let app = id_of_group(&ec2, "drift-app").await;
+    ec2.authorize_security_group_ingress()
+        .group_id(&app)
+        .ip_permissions(web(8080))
+        .send()
+        .await
+        .unwrap();
+    ec2.revoke_security_group_egress()
+        .group_id(&app)
+        .ip_permissions(web(5432))
+        .send()
+        .await
+        .unwrap();
+
+    let plan = p.run_ok(&["plan", "--detailed-exitcode"], 2);
+    insta::with_settings!({ filters => id_filters() }, {
+        insta::assert_snapshot!("plan_after_drift", plan.stdout);
+    });
+
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    p.run_ok(&["plan", "--detailed-exitcode"], 0);
+    let sg = ec2
+        .describe_security_groups()
+        .group_ids(&app)
+        .send()
+        .await
+        .unwrap();
+    let ports: Vec<_> = sg.security_groups()[0]
+        .ip_permissions()
+        .iter()
+        .filter_map(|p| p.from_port())
+        .collect();
+    assert!(!ports.contains(&8080), "{ports:?}");
+}
+
+#[tokio::test]
+async fn subnet_with_another_cidr_is_replaced() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2(REGION).await;
+    let p = Project::with_stack(&moto.endpoint(), "repl", REGION);
+    p.run_ok(&["apply", "--auto-approve"], 0);
+
+    // As if an older layout had made the public subnet with another CIDR.
+    let vpc = id_of_vpc(&ec2, "repl").await;
+    let subnets = ec2
+        .describe_subnets()
+        .filters(name_filter("repl-public"))
+        .send()
+        .await
+        .unwrap();
+    let old = subnets.subnets()[0].subnet_id().unwrap().to_string();
+    ec2.delete_subnet().subnet_id(&old).send().await.unwrap();
+    let tags = TagSpecification::builder()
+        .resource_type(ResourceType::Subnet)
+        .tags(Tag::builder().key("ihp-infra:stack").value("repl").build())
+        .tags(Tag::builder().key("Name").value("repl-public").build())
+        .build();
+    let odd = ec2
+        .create_subnet()
+        .vpc_id(&vpc)
+        .cidr_block("10.0.9.0/24")
+        .availability_zone("eu-central-1a")
+        .tag_specifications(tags)
+        .send()
+        .await
+        .unwrap();
+    let odd = odd.subnet().unwrap().subnet_id().unwrap().to_string();
+
+    let plan = p.run_ok(&["plan", "--detailed-exitcode"], 2);
+    insta::with_settings!({ filters => id_filters() }, {
+        insta::assert_snapshot!("plan_replacement", plan.stdout);
+    });
+
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    p.run_ok(&["plan", "--detailed-exitcode"], 0);
+    let now = ec2
+        .describe_subnets()
+        .filters(name_filter("repl-public"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(now.subnets().len(), 1);
+    assert_eq!(now.subnets()[0].cidr_block(), Some("10.0.1.0/24"));
+    assert_ne!(now.subnets()[0].subnet_id(), Some(odd.as_str()));
+    let rt = ec2
+        .describe_route_tables()
+        .filters(name_filter("repl-public-rt"))
+        .send()
+        .await
+        .unwrap();
+    let associated: Vec<_> = rt.route_tables()[0]
+        .associations()
+        .iter()
+        .filter_map(|a| a.subnet_id())
+        .collect();
+    assert_eq!(associated, [now.subnets()[0].subnet_id().unwrap()]);
+}
+
+#[tokio::test]
+async fn two_stacks_live_side_by_side_and_destroy_touches_only_its_own() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2(REGION).await;
+    let a = Project::with_stack(&moto.endpoint(), "alpha", REGION);
+    let b = Project::with_stack(&moto.endpoint(), "beta", REGION);
+    a.run_ok(&["apply", "--auto-approve"], 0);
+    b.run_ok(&["apply", "--auto-approve"], 0);
+    a.run_ok(&["plan", "--detailed-exitcode"], 0);
+    b.run_ok(&["plan", "--detailed-exitcode"], 0);
+    let beta_before = tagged(&ec2, "beta").await;
+    assert_eq!(beta_before.len(), 8);
+
+    a.run_ok(&["destroy", "--auto-approve"], 0);
+    assert!(tagged(&ec2, "alpha").await.is_empty());
+    assert_eq!(tagged(&ec2, "beta").await, beta_before);
+    b.run_ok(&["plan", "--detailed-exitcode"], 0);
+}
+
+#[tokio::test]
+async fn partial_stack_converges_without_duplicates() {
+    // What a crash or kill -9 in the middle of an apply leaves: some of the
+    // resources, each with its tags (they are set in the create call).
+    let moto = Moto::start();
+    let ec2 = moto.ec2(REGION).await;
+    let p = Project::with_stack(&moto.endpoint(), "crash", REGION);
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    let db = id_of_group(&ec2, "crash-db").await;
+    ec2.delete_security_group()
+        .group_id(&db)
+        .send()
+        .await
+        .unwrap();
+    let subnets = ec2
+        .describe_subnets()
+        .filters(name_filter("crash-private-2"))
+        .send()
+        .await
+        .unwrap();
+    ec2.delete_subnet()
+        .subnet_id(subnets.subnets()[0].subnet_id().unwrap())
+        .send()
+        .await
+        .unwrap();
+
+    let plan = p.run_ok(&["plan"], 0);
+    assert!(
+        plan.stdout.contains(
+            "Plan: 2 to create, 0 to update in place, 0 to replace, 0 to delete, 6 unchanged."
+        ),
+        "{plan:?}"
+    );
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    assert_eq!(tagged(&ec2, "crash").await.len(), 8);
+    p.run_ok(&["plan", "--detailed-exitcode"], 0);
+}
+
+#[tokio::test]
+async fn two_resources_for_one_role_is_an_error_naming_both() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2(REGION).await;
+    let p = Project::with_stack(&moto.endpoint(), "dup", REGION);
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    let first = id_of_vpc(&ec2, "dup").await;
+    let tags = TagSpecification::builder()
+        .resource_type(ResourceType::Vpc)
+        .tags(Tag::builder().key("ihp-infra:stack").value("dup").build())
+        .tags(Tag::builder().key("Name").value("dup-vpc").build())
+        .build();
+    let second = ec2
+        .create_vpc()
+        .cidr_block("10.0.0.0/16")
+        .tag_specifications(tags)
+        .send()
+        .await
+        .unwrap();
+    let second = second.vpc().unwrap().vpc_id().unwrap().to_string();
+
+    for command in [
+        &["plan"][..],
+        &["apply", "--auto-approve"],
+        &["destroy", "--auto-approve"],
+    ] {
+        let out = p.run_ok(command, 1);
+        assert!(
+            out.stderr.contains(&first) && out.stderr.contains(&second),
+            "{out:?}"
+        );
+        assert!(out.stderr.contains("vpc.vpc"), "{out:?}");
+    }
+    assert_eq!(tagged(&ec2, "dup").await.len(), 9, "nothing was touched");
+}
+
+#[tokio::test]
+async fn independent_resources_are_started_together() {
+    let moto = Moto::start();
+    let p = Project::with_stack(&moto.endpoint(), "conc", REGION);
+    let out = p.run_ok(
+        &["apply", "--auto-approve", "-v", "--log-format", "json"],
+        0,
+    );
+    let events: Vec<(String, String)> = out
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|e| {
+            Some((
+                e["fields"]["message"].as_str()?.to_string(),
+                e["fields"]["step"].as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    let first_subnet_done = events
+        .iter()
+        .position(|(m, s)| m == "step finished" && s.starts_with("create subnet."))
+        .expect("subnets were created");
+    let subnets_started = events[..first_subnet_done]
+        .iter()
+        .filter(|(m, s)| m == "step started" && s.starts_with("create subnet."))
+        .count();
+    assert_eq!(
+        subnets_started, 3,
+        "all three subnets start before any finishes: {events:?}"
+    );
+}
+
+#[tokio::test]
+async fn apply_without_a_terminal_refuses_instead_of_hanging() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2(REGION).await;
+    let p = Project::with_stack(&moto.endpoint(), "tty", REGION);
+    let out = p.run_ok(&["apply"], 1);
+    assert!(out.stderr.contains("--auto-approve"), "{out:?}");
+    assert!(
+        out.stdout.contains("8 to create"),
+        "the plan is shown first: {out:?}"
+    );
+    assert!(tagged(&ec2, "tty").await.is_empty());
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    let out = p.run_ok(&["destroy"], 1);
+    assert!(out.stderr.contains("refusing to destroy"), "{out:?}");
+    assert_eq!(tagged(&ec2, "tty").await.len(), 8);
+}
+
+#[tokio::test]
+async fn password_never_appears_in_output_or_logs() {
+    let moto = Moto::start();
+    let p = Project::with_stack(&moto.endpoint(), "secret", REGION);
+    for args in [
+        &["plan", "-vv"][..],
+        &["apply", "--auto-approve", "-vv", "--log-format", "json"],
+        &["destroy", "--auto-approve", "-vv"],
+    ] {
+        let out = p.run(args);
+        assert_eq!(out.code, 0, "{out:?}");
+        assert!(
+            !out.all().contains(PASSWORD),
+            "{args:?} printed the password"
+        );
+    }
+}
+
+#[test]
+fn unreachable_endpoint_is_a_clear_error() {
+    let p = Project::with_stack("http://127.0.0.1:9", "gone", REGION);
+    let out = p.run(&["plan"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("failed to find out which AWS account to use"),
+        "{out:?}"
+    );
+    assert!(!out.stderr.contains("panicked"), "{out:?}");
+}
