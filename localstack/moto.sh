@@ -4,6 +4,7 @@
 #
 #   localstack/moto.sh install        create the venv (once; idempotent)
 #   localstack/moto.sh path           print the moto_server executable
+#   localstack/moto.sh amis           print the NixOS image fixture (MOTO_AMIS_PATH)
 #   localstack/moto.sh start [PORT]   start in the background (default 5000)
 #   localstack/moto.sh stop  [PORT]   stop it and wait until it is gone
 #   localstack/moto.sh env   [PORT]   print the exports that point AWS tools at it
@@ -13,6 +14,8 @@ MOTO_VERSION="5.2.5"
 CACHE="${IHP_INFRA_CACHE:-$HOME/.cache/ihp-infra}"
 VENV="$CACHE/moto-$MOTO_VERSION"
 RUN_DIR="$CACHE/run"
+# moto knows no NixOS images: this list replaces its own, in every region.
+AMIS="$(cd "$(dirname "$0")" && pwd)/nixos-amis.json"
 
 install() {
   if [ -x "$VENV/bin/moto_server" ] && "$VENV/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
@@ -34,7 +37,7 @@ start() {
     echo "moto already running on 127.0.0.1:$port (pid $(cat "$pidfile"))" >&2
     return 0
   fi
-  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$RUN_DIR/moto-$port.log" 2>&1 &
+  MOTO_AMIS_PATH="$AMIS" "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$RUN_DIR/moto-$port.log" 2>&1 &
   echo $! >"$pidfile"
   for _ in $(seq 1 100); do
     if curl -fsS -o /dev/null "http://127.0.0.1:$port/moto-api/" 2>/dev/null; then
@@ -77,8 +80,9 @@ EOT
 case "${1:-}" in
   install) install ;;
   path) echo "$VENV/bin/moto_server" ;;
+  amis) echo "$AMIS" ;;
   start) shift; start "$@" ;;
   stop) shift; stop "$@" ;;
   env) shift; env_exports "$@" ;;
-  *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

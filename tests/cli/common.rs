@@ -66,6 +66,10 @@ impl Moto {
             let child = command
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .env("MOTO_ENABLE_RECORDING", "true")
+                .env(
+                    "MOTO_AMIS_PATH",
+                    concat!(env!("CARGO_MANIFEST_DIR"), "/localstack/nixos-amis.json"),
+                )
                 .env("MOTO_RECORDER_FILEPATH", &recording)
                 .stdout(Stdio::null())
                 .stderr(log.try_clone().unwrap())

@@ -535,3 +535,66 @@ fn unreachable_endpoint_is_a_clear_error() {
     );
     assert!(!out.stderr.contains("panicked"), "{out:?}");
 }
+
+#[tokio::test]
+async fn killed_at_any_point_a_rerun_converges_without_duplicates() {
+    // kill -9 at different moments of applies and destroys. Wherever each one
+    // died, the next full apply must end with exactly one of each resource.
+    let moto = Moto::start();
+    let ec2 = moto.ec2(REGION).await;
+    let p = Project::with_stack(&moto.endpoint(), "kill", REGION);
+    // A whole run takes about 100 ms here; the delays straddle that.
+    let runs = (40u64..=130)
+        .step_by(10)
+        .flat_map(|ms| [("apply", ms), ("apply", ms + 5), ("destroy", ms)]);
+    for (command, delay_ms) in runs {
+        let mut child = p
+            .command(&[command, "--auto-approve"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    assert_eq!(tagged(&ec2, "kill").await.len(), 8);
+    p.run_ok(&["plan", "--detailed-exitcode"], 0);
+    p.run_ok(&["destroy", "--auto-approve"], 0);
+    assert!(tagged(&ec2, "kill").await.is_empty());
+}
+
+#[tokio::test]
+async fn nixos_image_fixture_is_served_in_every_region() {
+    // The fixture later issues' image lookup runs against; moto before 5.2.5
+    // answered HTTP 500 in every region after the first with such a list.
+    let moto = Moto::start();
+    for region in ["eu-central-1", "us-east-1", "ap-southeast-2"] {
+        let images = moto
+            .ec2(region)
+            .await
+            .describe_images()
+            .owners("427812963091")
+            .filters(
+                Filter::builder()
+                    .name("name")
+                    .values("nixos/26.05.*-x86_64-linux")
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let mut names: Vec<_> = images.images().iter().filter_map(|i| i.name()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "nixos/26.05.20260601.0a1b2c3-x86_64-linux",
+                "nixos/26.05.20261101.9f8e7d6-x86_64-linux",
+                "nixos/26.05.20261120.1111111-x86_64-linux",
+            ],
+            "{region}"
+        );
+    }
+}
