@@ -8,6 +8,7 @@
 #   localstack/moto.sh start [PORT]   start in the background (default 5000)
 #   localstack/moto.sh stop  [PORT]   stop it and wait until it is gone
 #   localstack/moto.sh env   [PORT]   print the exports that point AWS tools at it
+#   localstack/moto.sh key-pair PORT REGION NAME   make an EC2 key pair in it
 set -euo pipefail
 
 MOTO_VERSION="5.2.5"
@@ -67,6 +68,19 @@ stop() {
   rm -f "$pidfile"
 }
 
+# A key pair in the emulator, as a user would make in the EC2 console.
+key_pair() {
+  local port="$1" region="$2" name="$3"
+  "$VENV/bin/python" - "$port" "$region" "$name" <<'PY'
+import sys, boto3
+port, region, name = sys.argv[1:4]
+ec2 = boto3.client("ec2", region_name=region, endpoint_url=f"http://127.0.0.1:{port}",
+                   aws_access_key_id="test", aws_secret_access_key="test")
+if not ec2.describe_key_pairs(Filters=[{"Name": "key-name", "Values": [name]}])["KeyPairs"]:
+    ec2.create_key_pair(KeyName=name)
+PY
+}
+
 env_exports() {
   local port="${1:-5000}"
   cat <<EOT
@@ -84,5 +98,6 @@ case "${1:-}" in
   start) shift; start "$@" ;;
   stop) shift; stop "$@" ;;
   env) shift; env_exports "$@" ;;
-  *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  key-pair) shift; key_pair "$@" ;;
+  *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

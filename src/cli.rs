@@ -64,5 +64,8 @@ pub enum Command {
         /// Do not ask for confirmation
         #[arg(long)]
         auto_approve: bool,
+        /// Delete the database without keeping a final snapshot (its data is lost)
+        #[arg(long)]
+        skip_final_snapshot: bool,
     },
 }

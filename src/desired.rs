@@ -29,6 +29,34 @@ pub fn app_security_group() -> Address {
 pub fn db_security_group() -> Address {
     Address::new(Kind::SecurityGroup, "db")
 }
+pub fn instance() -> Address {
+    Address::new(Kind::Instance, "app")
+}
+pub fn db_subnet_group() -> Address {
+    Address::new(Kind::DbSubnetGroup, "db-subnets")
+}
+pub fn database() -> Address {
+    Address::new(Kind::Database, "postgres-db")
+}
+
+/// What planning learns from AWS before it can say what the stack wants.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Facts {
+    /// The image a new server would start from, when one was found.
+    pub image: Option<Image>,
+    /// What the stack's image choice means here, e.g. "nixos 26.05 x86_64".
+    /// A change of it replaces the server; a newer image of it does not.
+    pub image_choice: String,
+    /// The salted hash of the password, as it should be tagged on the
+    /// database: the live one when it matches, else a new one.
+    pub password_hash: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Image {
+    pub id: String,
+    pub name: String,
+}
 
 fn pending(addr: Address) -> Value {
     Value::Ref(Ref::Pending(addr))
@@ -50,6 +78,20 @@ fn in_place(name: &'static str, value: Value) -> Attr {
         mutability: Mutability::InPlace,
     }
 }
+fn create_only(name: &'static str, value: Value) -> Attr {
+    Attr {
+        name,
+        value,
+        mutability: Mutability::CreateOnly,
+    }
+}
+fn grow_only(name: &'static str, value: i64) -> Attr {
+    Attr {
+        name,
+        value: Value::Int(value),
+        mutability: Mutability::GrowOnly,
+    }
+}
 fn rules(rules: impl IntoIterator<Item = Rule>) -> Value {
     Value::Set(rules.into_iter().map(Item::Rule).collect())
 }
@@ -62,8 +104,13 @@ pub fn tags(stack: &Stack, role: &str) -> BTreeMap<String, String> {
     tags
 }
 
+/// The RDS identifier; RDS names are unique per account and region.
+pub fn database_identifier(stack: &Stack) -> String {
+    stack.name("postgres-db")
+}
+
 /// Every resource the stack wants, dependencies before dependents.
-pub fn resources(stack: &Stack) -> Vec<Desired> {
+pub fn resources(stack: &Stack, facts: &Facts) -> Vec<Desired> {
     let resource = |address: Address, attrs: Vec<Attr>, depends_on: Vec<Address>| Desired {
         tags: tags(stack, &address.role),
         address,
@@ -159,30 +206,114 @@ pub fn resources(stack: &Stack) -> Vec<Desired> {
             rules([Rule::all_traffic(anywhere())]),
             vec![vpc(), app_security_group()],
         ),
+        resource(
+            instance(),
+            vec![
+                replace("image", Value::Text(facts.image_choice.clone())),
+                create_only(
+                    "image_id",
+                    facts
+                        .image
+                        .as_ref()
+                        .map(|i| Value::Text(i.id.clone()))
+                        .unwrap_or(Value::None),
+                ),
+                create_only(
+                    "image_name",
+                    facts
+                        .image
+                        .as_ref()
+                        .map(|i| Value::Text(i.name.clone()))
+                        .unwrap_or(Value::None),
+                ),
+                in_place("instance_type", text(&stack.instance.instance_type)),
+                replace("key_name", text(&stack.key_name)),
+                replace("subnet", pending(public_subnet())),
+                in_place(
+                    "security_groups",
+                    Value::Set(BTreeSet::from([Item::Group(Ref::Pending(
+                        app_security_group(),
+                    ))])),
+                ),
+                grow_only("root_volume_size", stack.instance.volume_size_gb.into()),
+                replace("root_volume_encrypted", Value::Bool(true)),
+                in_place("http_tokens", text("required")),
+            ],
+            vec![public_subnet(), app_security_group(), public_route_table()],
+        ),
+        resource(
+            db_subnet_group(),
+            vec![
+                replace("name", Value::Text(stack.name("db-subnets"))),
+                // A subnet group can't move to another VPC: a new VPC means a new group.
+                replace("vpc", pending(vpc())),
+                in_place(
+                    "subnets",
+                    Value::Set(BTreeSet::from([
+                        Item::Subnet(Ref::Pending(private_subnet(1))),
+                        Item::Subnet(Ref::Pending(private_subnet(2))),
+                    ])),
+                ),
+            ],
+            vec![vpc(), private_subnet(1), private_subnet(2)],
+        ),
+        resource(
+            database(),
+            vec![
+                replace("identifier", Value::Text(database_identifier(stack))),
+                replace("engine", text("postgres")),
+                in_place(
+                    "engine_version",
+                    Value::AtLeastVersion(stack.database.engine_version.clone()),
+                ),
+                in_place("instance_class", text(&stack.database.instance_class)),
+                grow_only(
+                    "allocated_storage",
+                    stack.database.allocated_storage_gb.into(),
+                ),
+                replace("username", text(&stack.database.username)),
+                replace("subnet_group", pending(db_subnet_group())),
+                in_place(
+                    "security_groups",
+                    Value::Set(BTreeSet::from([Item::Group(Ref::Pending(
+                        db_security_group(),
+                    ))])),
+                ),
+                in_place("publicly_accessible", Value::Bool(false)),
+                replace("storage_encrypted", Value::Bool(true)),
+                in_place("password", Value::Sensitive(facts.password_hash.clone())),
+            ],
+            vec![db_subnet_group(), db_security_group()],
+        ),
     ]
+}
+
+/// Facts for unit tests: an image found, a fixed password hash.
+#[cfg(test)]
+pub fn test_facts() -> Facts {
+    Facts {
+        image: Some(Image {
+            id: "ami-0a11c0ffee2605102".into(),
+            name: "nixos/26.05.20261101.9f8e7d6-x86_64-linux".into(),
+        }),
+        image_choice: "nixos newest x86_64".into(),
+        password_hash: "argon2id:test".into(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stack::Secret;
 
     pub fn stack(prefix: &str) -> Stack {
-        Stack {
-            path: "stack.yaml".into(),
-            prefix: prefix.into(),
-            region: "eu-central-1".into(),
-            az_1: "eu-central-1a".into(),
-            az_2: "eu-central-1b".into(),
-            key_name: "k".into(),
-            db_password: Secret::new("password1"),
-            tags: BTreeMap::from([("team".to_string(), "web".to_string())]),
-        }
+        let mut s = crate::stack::test_stack(prefix);
+        s.tags = BTreeMap::from([("team".to_string(), "web".to_string())]);
+        s
     }
 
     #[test]
     fn every_resource_tagged_with_stack_and_name() {
-        for r in resources(&stack("demo")) {
+        for r in resources(&stack("demo"), &test_facts()) {
             assert_eq!(r.tags[STACK_TAG], "demo", "{}", r.address);
             assert_eq!(r.tags["Name"], format!("demo-{}", r.address.role));
             assert_eq!(r.tags["team"], "web");
@@ -191,7 +322,7 @@ mod tests {
 
     #[test]
     fn dependencies_come_first_and_exist() {
-        let all = resources(&stack("demo"));
+        let all = resources(&stack("demo"), &test_facts());
         for (i, r) in all.iter().enumerate() {
             for dep in &r.depends_on {
                 let pos = all.iter().position(|d| &d.address == dep);
@@ -202,7 +333,7 @@ mod tests {
 
     #[test]
     fn app_egress_is_exactly_four_tcp_ports() {
-        let all = resources(&stack("demo"));
+        let all = resources(&stack("demo"), &test_facts());
         let app = all
             .iter()
             .find(|r| r.address == app_security_group())

@@ -33,11 +33,13 @@ pub trait Operator: Send + Sync + 'static {
         id: &'a str,
         attrs: Vec<AttrChange>,
     ) -> BoxFuture<'a, Result<(), Self::Error>>;
+    /// Deletes the resource; may return a note for the user (e.g. the name
+    /// of a final snapshot kept).
     fn delete<'a>(
         &'a self,
         change: &'a Change,
         id: &'a str,
-    ) -> BoxFuture<'a, Result<(), Self::Error>>;
+    ) -> BoxFuture<'a, Result<Option<String>, Self::Error>>;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -90,6 +92,8 @@ pub struct Outcome<E> {
     pub interrupted: bool,
     /// Ids of everything that exists after execution.
     pub ids: HashMap<Address, String>,
+    /// What deletes had to say (e.g. final snapshots kept).
+    pub notes: Vec<String>,
 }
 
 impl<E> Outcome<E> {
@@ -206,6 +210,7 @@ pub async fn execute<O: Operator>(
         skipped: Vec::new(),
         interrupted: false,
         ids: HashMap::new(),
+        notes: Vec::new(),
     };
     let mut running = FuturesUnordered::new();
     tokio::pin!(stop);
@@ -255,6 +260,9 @@ pub async fn execute<O: Operator>(
                             }
                             Phase::Delete => {
                                 ids.remove(&step.address);
+                                if let Some(note) = new_id {
+                                    outcome.notes.push(note);
+                                }
                             }
                             Phase::Update => {}
                         }
@@ -343,7 +351,6 @@ async fn run_step<O: Operator>(
         Phase::Delete => op
             .delete(change, live_id()?)
             .await
-            .map(|()| None)
             .map_err(StepError::Operator),
     }
 }
@@ -354,20 +361,11 @@ mod tests {
     use crate::desired::resources;
     use crate::model::Kind;
     use crate::plan::{destroy, reconcile};
-    use crate::stack::{Secret, Stack};
+    use crate::stack::Stack;
     use std::sync::Mutex;
 
     fn stack() -> Stack {
-        Stack {
-            path: "stack.yaml".into(),
-            prefix: "demo".into(),
-            region: "eu-central-1".into(),
-            az_1: "eu-central-1a".into(),
-            az_2: "eu-central-1b".into(),
-            key_name: "k".into(),
-            db_password: Secret::new("password1"),
-            tags: Default::default(),
-        }
+        crate::stack::test_stack("demo")
     }
 
     #[derive(Debug, thiserror::Error)]
@@ -438,13 +436,13 @@ mod tests {
             &'a self,
             change: &'a Change,
             id: &'a str,
-        ) -> BoxFuture<'a, Result<(), FakeError>> {
+        ) -> BoxFuture<'a, Result<Option<String>, FakeError>> {
             Box::pin(async move {
                 self.log
                     .lock()
                     .unwrap()
                     .push(format!("delete {} {id}", change.address));
-                Ok(())
+                Ok(None)
             })
         }
     }
@@ -463,7 +461,7 @@ mod tests {
 
     #[tokio::test]
     async fn creates_in_dependency_order_and_subnets_concurrently() {
-        let want = resources(&stack());
+        let want = resources(&stack(), &crate::desired::test_facts());
         let plan = reconcile("demo", "eu-central-1", &want, &[]).unwrap();
         let fake = Fake::new(None);
         let outcome = tokio::time::timeout(
@@ -490,24 +488,28 @@ mod tests {
 
     #[tokio::test]
     async fn failure_skips_dependents_but_not_independent_work() {
-        let want = resources(&stack());
+        let want = resources(&stack(), &crate::desired::test_facts());
         let plan = reconcile("demo", "eu-central-1", &want, &[]).unwrap();
         // Subnets would wait at the barrier forever if one failed, so fail the igw.
         let fake = Fake::new(Some(Address::new(Kind::InternetGateway, "igw")));
         let outcome = execute(&plan, fake.clone(), &Quiet, std::future::pending()).await;
         assert_eq!(outcome.failed.len(), 1);
+        let skipped: Vec<Kind> = outcome.skipped.iter().map(|s| s.address.kind).collect();
         assert_eq!(
-            outcome.skipped.len(),
-            1,
-            "only the route table needs the gateway"
+            skipped,
+            [Kind::RouteTable, Kind::Instance],
+            "only the route table needs the gateway, and the server the route table"
         );
-        assert_eq!(outcome.skipped[0].address.kind, Kind::RouteTable);
+        assert!(
+            fake.log()
+                .contains(&"create database.postgres-db".to_string())
+        );
         assert!(fake.log().contains(&"create security_group.db".to_string()));
     }
 
     #[tokio::test]
     async fn destroy_deletes_children_before_parents() {
-        let want = resources(&stack());
+        let want = resources(&stack(), &crate::desired::test_facts());
         let live: Vec<_> = want
             .iter()
             .map(|d| crate::model::Observed {
@@ -534,7 +536,7 @@ mod tests {
 
     #[tokio::test]
     async fn replacement_deletes_then_creates_with_new_references() {
-        let want = resources(&stack());
+        let want = resources(&stack(), &crate::desired::test_facts());
         let mut live: Vec<_> = Vec::new();
         let mut ids = HashMap::new();
         for d in &want {
@@ -568,16 +570,19 @@ mod tests {
         assert_eq!(
             log,
             [
+                // The server lives in the subnet: it goes first and comes back last.
+                "delete instance.app live-instance.app",
                 "delete subnet.public live-subnet.public",
                 "create subnet.public",
                 "update route_table.public-rt live-route_table.public-rt",
+                "create instance.app",
             ]
         );
     }
 
     #[tokio::test]
     async fn stop_lets_running_steps_finish_and_starts_nothing_new() {
-        let want = resources(&stack());
+        let want = resources(&stack(), &crate::desired::test_facts());
         let plan = reconcile("demo", "eu-central-1", &want, &[]).unwrap();
         let fake = Fake::new(None);
         let outcome = execute(&plan, fake.clone(), &Quiet, std::future::ready(())).await;

@@ -7,9 +7,11 @@
 //! executor; neither changes it.
 
 pub mod aws;
+pub mod db_info;
 pub mod desired;
 pub mod executor;
 pub mod model;
+pub mod password;
 pub mod plan;
 pub mod regions;
 pub mod render;
@@ -17,7 +19,7 @@ pub mod retry;
 pub mod stack;
 
 use aws::Aws;
-use plan::{Plan, PlanError};
+use plan::{Action, Plan, PlanError};
 use stack::{Stack, StackError};
 
 #[derive(Debug, thiserror::Error)]
@@ -41,12 +43,40 @@ pub enum Goal {
 
 /// Connects to AWS, observes the stack's live resources and plans.
 pub async fn plan(stack: &Stack, goal: Goal) -> Result<(Aws, Plan), Error> {
-    let aws = Aws::connect(&stack.prefix, &stack.region).await?;
+    let aws = Aws::connect(stack).await?;
     let observed = aws.observe().await?;
-    let desired = desired::resources(stack);
     let plan = match goal {
-        Goal::Converge => plan::reconcile(&stack.prefix, &stack.region, &desired, &observed)?,
-        Goal::Destroy => plan::destroy(&stack.prefix, &stack.region, &desired, &observed)?,
+        Goal::Converge => {
+            let facts = aws.facts(stack, &observed).await?;
+            let desired = desired::resources(stack, &facts);
+            let plan = plan::reconcile(&stack.prefix, &stack.region, &desired, &observed)?;
+            let launches = plan.changes.iter().any(|c| {
+                c.address == desired::instance()
+                    && matches!(c.action, Action::Create | Action::Replace)
+            });
+            if launches && facts.image.is_none() {
+                return Err(aws::Error::from(aws::ec2::Ec2::no_image(
+                    &facts.image_choice,
+                    &stack.region,
+                ))
+                .into());
+            }
+            plan
+        }
+        Goal::Destroy => {
+            // Destroy needs only the graph's shape, not what a create would use.
+            let facts = desired::Facts {
+                image: None,
+                image_choice: String::new(),
+                password_hash: String::new(),
+            };
+            plan::destroy(
+                &stack.prefix,
+                &stack.region,
+                &desired::resources(stack, &facts),
+                &observed,
+            )?
+        }
     };
     Ok((aws, plan))
 }

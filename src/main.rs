@@ -13,10 +13,11 @@ use clap::Parser;
 
 use cli::{Cli, Command, LogFormat};
 use ihp_infra::executor::{self, Outcome};
-use ihp_infra::plan::Plan;
+use ihp_infra::model::Kind;
+use ihp_infra::plan::{Action, Plan};
 use ihp_infra::render::{self, Palette};
 use ihp_infra::stack::{self, Stack};
-use ihp_infra::{Goal, aws};
+use ihp_infra::{Goal, aws, db_info};
 
 fn main() -> ExitCode {
     // Usage errors exit 1 like every other error: 2 means "changes" for plan.
@@ -98,19 +99,48 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     ExitCode::SUCCESS
                 })
             }
-            Command::Apply { auto_approve } => execute(&stack, Goal::Converge, auto_approve).await,
-            Command::Destroy { auto_approve } => execute(&stack, Goal::Destroy, auto_approve).await,
+            Command::Apply { auto_approve } => {
+                execute(&stack, Goal::Converge, auto_approve, false).await
+            }
+            Command::Destroy {
+                auto_approve,
+                skip_final_snapshot,
+            } => execute(&stack, Goal::Destroy, auto_approve, skip_final_snapshot).await,
         }
     })
 }
 
-async fn execute(stack: &Stack, goal: Goal, auto_approve: bool) -> Result<ExitCode, String> {
-    let (aws, plan) = ihp_infra::plan(stack, goal)
+async fn execute(
+    stack: &Stack,
+    goal: Goal,
+    auto_approve: bool,
+    skip_final_snapshot: bool,
+) -> Result<ExitCode, String> {
+    let (mut aws, plan) = ihp_infra::plan(stack, goal)
         .await
         .map_err(|e| e.to_string())?;
+    aws.rds.skip_final_snapshot(skip_final_snapshot);
     let colors = console::colors_enabled();
     print!("{}", render::plan(&plan, &Palette::new(colors)));
+    let deletes_database = plan
+        .changes
+        .iter()
+        .any(|c| c.address.kind == Kind::Database && c.action == Action::Delete);
+    if deletes_database {
+        if skip_final_snapshot {
+            println!(
+                "\nThe database is deleted WITHOUT a final snapshot (--skip-final-snapshot): its data is lost."
+            );
+        } else {
+            println!(
+                "\nThe database keeps a final snapshot; --skip-final-snapshot deletes it without one."
+            );
+        }
+    }
     if !plan.has_changes() {
+        if goal == Goal::Converge {
+            write_db_info(stack, &aws).await?;
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let verb = match goal {
@@ -124,8 +154,31 @@ async fn execute(stack: &Stack, goal: Goal, auto_approve: bool) -> Result<ExitCo
     let interactive = std::io::stderr().is_terminal();
     let progress = progress::Progress::new(interactive, colors_on_stderr());
     eprintln!();
-    let outcome = executor::execute(&plan, Arc::new(aws), &progress, interrupted()).await;
-    report(&plan, &outcome, verb, started.elapsed())
+    let aws = Arc::new(aws);
+    let outcome = executor::execute(&plan, aws.clone(), &progress, interrupted()).await;
+    let code = report(&plan, &outcome, verb, started.elapsed())?;
+    if goal == Goal::Converge {
+        write_db_info(stack, &aws).await?;
+    }
+    Ok(code)
+}
+
+/// After every successful apply: db_info.txt next to the stack file.
+async fn write_db_info(stack: &Stack, aws: &aws::Aws) -> Result<(), String> {
+    let outputs = aws.outputs().await.map_err(|e| e.to_string())?.ok_or(
+        "the server or the database is missing after apply; run `ihp-infra plan` to see why",
+    )?;
+    let path = db_info::path_for(&stack.path);
+    db_info::write(&path, &outputs, &stack.db_password)
+        .map_err(|e| format!("failed to write {}: {e}", path.display()))?;
+    eprintln!(
+        "\nServer: {}\nDatabase: {} (user {})\nWrote {} (mode 0600; it holds the password).",
+        outputs.instance_dns,
+        outputs.db_endpoint,
+        outputs.db_username,
+        path.display()
+    );
+    Ok(())
 }
 
 /// Resolves on the first Ctrl-C; a second one quits at once. Either way a
@@ -180,6 +233,9 @@ fn report(
             s.replace,
             s.delete
         );
+        for note in &outcome.notes {
+            eprintln!("  kept: {note}");
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let mut message = format!(

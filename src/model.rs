@@ -15,15 +15,21 @@ pub enum Kind {
     Subnet,
     SecurityGroup,
     RouteTable,
+    Instance,
+    DbSubnetGroup,
+    Database,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Vpc,
         Kind::InternetGateway,
         Kind::Subnet,
         Kind::SecurityGroup,
         Kind::RouteTable,
+        Kind::Instance,
+        Kind::DbSubnetGroup,
+        Kind::Database,
     ];
 
     pub fn label(self) -> &'static str {
@@ -33,6 +39,9 @@ impl Kind {
             Kind::Subnet => "subnet",
             Kind::SecurityGroup => "security_group",
             Kind::RouteTable => "route_table",
+            Kind::Instance => "instance",
+            Kind::DbSubnetGroup => "db_subnet_group",
+            Kind::Database => "database",
         }
     }
 
@@ -43,6 +52,15 @@ impl Kind {
             Kind::Vpc => &[],
             Kind::InternetGateway | Kind::Subnet | Kind::SecurityGroup => &[Kind::Vpc],
             Kind::RouteTable => &[Kind::Vpc, Kind::InternetGateway, Kind::Subnet],
+            // The gateway can't be detached while the server's public address is mapped.
+            Kind::Instance => &[
+                Kind::Subnet,
+                Kind::SecurityGroup,
+                Kind::InternetGateway,
+                Kind::RouteTable,
+            ],
+            Kind::DbSubnetGroup => &[Kind::Subnet],
+            Kind::Database => &[Kind::DbSubnetGroup, Kind::SecurityGroup],
         }
     }
 }
@@ -159,8 +177,10 @@ pub enum Item {
         destination: String,
         gateway: Ref,
     },
-    /// A subnet associated with a route table.
+    /// A subnet associated with a route table, or in a DB subnet group.
     Subnet(Ref),
+    /// A security group an instance or database is in.
+    Group(Ref),
     /// A tag, as key and value.
     Tag(String, String),
 }
@@ -173,7 +193,7 @@ impl fmt::Display for Item {
                 destination,
                 gateway,
             } => write!(f, "{destination} -> {gateway}"),
-            Item::Subnet(r) => r.fmt(f),
+            Item::Subnet(r) | Item::Group(r) => r.fmt(f),
             Item::Tag(k, v) => write!(f, "{k}={v}"),
         }
     }
@@ -183,8 +203,14 @@ impl fmt::Display for Item {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Value {
     Text(String),
+    Int(i64),
     Bool(bool),
     Ref(Ref),
+    /// Compared, never shown (the database password's hash).
+    Sensitive(String),
+    /// A desired engine version: met by the same version or a newer one of
+    /// the same major ("16" is met by any 16.x).
+    AtLeastVersion(String),
     Set(BTreeSet<Item>),
     /// Absent on the live resource (e.g. a gateway attached to nothing).
     None,
@@ -194,7 +220,10 @@ impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Value::Text(t) => write!(f, "{t:?}"),
+            Value::Int(i) => write!(f, "{i}"),
             Value::Bool(b) => write!(f, "{b}"),
+            Value::Sensitive(_) => f.write_str("(sensitive)"),
+            Value::AtLeastVersion(v) => write!(f, "{v:?}"),
             Value::Ref(r) => r.fmt(f),
             Value::Set(items) => {
                 let items: Vec<String> = items.iter().map(|i| i.to_string()).collect();
@@ -211,6 +240,10 @@ impl fmt::Display for Value {
 pub enum Mutability {
     InPlace,
     ForcesReplacement,
+    /// Used only when creating (the image a server starts from); never compared.
+    CreateOnly,
+    /// A size that can grow in place and never shrink (disks).
+    GrowOnly,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -253,7 +286,13 @@ pub struct Attrs(pub BTreeMap<&'static str, Value>);
 impl Attrs {
     pub fn text(&self, name: &str) -> Option<&str> {
         match self.0.get(name) {
-            Some(Value::Text(t)) => Some(t),
+            Some(Value::Text(t) | Value::AtLeastVersion(t) | Value::Sensitive(t)) => Some(t),
+            _ => None,
+        }
+    }
+    pub fn int(&self, name: &str) -> Option<i64> {
+        match self.0.get(name) {
+            Some(Value::Int(i)) => Some(*i),
             _ => None,
         }
     }
@@ -274,5 +313,33 @@ impl Attrs {
             Some(Value::Set(s)) => s.clone(),
             _ => BTreeSet::new(),
         }
+    }
+}
+
+/// Whether a live engine version meets a desired one: same major, and
+/// at least the desired minor when one is given.
+pub fn version_meets(live: &str, desired: &str) -> bool {
+    let parse = |v: &str| -> Vec<u64> { v.split('.').map(|p| p.parse().unwrap_or(0)).collect() };
+    let (live, desired) = (parse(live), parse(desired));
+    live.first() == desired.first()
+        && live.get(1..) >= desired.get(1..).map(|d| &d[..d.len().min(1)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert!(version_meets("16.4", "16"));
+        assert!(version_meets("16.4", "16.4"));
+        assert!(
+            version_meets("16.6", "16.4"),
+            "AWS upgraded the minor itself: no downgrade"
+        );
+        assert!(!version_meets("16.2", "16.4"));
+        assert!(!version_meets("16.4", "17"));
+        assert!(!version_meets("17.1", "16"));
+        assert!(version_meets("16", "16"));
     }
 }

@@ -125,6 +125,54 @@ pub enum PlanError {
         first: String,
         second: String,
     },
+    #[error("cannot change {attribute} of {address} from {live} to {wanted}: {why}")]
+    Refused {
+        address: Address,
+        attribute: &'static str,
+        live: String,
+        wanted: String,
+        why: &'static str,
+    },
+}
+
+/// Whether the live value differs from the desired one.
+fn differs(live: &Value, want: &Value) -> bool {
+    match (live, want) {
+        (Value::Text(live), Value::AtLeastVersion(want)) => {
+            !crate::model::version_meets(live, want)
+        }
+        _ => live != want,
+    }
+}
+
+/// Changes AWS can't make, refused at plan time rather than failing half-way.
+fn refuse(
+    address: &Address,
+    attr: &crate::model::Attr,
+    live: &Value,
+    want: &Value,
+) -> Result<(), PlanError> {
+    let refused = |why| PlanError::Refused {
+        address: address.clone(),
+        attribute: attr.name,
+        live: live.to_string(),
+        wanted: want.to_string(),
+        why,
+    };
+    match (attr.mutability, live, want) {
+        (Mutability::GrowOnly, Value::Int(l), Value::Int(w)) if w < l => {
+            Err(refused("AWS can grow storage but never shrink it"))
+        }
+        (_, Value::Text(l), Value::AtLeastVersion(w)) => {
+            let major = |v: &str| v.split('.').next().and_then(|m| m.parse::<u64>().ok());
+            if major(l) > major(w) {
+                Err(refused("AWS can't downgrade a database's major version"))
+            } else {
+                Ok(())
+            }
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Indexes live resources by address; two for one address is an error.
@@ -189,8 +237,12 @@ pub fn reconcile(
             Some(have) => {
                 let mut attrs = Vec::new();
                 for (a, after) in &resolved {
+                    if a.mutability == Mutability::CreateOnly {
+                        continue;
+                    }
                     let before = have.attrs.get(a.name).cloned().unwrap_or(Value::None);
-                    if before != *after {
+                    if differs(&before, after) {
+                        refuse(&want.address, a, &before, after)?;
                         attrs.push(AttrChange {
                             name: a.name,
                             before: Some(before),
@@ -211,7 +263,7 @@ pub fn reconcile(
                             let before = have.attrs.get(a.name).cloned().unwrap_or(Value::None);
                             AttrChange {
                                 name: a.name,
-                                forces_replacement: before != after
+                                forces_replacement: differs(&before, &after)
                                     && a.mutability == Mutability::ForcesReplacement,
                                 before: Some(before),
                                 after,
@@ -348,6 +400,7 @@ pub fn resolve(value: &Value, ids: &HashMap<Address, String>) -> Value {
                         gateway: r(gateway),
                     },
                     Item::Subnet(s) => Item::Subnet(r(s)),
+                    Item::Group(g) => Item::Group(r(g)),
                     Item::Tag(..) => item.clone(),
                 })
                 .collect(),
@@ -364,7 +417,7 @@ pub fn has_pending(value: &Value) -> bool {
         Value::Set(items) => items.iter().any(|i| match i {
             Item::Rule(rule) => matches!(&rule.peer, Peer::Group(g) if pending(g)),
             Item::Route { gateway, .. } => pending(gateway),
-            Item::Subnet(s) => pending(s),
+            Item::Subnet(s) | Item::Group(s) => pending(s),
             Item::Tag(..) => false,
         }),
         _ => false,
@@ -376,19 +429,10 @@ mod tests {
     use super::*;
     use crate::desired::{self, resources};
     use crate::model::Kind;
-    use crate::stack::{Secret, Stack};
+    use crate::stack::Stack;
 
     fn stack() -> Stack {
-        Stack {
-            path: "stack.yaml".into(),
-            prefix: "demo".into(),
-            region: "eu-central-1".into(),
-            az_1: "eu-central-1a".into(),
-            az_2: "eu-central-1b".into(),
-            key_name: "k".into(),
-            db_password: Secret::new("password1"),
-            tags: BTreeMap::new(),
-        }
+        crate::stack::test_stack("demo")
     }
 
     /// What AWS would show after a successful apply, with made-up ids.
@@ -425,7 +469,7 @@ mod tests {
 
     #[test]
     fn empty_account_creates_everything() {
-        let want = resources(&stack());
+        let want = resources(&stack(), &crate::desired::test_facts());
         let plan = reconcile("demo", "eu-central-1", &want, &[]).unwrap();
         assert_eq!(plan.summary().create, want.len());
         assert!(plan.changes.iter().all(|c| c.action == Action::Create));
@@ -439,14 +483,14 @@ mod tests {
 
     #[test]
     fn converged_account_is_a_no_op() {
-        let want = resources(&stack());
+        let want = resources(&stack(), &crate::desired::test_facts());
         let plan = reconcile("demo", "eu-central-1", &want, &converged(&want)).unwrap();
         assert!(!plan.has_changes(), "{plan:#?}");
     }
 
     #[test]
     fn attribute_drift_is_an_in_place_update() {
-        let want = resources(&stack());
+        let want = resources(&stack(), &crate::desired::test_facts());
         let mut live = converged(&want);
         live[0]
             .attrs
@@ -462,7 +506,7 @@ mod tests {
 
     #[test]
     fn extra_rule_shows_as_set_delta() {
-        let want = resources(&stack());
+        let want = resources(&stack(), &crate::desired::test_facts());
         let mut live = converged(&want);
         let app = live
             .iter_mut()
@@ -487,7 +531,7 @@ mod tests {
 
     #[test]
     fn cidr_change_replaces_subnet_and_updates_association() {
-        let want = resources(&stack());
+        let want = resources(&stack(), &crate::desired::test_facts());
         let mut live = converged(&want);
         let public = live
             .iter_mut()
@@ -515,12 +559,14 @@ mod tests {
             .map(|a| a.name)
             .collect();
         assert_eq!(forcing, ["cidr_block"]);
-        assert_eq!(plan.summary().replace, 1);
+        // The server lives in that subnet: it is replaced with it.
+        assert_eq!(action_of(&plan, &desired::instance()), Action::Replace);
+        assert_eq!(plan.summary().replace, 2);
     }
 
     #[test]
     fn vpc_replacement_cascades_to_everything_inside() {
-        let want = resources(&stack());
+        let want = resources(&stack(), &crate::desired::test_facts());
         let mut live = converged(&want);
         live[0]
             .attrs
@@ -537,7 +583,7 @@ mod tests {
 
     #[test]
     fn unwanted_tagged_resource_is_deleted() {
-        let want = resources(&stack());
+        let want = resources(&stack(), &crate::desired::test_facts());
         let mut live = converged(&want);
         live.push(Observed {
             address: Address::new(Kind::Subnet, "old"),
@@ -552,7 +598,7 @@ mod tests {
 
     #[test]
     fn two_matches_is_an_error_naming_both() {
-        let want = resources(&stack());
+        let want = resources(&stack(), &crate::desired::test_facts());
         let mut live = converged(&want);
         let mut dup = live[2].clone();
         dup.id = "subnet-dup".into();
@@ -570,7 +616,7 @@ mod tests {
     fn missing_tag_is_set_in_place_and_foreign_tags_are_left_alone() {
         let mut s = stack();
         s.tags.insert("team".into(), "web".into());
-        let want = resources(&s);
+        let want = resources(&s, &crate::desired::test_facts());
         let mut live = converged(&want);
         live[0].tags.remove("team");
         live[0].tags.insert("owner".into(), "someone".into());
@@ -585,14 +631,126 @@ mod tests {
         assert!(plan.changes[1..].iter().all(|c| c.action == Action::NoOp));
     }
 
+    fn with_live(
+        want: &[Desired],
+        address: Address,
+        name: &'static str,
+        value: Value,
+    ) -> Vec<Observed> {
+        let mut live = converged(want);
+        live.iter_mut()
+            .find(|o| o.address == address)
+            .unwrap()
+            .attrs
+            .insert(name, value);
+        live
+    }
+
+    #[test]
+    fn newer_engine_minor_is_not_downgraded() {
+        let mut s = stack();
+        s.database.engine_version = "16.4".into();
+        let want = resources(&s, &crate::desired::test_facts());
+        // AWS upgraded the minor version by itself.
+        let live = with_live(
+            &want,
+            desired::database(),
+            "engine_version",
+            Value::Text("16.6".into()),
+        );
+        let plan = reconcile("demo", "eu-central-1", &want, &live).unwrap();
+        assert!(!plan.has_changes(), "{plan:#?}");
+        // An older minor is upgraded in place.
+        let live = with_live(
+            &want,
+            desired::database(),
+            "engine_version",
+            Value::Text("16.2".into()),
+        );
+        let plan = reconcile("demo", "eu-central-1", &want, &live).unwrap();
+        assert_eq!(action_of(&plan, &desired::database()), Action::Update);
+        // A lower major is refused at plan time.
+        let live = with_live(
+            &want,
+            desired::database(),
+            "engine_version",
+            Value::Text("17.1".into()),
+        );
+        let err = reconcile("demo", "eu-central-1", &want, &live).unwrap_err();
+        assert!(err.to_string().contains("can't downgrade"), "{err}");
+    }
+
+    #[test]
+    fn disks_grow_in_place_and_never_shrink() {
+        let want = resources(&stack(), &crate::desired::test_facts());
+        let live = with_live(
+            &want,
+            desired::instance(),
+            "root_volume_size",
+            Value::Int(20),
+        );
+        let plan = reconcile("demo", "eu-central-1", &want, &live).unwrap();
+        assert_eq!(action_of(&plan, &desired::instance()), Action::Update);
+        let live = with_live(
+            &want,
+            desired::instance(),
+            "root_volume_size",
+            Value::Int(50),
+        );
+        let err = reconcile("demo", "eu-central-1", &want, &live).unwrap_err();
+        assert!(err.to_string().contains("never shrink"), "{err}");
+        let live = with_live(
+            &want,
+            desired::database(),
+            "allocated_storage",
+            Value::Int(100),
+        );
+        assert!(reconcile("demo", "eu-central-1", &want, &live).is_err());
+    }
+
+    #[test]
+    fn newer_image_never_replaces_the_server_but_another_choice_does() {
+        let want = resources(&stack(), &crate::desired::test_facts());
+        // The server was made from an image that has since been superseded.
+        let live = with_live(
+            &want,
+            desired::instance(),
+            "image_id",
+            Value::Text("ami-old".into()),
+        );
+        let plan = reconcile("demo", "eu-central-1", &want, &live).unwrap();
+        assert!(!plan.has_changes());
+        let live = with_live(
+            &want,
+            desired::instance(),
+            "image",
+            Value::Text("nixos 25.11 x86_64".into()),
+        );
+        let plan = reconcile("demo", "eu-central-1", &want, &live).unwrap();
+        assert_eq!(action_of(&plan, &desired::instance()), Action::Replace);
+    }
+
+    #[test]
+    fn changed_password_hash_is_an_update() {
+        let want = resources(&stack(), &crate::desired::test_facts());
+        let live = with_live(
+            &want,
+            desired::database(),
+            "password",
+            Value::Sensitive("argon2id:other".into()),
+        );
+        let plan = reconcile("demo", "eu-central-1", &want, &live).unwrap();
+        assert_eq!(action_of(&plan, &desired::database()), Action::Update);
+    }
+
     #[test]
     fn destroy_deletes_dependents_first() {
-        let want = resources(&stack());
+        let want = resources(&stack(), &crate::desired::test_facts());
         let live = converged(&want);
         let plan = destroy("demo", "eu-central-1", &want, &live).unwrap();
         assert_eq!(plan.summary().delete, want.len());
         let order: Vec<_> = plan.changes.iter().map(|c| c.address.to_string()).collect();
-        assert_eq!(order.first().unwrap(), "security_group.db");
+        assert_eq!(order.first().unwrap(), "database.postgres-db");
         assert_eq!(order.last().unwrap(), "vpc.vpc");
     }
 }

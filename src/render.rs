@@ -146,6 +146,13 @@ fn attr(out: &mut String, a: &AttrChange, width: usize, action: Action, p: &Pale
         (None, after) => {
             let _ = writeln!(out, "        {:width$} = {after}", a.name);
         }
+        (Some(_), Value::Sensitive(_)) => {
+            let _ = writeln!(
+                out,
+                "        {:width$}   (changed; value hidden){forces}",
+                a.name
+            );
+        }
         (Some(before), after) => {
             let _ = writeln!(
                 out,
@@ -176,25 +183,16 @@ mod tests {
     use crate::desired::{self, resources};
     use crate::model::{Item, Observed, Peer, Rule};
     use crate::plan::{reconcile, resolve};
-    use crate::stack::{Secret, Stack};
+    use crate::stack::Stack;
     use std::collections::HashMap;
 
     fn stack() -> Stack {
-        Stack {
-            path: "stack.yaml".into(),
-            prefix: "demo".into(),
-            region: "eu-central-1".into(),
-            az_1: "eu-central-1a".into(),
-            az_2: "eu-central-1b".into(),
-            key_name: "k".into(),
-            db_password: Secret::new("password1"),
-            tags: Default::default(),
-        }
+        crate::stack::test_stack("demo")
     }
 
     fn converged() -> Vec<Observed> {
         let mut ids = HashMap::new();
-        resources(&stack())
+        resources(&stack(), &crate::desired::test_facts())
             .iter()
             .enumerate()
             .map(|(i, d)| {
@@ -217,7 +215,13 @@ mod tests {
 
     #[test]
     fn create_everything() {
-        let plan = reconcile("demo", "eu-central-1", &resources(&stack()), &[]).unwrap();
+        let plan = reconcile(
+            "demo",
+            "eu-central-1",
+            &resources(&stack(), &crate::desired::test_facts()),
+            &[],
+        )
+        .unwrap();
         insta::assert_snapshot!(super::plan(&plan, &Palette::new(false)));
     }
 
@@ -237,16 +241,28 @@ mod tests {
         if let Some(Value::Set(ingress)) = app.attrs.get_mut("ingress") {
             ingress.insert(Item::Rule(Rule::tcp(8080, Peer::Cidr("0.0.0.0/0".into()))));
         }
-        let plan = reconcile("demo", "eu-central-1", &resources(&stack()), &live).unwrap();
+        let plan = reconcile(
+            "demo",
+            "eu-central-1",
+            &resources(&stack(), &crate::desired::test_facts()),
+            &live,
+        )
+        .unwrap();
         insta::assert_snapshot!(super::plan(&plan, &Palette::new(false)));
     }
 
     #[test]
     fn no_changes() {
-        let plan = reconcile("demo", "eu-central-1", &resources(&stack()), &converged()).unwrap();
+        let plan = reconcile(
+            "demo",
+            "eu-central-1",
+            &resources(&stack(), &crate::desired::test_facts()),
+            &converged(),
+        )
+        .unwrap();
         assert_eq!(
             super::plan(&plan, &Palette::new(false)),
-            "No changes. Stack demo in eu-central-1 matches its file (8 resources).\n"
+            "No changes. Stack demo in eu-central-1 matches its file (11 resources).\n"
         );
     }
 }

@@ -34,6 +34,64 @@ pub struct Stack {
     pub db_password: Secret,
     /// Extra tags for every resource, beside the stack and Name tags.
     pub tags: BTreeMap<String, String>,
+    pub instance: InstanceSpec,
+    pub database: DatabaseSpec,
+}
+
+/// The app server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceSpec {
+    pub instance_type: String,
+    pub volume_size_gb: i32,
+    pub image: ImageChoice,
+}
+
+impl Default for InstanceSpec {
+    fn default() -> Self {
+        InstanceSpec {
+            instance_type: "t3.medium".into(),
+            volume_size_gb: 30,
+            image: ImageChoice::Nixos {
+                release: None,
+                architecture: None,
+            },
+        }
+    }
+}
+
+/// Which image the server starts from. It only matters when the server is
+/// created: a newer image of the same choice never replaces a running one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageChoice {
+    /// The newest official NixOS image of a release (any when `None`) and
+    /// architecture (the instance type's when `None`).
+    Nixos {
+        release: Option<String>,
+        architecture: Option<String>,
+    },
+    /// A pinned AMI id.
+    Ami(String),
+}
+
+/// The Postgres database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseSpec {
+    /// Major ("16") or major.minor ("16.4").
+    pub engine_version: String,
+    pub instance_class: String,
+    pub allocated_storage_gb: i32,
+    pub username: String,
+}
+
+impl Default for DatabaseSpec {
+    fn default() -> Self {
+        DatabaseSpec {
+            engine_version: "16".into(),
+            instance_class: "db.t3.micro".into(),
+            allocated_storage_gb: 20,
+            username: "postgres_user".into(),
+        }
+    }
 }
 
 impl Stack {
@@ -179,6 +237,30 @@ struct RawStack {
     db_password: Spanned<PasswordSource>,
     #[serde(default)]
     tags: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    instance: RawInstance,
+    #[serde(default)]
+    database: RawDatabase,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInstance {
+    #[serde(rename = "type")]
+    instance_type: Option<Spanned<String>>,
+    volume_size: Option<Spanned<i64>>,
+    nixos_release: Option<Spanned<String>>,
+    architecture: Option<Spanned<String>>,
+    ami: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    engine_version: Option<Spanned<String>>,
+    instance_class: Option<Spanned<String>>,
+    allocated_storage: Option<Spanned<i64>>,
+    username: Option<Spanned<String>>,
 }
 
 /// Reads and validates a stack file. Environment variables are read through
@@ -298,6 +380,9 @@ pub fn parse(
         tags.insert(key.clone(), value.value.clone());
     }
 
+    let instance = instance_spec(&raw.instance, &mut problems);
+    let database = database_spec(&raw.database, &mut problems);
+
     match password {
         Some(db_password) if problems.is_empty() => Ok(Stack {
             path: path.to_owned(),
@@ -308,12 +393,176 @@ pub fn parse(
             key_name: raw.key_name.value,
             db_password,
             tags,
+            instance,
+            database,
         }),
         _ => {
             problems.sort_by_key(|p| (p.line, p.column));
             Err(problems)
         }
     }
+}
+
+/// Checks an optional value; records a problem and keeps the default when bad.
+fn optional<T: Clone, U>(
+    value: &Option<Spanned<T>>,
+    field: &str,
+    problems: &mut Vec<Problem>,
+    check: impl Fn(&T) -> Result<U, String>,
+) -> Option<U> {
+    let v = value.as_ref()?;
+    match check(&v.value) {
+        Ok(u) => Some(u),
+        Err(msg) => {
+            problems.push(problem(v, field, msg));
+            None
+        }
+    }
+}
+
+fn in_range(min: i64, max: i64, unit: &'static str) -> impl Fn(&i64) -> Result<i32, String> {
+    move |v| {
+        if (min..=max).contains(v) {
+            Ok(*v as i32)
+        } else {
+            Err(format!("must be {min} to {max} {unit} (it is {v})"))
+        }
+    }
+}
+
+fn instance_spec(raw: &RawInstance, problems: &mut Vec<Problem>) -> InstanceSpec {
+    let mut spec = InstanceSpec::default();
+    if let Some(t) = optional(&raw.instance_type, "instance.type", problems, |t| {
+        let ok = t.split_once('.').is_some_and(|(family, size)| {
+            !family.is_empty()
+                && !size.is_empty()
+                && t.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+        });
+        ok.then(|| t.clone()).ok_or_else(|| {
+            format!("{t:?} is not an EC2 instance type; e.g. t3.medium, t4g.small, m7i.large")
+        })
+    }) {
+        spec.instance_type = t;
+    }
+    if let Some(size) = optional(
+        &raw.volume_size,
+        "instance.volume_size",
+        problems,
+        in_range(8, 16384, "GB"),
+    ) {
+        spec.volume_size_gb = size;
+    }
+    let release = optional(
+        &raw.nixos_release,
+        "instance.nixos_release",
+        problems,
+        |r| {
+            let ok = r.len() == 5
+                && r.as_bytes()[2] == b'.'
+                && r.chars().filter(|c| c.is_ascii_digit()).count() == 4;
+            ok.then(|| r.clone()).ok_or_else(|| {
+                format!("{r:?} is not a NixOS release; releases look like \"26.05\" (quote it)")
+            })
+        },
+    );
+    let architecture = optional(
+        &raw.architecture,
+        "instance.architecture",
+        problems,
+        |a| match a.as_str() {
+            "x86_64" | "arm64" => Ok(a.clone()),
+            _ => Err(format!("{a:?} is not allowed; use x86_64 or arm64")),
+        },
+    );
+    let ami = optional(&raw.ami, "instance.ami", problems, |a| {
+        let hex = a.strip_prefix("ami-").unwrap_or("");
+        (matches!(hex.len(), 8 | 17)
+            && hex
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()))
+        .then(|| a.clone())
+        .ok_or_else(|| format!("{a:?} is not an AMI id (ami- and 8 or 17 hex digits)"))
+    });
+    spec.image = match ami {
+        Some(ami) => {
+            if let Some(other) = raw.nixos_release.as_ref().or(raw.architecture.as_ref()) {
+                problems.push(problem(
+                    other,
+                    "instance",
+                    "a pinned ami excludes nixos_release and architecture; remove one or the other"
+                        .into(),
+                ));
+            }
+            ImageChoice::Ami(ami)
+        }
+        None => ImageChoice::Nixos {
+            release,
+            architecture,
+        },
+    };
+    spec
+}
+
+fn database_spec(raw: &RawDatabase, problems: &mut Vec<Problem>) -> DatabaseSpec {
+    let mut spec = DatabaseSpec::default();
+    if let Some(v) = optional(
+        &raw.engine_version,
+        "database.engine_version",
+        problems,
+        |v| {
+            let parts: Vec<&str> = v.split('.').collect();
+            let numeric = parts
+                .iter()
+                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+            (numeric && (1..=2).contains(&parts.len()))
+            .then(|| v.clone())
+            .ok_or_else(|| format!("{v:?} is not a Postgres version; use a major (\"16\") or major.minor (\"16.4\"), quoted"))
+        },
+    ) {
+        spec.engine_version = v;
+    }
+    if let Some(c) = optional(
+        &raw.instance_class,
+        "database.instance_class",
+        problems,
+        |c| {
+            (c.starts_with("db.") && c.matches('.').count() == 2)
+                .then(|| c.clone())
+                .ok_or_else(|| {
+                    format!("{c:?} is not an RDS instance class; e.g. db.t3.micro, db.t4g.small")
+                })
+        },
+    ) {
+        spec.instance_class = c;
+    }
+    if let Some(gb) = optional(
+        &raw.allocated_storage,
+        "database.allocated_storage",
+        problems,
+        in_range(20, 65536, "GB"),
+    ) {
+        spec.allocated_storage_gb = gb;
+    }
+    if let Some(u) = optional(&raw.username, "database.username", problems, |u| {
+        let ok = (1..=63).contains(&u.len())
+            && u.starts_with(|c: char| c.is_ascii_alphabetic())
+            && u.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            return Err(format!(
+                "{u:?} is not allowed; 1 to 63 letters, digits and underscores, starting with a letter"
+            ));
+        }
+        if ["rdsadmin", "postgres", "admin", "public"].contains(&u.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "{u:?} is reserved by RDS or Postgres; pick another name"
+            ));
+        }
+        Ok(u.clone())
+    }) {
+        spec.username = u;
+    }
+    spec
 }
 
 fn problem<T>(spanned: &Spanned<T>, field: &str, message: String) -> Problem {
@@ -458,6 +707,23 @@ fn check_tag(key: &str, value: &str) -> Result<(), String> {
         return Err("tag values are at most 255 characters".into());
     }
     Ok(())
+}
+
+/// A valid stack for unit tests elsewhere.
+#[cfg(test)]
+pub fn test_stack(prefix: &str) -> Stack {
+    Stack {
+        path: "stack.yaml".into(),
+        prefix: prefix.into(),
+        region: "eu-central-1".into(),
+        az_1: "eu-central-1a".into(),
+        az_2: "eu-central-1b".into(),
+        key_name: "k".into(),
+        db_password: Secret::new("password1"),
+        tags: BTreeMap::new(),
+        instance: InstanceSpec::default(),
+        database: DatabaseSpec::default(),
+    }
 }
 
 #[cfg(test)]
@@ -637,6 +903,77 @@ db_password: \"s3cret-pass\"
         assert_eq!(p.field, "tags.Name");
         let stack = parse_str(&format!("{VALID}tags:\n  team: web\n")).unwrap();
         assert_eq!(stack.tags["team"], "web");
+    }
+
+    #[test]
+    fn instance_and_database_defaults() {
+        let stack = parse_str(VALID).unwrap();
+        assert_eq!(stack.instance, InstanceSpec::default());
+        assert_eq!(stack.instance.instance_type, "t3.medium");
+        assert_eq!(stack.instance.volume_size_gb, 30);
+        assert_eq!(stack.database.engine_version, "16");
+        assert_eq!(stack.database.username, "postgres_user");
+    }
+
+    #[test]
+    fn instance_and_database_sections() {
+        let text = format!(
+            "{VALID}instance:\n  type: t4g.small\n  volume_size: 50\n  nixos_release: \"26.05\"\n  architecture: arm64\ndatabase:\n  engine_version: \"16.4\"\n  instance_class: db.t4g.micro\n  allocated_storage: 40\n  username: app\n"
+        );
+        let stack = parse_str(&text).unwrap();
+        assert_eq!(stack.instance.instance_type, "t4g.small");
+        assert_eq!(stack.instance.volume_size_gb, 50);
+        assert_eq!(
+            stack.instance.image,
+            ImageChoice::Nixos {
+                release: Some("26.05".into()),
+                architecture: Some("arm64".into())
+            }
+        );
+        assert_eq!(stack.database.allocated_storage_gb, 40);
+        assert_eq!(stack.database.username, "app");
+    }
+
+    #[test]
+    fn bad_instance_and_database_values_are_located() {
+        let text = format!(
+            "{VALID}instance:\n  volume_size: 4\n  architecture: amd64\ndatabase:\n  engine_version: \"sixteen\"\n  username: rdsadmin\n"
+        );
+        let problems = parse_str(&text).unwrap_err();
+        let fields: Vec<_> = problems
+            .iter()
+            .map(|p| (p.field.as_str(), p.line))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                ("instance.volume_size", 8),
+                ("instance.architecture", 9),
+                ("database.engine_version", 11),
+                ("database.username", 12)
+            ]
+        );
+    }
+
+    #[test]
+    fn pinned_ami_excludes_release() {
+        let p = one_problem(&format!(
+            "{VALID}instance:\n  ami: ami-0123456789abcdef0\n  nixos_release: \"26.05\"\n"
+        ));
+        assert_eq!(p.field, "instance");
+        let stack =
+            parse_str(&format!("{VALID}instance:\n  ami: ami-0123456789abcdef0\n")).unwrap();
+        assert_eq!(
+            stack.instance.image,
+            ImageChoice::Ami("ami-0123456789abcdef0".into())
+        );
+    }
+
+    #[test]
+    fn unknown_key_in_a_section_is_an_error() {
+        let p = one_problem(&format!("{VALID}instance:\n  typ: t3.small\n"));
+        assert_eq!(p.field, "typ");
+        assert_eq!(p.line, 8);
     }
 
     #[test]

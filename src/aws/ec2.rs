@@ -2,6 +2,10 @@
 //! security groups). Observes them by the stack tag, creates them with their
 //! tags, updates and deletes them. Every call is safe to repeat.
 
+mod instance;
+
+pub use instance::{IMAGE_TAG, NIXOS_OWNER, client_token};
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_ec2::Client;
@@ -32,6 +36,30 @@ pub enum Error {
         target: String,
         attribute: &'static str,
     },
+    #[error(
+        "key pair {name:?} does not exist in {region}; create or import it (EC2 console, Key pairs) or fix key_name"
+    )]
+    NoKeyPair { name: String, region: String },
+    #[error(
+        "no NixOS image found in {region} for release {release} and architecture {architecture} (owner 427812963091); pick another release or region, or pin an AMI id"
+    )]
+    NoImage {
+        region: String,
+        release: String,
+        architecture: String,
+    },
+    #[error(
+        "instance type {instance_type} runs {supported}, but the stack asks for {wanted} images"
+    )]
+    ArchitectureMismatch {
+        instance_type: String,
+        supported: String,
+        wanted: String,
+    },
+    #[error("internal error: {kind} is not an EC2 resource")]
+    NotEc2 { kind: Kind },
+    #[error("timed out after {minutes} minutes waiting for {what}")]
+    Timeout { what: String, minutes: u64 },
     #[error("{action} {target}: the response lacks {field}")]
     Incomplete {
         action: &'static str,
@@ -45,7 +73,7 @@ impl Error {
     pub fn code(&self) -> Option<&str> {
         match self {
             Error::Call { source, .. } => source.code(),
-            Error::Incomplete { .. } | Error::NotInPlace { .. } => None,
+            _ => None,
         }
     }
 }
@@ -235,14 +263,15 @@ impl Ec2 {
 
     /// Everything of every kind that carries the stack's tag.
     pub async fn observe(&self) -> Result<Vec<Observed>, Error> {
-        let (vpcs, igws, subnets, tables, groups) = tokio::try_join!(
+        let (vpcs, igws, subnets, tables, groups, instances) = tokio::try_join!(
             self.observe_vpcs(),
             self.observe_internet_gateways(),
             self.observe_subnets(),
             self.observe_route_tables(),
             self.observe_security_groups(),
+            self.observe_instances(),
         )?;
-        Ok([vpcs, igws, subnets, tables, groups].concat())
+        Ok([vpcs, igws, subnets, tables, groups, instances].concat())
     }
 
     async fn observe_vpcs(&self) -> Result<Vec<Observed>, Error> {
@@ -601,6 +630,8 @@ impl Ec2 {
                     .await?;
                 Ok(id)
             }
+            Kind::Instance => self.create_instance(address, tags, attrs).await,
+            Kind::DbSubnetGroup | Kind::Database => Err(Error::NotEc2 { kind: address.kind }),
         }
     }
 
@@ -670,6 +701,9 @@ impl Ec2 {
                     self.sync_rules(id, Direction::Egress, before, after)
                         .await?
                 }
+                (Kind::Instance, name, _) if self.update_instance(id, change).await? => {
+                    tracing::debug!(instance = id, attribute = name, "updated");
+                }
                 (kind, name, _) => {
                     // The plan marks everything else as forcing replacement.
                     return Err(Error::NotInPlace {
@@ -728,6 +762,8 @@ impl Ec2 {
                 .map(drop)
                 .map_err(call("delete", &target))
             }
+            Kind::Instance => self.delete_instance(id).await,
+            Kind::DbSubnetGroup | Kind::Database => Err(Error::NotEc2 { kind: address.kind }),
             Kind::SecurityGroup => {
                 self.revoke_references_to(id).await?;
                 retry(NotYet::DependencyViolation, self.budgets.dependency, || {

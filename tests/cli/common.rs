@@ -12,6 +12,7 @@ use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
 use base64::Engine;
 
 pub const PASSWORD: &str = "Sup3r-s3cret-pw!";
+pub const KEY_NAME: &str = "test-key";
 
 /// A moto server on a free loopback port, stopped when dropped.
 pub struct Moto {
@@ -136,6 +137,29 @@ impl Moto {
             .collect()
     }
 
+    pub async fn rds(&self, region: &str) -> aws_sdk_rds::Client {
+        let config = aws_sdk_rds::Config::builder()
+            .behavior_version(aws_sdk_rds::config::BehaviorVersion::latest())
+            .region(aws_sdk_rds::config::Region::new(region.to_string()))
+            .endpoint_url(self.endpoint())
+            .credentials_provider(aws_sdk_rds::config::Credentials::new(
+                "test", "test", None, None, "tests",
+            ))
+            .build();
+        aws_sdk_rds::Client::from_conf(config)
+    }
+
+    /// The EC2 client for `region`, with the stacks' key pair made there.
+    pub async fn ec2_with_key(&self, region: &str) -> aws_sdk_ec2::Client {
+        let ec2 = self.ec2(region).await;
+        ec2.create_key_pair()
+            .key_name(KEY_NAME)
+            .send()
+            .await
+            .unwrap();
+        ec2
+    }
+
     pub async fn ec2(&self, region: &str) -> aws_sdk_ec2::Client {
         let config = aws_sdk_ec2::Config::builder()
             .behavior_version(BehaviorVersion::latest())
@@ -191,7 +215,7 @@ pub struct Project {
 
 pub fn stack_yaml(prefix: &str, region: &str) -> String {
     format!(
-        "prefix: {prefix}\nregion: {region}\naz_1: {region}a\naz_2: {region}b\nkey_name: test-key\ndb_password: \"{PASSWORD}\"\n"
+        "prefix: {prefix}\nregion: {region}\naz_1: {region}a\naz_2: {region}b\nkey_name: {KEY_NAME}\ndb_password: \"{PASSWORD}\"\n"
     )
 }
 
@@ -257,5 +281,5 @@ impl Project {
 
 /// insta filters for AWS ids, which change every run.
 pub fn id_filters() -> Vec<(&'static str, &'static str)> {
-    vec![(r"\b(vpc|subnet|igw|rtb|sg)-[0-9a-f]{8,}", "[$1-id]")]
+    vec![(r"\b(vpc|subnet|igw|rtb|sg|i)-[0-9a-f]{8,}", "[$1-id]")]
 }

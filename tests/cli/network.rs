@@ -23,7 +23,11 @@ fn name_filter(name: &str) -> Filter {
 /// Live resources of each kind tagged with the stack, found independently
 /// of ihp-infra. (moto's DescribeTags keeps tags of deleted resources, so
 /// ask each kind.)
-async fn tagged(ec2: &aws_sdk_ec2::Client, prefix: &str) -> Vec<String> {
+pub async fn tagged(
+    ec2: &aws_sdk_ec2::Client,
+    rds: &aws_sdk_rds::Client,
+    prefix: &str,
+) -> Vec<String> {
     let f = || stack_filter(prefix);
     let mut ids = Vec::new();
     let vpcs = ec2.describe_vpcs().filters(f()).send().await.unwrap();
@@ -72,8 +76,70 @@ async fn tagged(ec2: &aws_sdk_ec2::Client, prefix: &str) -> Vec<String> {
             .iter()
             .filter_map(|v| v.group_id().map(String::from)),
     );
+    let live = Filter::builder()
+        .name("instance-state-name")
+        .values("pending")
+        .values("running")
+        .values("stopping")
+        .values("stopped")
+        .build();
+    let instances = ec2
+        .describe_instances()
+        .filters(f())
+        .filters(live)
+        .send()
+        .await
+        .unwrap();
+    ids.extend(
+        instances
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .filter_map(|i| i.instance_id().map(String::from)),
+    );
+    ids.extend(rds_resources(rds, prefix).await);
     ids.sort();
     ids
+}
+
+/// The stack's DB subnet group and database, if they exist and carry its tag.
+async fn rds_resources(rds: &aws_sdk_rds::Client, prefix: &str) -> Vec<String> {
+    use aws_sdk_rds::error::ProvideErrorMetadata;
+    let mut names = Vec::new();
+    let group = format!("{prefix}-db-subnets");
+    match rds
+        .describe_db_subnet_groups()
+        .db_subnet_group_name(&group)
+        .send()
+        .await
+    {
+        Ok(out) => names.extend(
+            out.db_subnet_groups()
+                .iter()
+                .filter_map(|g| g.db_subnet_group_name().map(String::from)),
+        ),
+        Err(e) => assert_eq!(e.code(), Some("DBSubnetGroupNotFoundFault"), "{e:?}"),
+    }
+    let db = format!("{prefix}-postgres-db");
+    match rds
+        .describe_db_instances()
+        .db_instance_identifier(&db)
+        .send()
+        .await
+    {
+        Ok(out) => names.extend(
+            out.db_instances()
+                .iter()
+                .filter(|d| {
+                    d.tag_list()
+                        .iter()
+                        .any(|t| t.key() == Some("ihp-infra:stack") && t.value() == Some(prefix))
+                })
+                .filter_map(|d| d.db_instance_identifier().map(String::from)),
+        ),
+        Err(e) => assert_eq!(e.code(), Some("DBInstanceNotFound"), "{e:?}"),
+    }
+    names
 }
 
 async fn id_of_vpc(ec2: &aws_sdk_ec2::Client, prefix: &str) -> String {
@@ -110,19 +176,21 @@ fn web(port: i32) -> IpPermission {
 #[tokio::test]
 async fn plan_apply_noop_destroy() {
     let moto = Moto::start();
-    let ec2 = moto.ec2(REGION).await;
+    let ec2 = moto.ec2_with_key(REGION).await;
+    let rds = moto.rds(REGION).await;
     let p = Project::with_stack(&moto.endpoint(), "demo", REGION);
 
     let plan = p.run_ok(&["plan", "--detailed-exitcode"], 2);
     insta::assert_snapshot!("plan_empty_account", plan.stdout);
     assert!(
-        tagged(&ec2, "demo").await.is_empty(),
+        tagged(&ec2, &rds, "demo").await.is_empty(),
         "plan must not create anything"
     );
 
     let apply = p.run_ok(&["apply", "--auto-approve"], 0);
     assert!(apply.stderr.contains("apply complete"), "{apply:?}");
-    assert_eq!(tagged(&ec2, "demo").await.len(), 8);
+    let all = tagged(&ec2, &rds, "demo").await;
+    assert_eq!(all.len(), 11, "{all:?}");
 
     // The live network is what the issue asks for.
     let vpc = id_of_vpc(&ec2, "demo").await;
@@ -214,7 +282,7 @@ async fn plan_apply_noop_destroy() {
     let again = p.run_ok(&["plan", "--detailed-exitcode"], 0);
     assert_eq!(
         again.stdout,
-        "No changes. Stack demo in eu-central-1 matches its file (8 resources).\n"
+        "No changes. Stack demo in eu-central-1 matches its file (11 resources).\n"
     );
 
     let before = moto.actions().len();
@@ -231,8 +299,8 @@ async fn plan_apply_noop_destroy() {
     assert!(moto.actions()[before..].len() >= 5, "the recording works");
 
     let destroy = p.run_ok(&["destroy", "--auto-approve"], 0);
-    assert!(destroy.stdout.contains("8 to delete"), "{destroy:?}");
-    assert!(tagged(&ec2, "demo").await.is_empty(), "{destroy:?}");
+    assert!(destroy.stdout.contains("11 to delete"), "{destroy:?}");
+    assert!(tagged(&ec2, &rds, "demo").await.is_empty(), "{destroy:?}");
     // Deletes run dependents first: the VPC goes last.
     let deletes: Vec<String> = moto
         .actions()
@@ -252,7 +320,7 @@ async fn plan_apply_noop_destroy() {
 #[tokio::test]
 async fn drift_shows_attribute_by_attribute_and_apply_repairs_it() {
     let moto = Moto::start();
-    let ec2 = moto.ec2(REGION).await;
+    let ec2 = moto.ec2_with_key(REGION).await;
     let p = Project::with_stack(&moto.endpoint(), "drift", REGION);
     p.run_ok(&["apply", "--auto-approve"], 0);
 
@@ -301,7 +369,7 @@ async fn drift_shows_attribute_by_attribute_and_apply_repairs_it() {
 #[tokio::test]
 async fn subnet_with_another_cidr_is_replaced() {
     let moto = Moto::start();
-    let ec2 = moto.ec2(REGION).await;
+    let ec2 = moto.ec2_with_key(REGION).await;
     let p = Project::with_stack(&moto.endpoint(), "repl", REGION);
     p.run_ok(&["apply", "--auto-approve"], 0);
 
@@ -364,19 +432,20 @@ async fn subnet_with_another_cidr_is_replaced() {
 #[tokio::test]
 async fn two_stacks_live_side_by_side_and_destroy_touches_only_its_own() {
     let moto = Moto::start();
-    let ec2 = moto.ec2(REGION).await;
+    let ec2 = moto.ec2_with_key(REGION).await;
+    let rds = moto.rds(REGION).await;
     let a = Project::with_stack(&moto.endpoint(), "alpha", REGION);
     let b = Project::with_stack(&moto.endpoint(), "beta", REGION);
     a.run_ok(&["apply", "--auto-approve"], 0);
     b.run_ok(&["apply", "--auto-approve"], 0);
     a.run_ok(&["plan", "--detailed-exitcode"], 0);
     b.run_ok(&["plan", "--detailed-exitcode"], 0);
-    let beta_before = tagged(&ec2, "beta").await;
-    assert_eq!(beta_before.len(), 8);
+    let beta_before = tagged(&ec2, &rds, "beta").await;
+    assert_eq!(beta_before.len(), 11);
 
     a.run_ok(&["destroy", "--auto-approve"], 0);
-    assert!(tagged(&ec2, "alpha").await.is_empty());
-    assert_eq!(tagged(&ec2, "beta").await, beta_before);
+    assert!(tagged(&ec2, &rds, "alpha").await.is_empty());
+    assert_eq!(tagged(&ec2, &rds, "beta").await, beta_before);
     b.run_ok(&["plan", "--detailed-exitcode"], 0);
 }
 
@@ -385,9 +454,23 @@ async fn partial_stack_converges_without_duplicates() {
     // What a crash or kill -9 in the middle of an apply leaves: some of the
     // resources, each with its tags (they are set in the create call).
     let moto = Moto::start();
-    let ec2 = moto.ec2(REGION).await;
+    let ec2 = moto.ec2_with_key(REGION).await;
+    let rds = moto.rds(REGION).await;
     let p = Project::with_stack(&moto.endpoint(), "crash", REGION);
     p.run_ok(&["apply", "--auto-approve"], 0);
+    // As if the first apply died before the database, its subnet group, one
+    // private subnet and the database's group were made.
+    rds.delete_db_instance()
+        .db_instance_identifier("crash-postgres-db")
+        .skip_final_snapshot(true)
+        .send()
+        .await
+        .unwrap();
+    rds.delete_db_subnet_group()
+        .db_subnet_group_name("crash-db-subnets")
+        .send()
+        .await
+        .unwrap();
     let db = id_of_group(&ec2, "crash-db").await;
     ec2.delete_security_group()
         .group_id(&db)
@@ -409,19 +492,20 @@ async fn partial_stack_converges_without_duplicates() {
     let plan = p.run_ok(&["plan"], 0);
     assert!(
         plan.stdout.contains(
-            "Plan: 2 to create, 0 to update in place, 0 to replace, 0 to delete, 6 unchanged."
+            "Plan: 4 to create, 0 to update in place, 0 to replace, 0 to delete, 7 unchanged."
         ),
         "{plan:?}"
     );
     p.run_ok(&["apply", "--auto-approve"], 0);
-    assert_eq!(tagged(&ec2, "crash").await.len(), 8);
+    assert_eq!(tagged(&ec2, &rds, "crash").await.len(), 11);
     p.run_ok(&["plan", "--detailed-exitcode"], 0);
 }
 
 #[tokio::test]
 async fn two_resources_for_one_role_is_an_error_naming_both() {
     let moto = Moto::start();
-    let ec2 = moto.ec2(REGION).await;
+    let ec2 = moto.ec2_with_key(REGION).await;
+    let rds = moto.rds(REGION).await;
     let p = Project::with_stack(&moto.endpoint(), "dup", REGION);
     p.run_ok(&["apply", "--auto-approve"], 0);
     let first = id_of_vpc(&ec2, "dup").await;
@@ -451,12 +535,17 @@ async fn two_resources_for_one_role_is_an_error_naming_both() {
         );
         assert!(out.stderr.contains("vpc.vpc"), "{out:?}");
     }
-    assert_eq!(tagged(&ec2, "dup").await.len(), 9, "nothing was touched");
+    assert_eq!(
+        tagged(&ec2, &rds, "dup").await.len(),
+        12,
+        "nothing was touched"
+    );
 }
 
 #[tokio::test]
 async fn independent_resources_are_started_together() {
     let moto = Moto::start();
+    moto.ec2_with_key(REGION).await;
     let p = Project::with_stack(&moto.endpoint(), "conc", REGION);
     let out = p.run_ok(
         &["apply", "--auto-approve", "-v", "--log-format", "json"],
@@ -490,24 +579,26 @@ async fn independent_resources_are_started_together() {
 #[tokio::test]
 async fn apply_without_a_terminal_refuses_instead_of_hanging() {
     let moto = Moto::start();
-    let ec2 = moto.ec2(REGION).await;
+    let ec2 = moto.ec2_with_key(REGION).await;
+    let rds = moto.rds(REGION).await;
     let p = Project::with_stack(&moto.endpoint(), "tty", REGION);
     let out = p.run_ok(&["apply"], 1);
     assert!(out.stderr.contains("--auto-approve"), "{out:?}");
     assert!(
-        out.stdout.contains("8 to create"),
+        out.stdout.contains("11 to create"),
         "the plan is shown first: {out:?}"
     );
-    assert!(tagged(&ec2, "tty").await.is_empty());
+    assert!(tagged(&ec2, &rds, "tty").await.is_empty());
     p.run_ok(&["apply", "--auto-approve"], 0);
     let out = p.run_ok(&["destroy"], 1);
     assert!(out.stderr.contains("refusing to destroy"), "{out:?}");
-    assert_eq!(tagged(&ec2, "tty").await.len(), 8);
+    assert_eq!(tagged(&ec2, &rds, "tty").await.len(), 11);
 }
 
 #[tokio::test]
 async fn password_never_appears_in_output_or_logs() {
     let moto = Moto::start();
+    moto.ec2_with_key(REGION).await;
     let p = Project::with_stack(&moto.endpoint(), "secret", REGION);
     for args in [
         &["plan", "-vv"][..],
@@ -541,7 +632,8 @@ async fn killed_at_any_point_a_rerun_converges_without_duplicates() {
     // kill -9 at different moments of applies and destroys. Wherever each one
     // died, the next full apply must end with exactly one of each resource.
     let moto = Moto::start();
-    let ec2 = moto.ec2(REGION).await;
+    let ec2 = moto.ec2_with_key(REGION).await;
+    let rds = moto.rds(REGION).await;
     let p = Project::with_stack(&moto.endpoint(), "kill", REGION);
     // A whole run takes about 100 ms here; the delays straddle that.
     let runs = (40u64..=130)
@@ -559,10 +651,10 @@ async fn killed_at_any_point_a_rerun_converges_without_duplicates() {
         let _ = child.wait();
     }
     p.run_ok(&["apply", "--auto-approve"], 0);
-    assert_eq!(tagged(&ec2, "kill").await.len(), 8);
+    assert_eq!(tagged(&ec2, &rds, "kill").await.len(), 11);
     p.run_ok(&["plan", "--detailed-exitcode"], 0);
     p.run_ok(&["destroy", "--auto-approve"], 0);
-    assert!(tagged(&ec2, "kill").await.is_empty());
+    assert!(tagged(&ec2, &rds, "kill").await.is_empty());
 }
 
 #[tokio::test]

@@ -1,0 +1,590 @@
+//! EC2 instances: the NixOS app server, its image, key pair and disk.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use aws_sdk_ec2::types::{
+    AttributeValue, BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, Instance,
+    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceStateName, InstanceType,
+    ResourceType, VolumeType,
+};
+use sha2::{Digest, Sha256};
+
+use super::{Ec2, Error, call, incomplete, is_gone, tag_map, tag_spec};
+use crate::desired::Image;
+use crate::model::{Address, Attrs, Item, Kind, Observed, Ref, Value};
+use crate::plan::AttrChange;
+use crate::stack::ImageChoice;
+
+/// Owner of the official NixOS images.
+pub const NIXOS_OWNER: &str = "427812963091";
+/// The tag on the server that records which image choice it was made from.
+pub const IMAGE_TAG: &str = "ihp-infra:image";
+const ROOT_DEVICE: &str = "/dev/xvda";
+const INSTANCE_WAIT: Duration = Duration::from_secs(15 * 60);
+
+/// The idempotency token of a launch. Same stack, role, image choice and
+/// earlier servers: same token, so a retried launch returns the server it
+/// already started. A deliberate replacement (or a server terminated by hand)
+/// adds an earlier server to the list, so it gets a new token: AWS would
+/// answer a reused token with the old, terminated server.
+pub fn client_token(prefix: &str, role: &str, image_choice: &str, earlier: &[String]) -> String {
+    let mut earlier = earlier.to_vec();
+    earlier.sort();
+    let mut h = Sha256::new();
+    for part in [prefix, role, image_choice] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    for id in &earlier {
+        h.update(id.as_bytes());
+        h.update([0]);
+    }
+    let digest = h.finalize();
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("ihp-infra-{}", &hex[..40])
+}
+
+/// The architecture name NixOS uses in image names.
+fn nixos_system(architecture: &str) -> &'static str {
+    if architecture == "arm64" {
+        "aarch64-linux"
+    } else {
+        "x86_64-linux"
+    }
+}
+
+impl Ec2 {
+    /// Fails clearly when the key pair is missing in the region.
+    pub async fn check_key_pair(&self, name: &str, region: &str) -> Result<(), Error> {
+        let result = self
+            .client
+            .describe_key_pairs()
+            .key_names(name)
+            .send()
+            .await;
+        match result.map_err(call("describe key pair", name)) {
+            Ok(out) if !out.key_pairs().is_empty() => Ok(()),
+            Ok(_) => Err(Error::NoKeyPair {
+                name: name.to_string(),
+                region: region.to_string(),
+            }),
+            Err(e) if e.code() == Some("InvalidKeyPair.NotFound") => Err(Error::NoKeyPair {
+                name: name.to_string(),
+                region: region.to_string(),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The architectures an instance type runs ("x86_64", "arm64").
+    pub async fn architectures(&self, instance_type: &str) -> Result<Vec<String>, Error> {
+        let out = self
+            .client
+            .describe_instance_types()
+            .instance_types(InstanceType::from(instance_type))
+            .send()
+            .await
+            .map_err(call("describe instance type", instance_type))?;
+        Ok(out
+            .instance_types()
+            .iter()
+            .filter_map(|t| t.processor_info())
+            .flat_map(|p| p.supported_architectures())
+            .map(|a| a.as_str().to_string())
+            .collect())
+    }
+
+    /// Resolves the stack's image choice: its description (what a change of
+    /// replaces the server) and the image a new server would start from.
+    pub async fn choose_image(
+        &self,
+        choice: &ImageChoice,
+        instance_type: &str,
+        region: &str,
+    ) -> Result<(String, Option<Image>), Error> {
+        let (release, wanted_arch) = match choice {
+            ImageChoice::Ami(id) => {
+                let out = self
+                    .client
+                    .describe_images()
+                    .image_ids(id)
+                    .send()
+                    .await
+                    .map_err(call("describe image", id))?;
+                let image = out.images().first().map(|i| Image {
+                    id: id.clone(),
+                    name: i.name().unwrap_or_default().to_string(),
+                });
+                return Ok((format!("ami {id}"), image));
+            }
+            ImageChoice::Nixos {
+                release,
+                architecture,
+            } => (release.clone(), architecture.clone()),
+        };
+        let supported = self.architectures(instance_type).await?;
+        let architecture = match wanted_arch {
+            Some(a) if supported.contains(&a) => a,
+            Some(a) => {
+                return Err(Error::ArchitectureMismatch {
+                    instance_type: instance_type.to_string(),
+                    supported: supported.join(", "),
+                    wanted: a,
+                });
+            }
+            None => supported
+                .iter()
+                .find(|a| *a == "x86_64" || *a == "arm64")
+                .cloned()
+                .unwrap_or_else(|| "x86_64".to_string()),
+        };
+        let release_pattern = release.as_deref().unwrap_or("*");
+        let out = self
+            .client
+            .describe_images()
+            .owners(NIXOS_OWNER)
+            .filters(
+                Filter::builder()
+                    .name("name")
+                    .values(format!(
+                        "nixos/{release_pattern}.*-{}",
+                        nixos_system(&architecture)
+                    ))
+                    .build(),
+            )
+            .filters(Filter::builder().name("state").values("available").build())
+            .send()
+            .await
+            .map_err(call("look up NixOS images in", region))?;
+        // ISO 8601 timestamps sort as strings.
+        let newest = out
+            .images()
+            .iter()
+            .filter(|i| i.owner_id() == Some(NIXOS_OWNER))
+            .filter(|i| i.state().map(|s| s.as_str()) == Some("available"))
+            .max_by_key(|i| i.creation_date().unwrap_or_default().to_string());
+        let choice = format!(
+            "nixos {} {architecture}",
+            release.as_deref().unwrap_or("newest")
+        );
+        let image = newest.map(|i| Image {
+            id: i.image_id().unwrap_or_default().to_string(),
+            name: i.name().unwrap_or_default().to_string(),
+        });
+        if image.is_none() {
+            tracing::info!(region, choice, "no NixOS image found");
+        }
+        Ok((choice, image))
+    }
+
+    /// The error for a server that must be created but has no image.
+    pub fn no_image(choice: &str, region: &str) -> Error {
+        let mut words = choice.split(' ').skip(1);
+        Error::NoImage {
+            region: region.to_string(),
+            release: words.next().unwrap_or("newest").to_string(),
+            architecture: words.next().unwrap_or("x86_64").to_string(),
+        }
+    }
+
+    async fn stack_instances(&self, states: &[&str]) -> Result<Vec<Instance>, Error> {
+        let reservations = self
+            .client
+            .describe_instances()
+            .filters(self.stack_filter())
+            .filters(
+                Filter::builder()
+                    .name("instance-state-name")
+                    .set_values(Some(states.iter().map(|s| s.to_string()).collect()))
+                    .build(),
+            )
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(call("describe", "instances"))?;
+        Ok(reservations
+            .into_iter()
+            .flat_map(|r| r.instances.unwrap_or_default())
+            .collect())
+    }
+
+    pub(super) async fn observe_instances(&self) -> Result<Vec<Observed>, Error> {
+        let instances = self
+            .stack_instances(&["pending", "running", "stopping", "stopped"])
+            .await?;
+        let mut observed = Vec::new();
+        for i in instances {
+            let id = i.instance_id().unwrap_or_default().to_string();
+            let tags = tag_map(i.tags());
+            let root = i
+                .block_device_mappings()
+                .iter()
+                .find(|m| m.device_name() == i.root_device_name())
+                .and_then(|m| m.ebs())
+                .and_then(|e| e.volume_id());
+            let (size, encrypted) = match root {
+                Some(volume) => self.volume(volume).await?,
+                None => (Value::None, Value::None),
+            };
+            let groups = i
+                .security_groups()
+                .iter()
+                .filter_map(|g| g.group_id())
+                .map(|g| Item::Group(Ref::Id(g.to_string())))
+                .collect();
+            let http_tokens = i
+                .metadata_options()
+                .and_then(|m| m.http_tokens())
+                .map(|t| Value::Text(t.as_str().to_string()))
+                .unwrap_or(Value::None);
+            observed.push(Observed {
+                address: self.address(Kind::Instance, &id, &tags),
+                attrs: BTreeMap::from([
+                    (
+                        "image",
+                        tags.get(IMAGE_TAG)
+                            .map(|t| Value::Text(t.clone()))
+                            .unwrap_or(Value::None),
+                    ),
+                    (
+                        "instance_type",
+                        Value::Text(
+                            i.instance_type()
+                                .map(|t| t.as_str().to_string())
+                                .unwrap_or_default(),
+                        ),
+                    ),
+                    (
+                        "key_name",
+                        i.key_name()
+                            .map(|k| Value::Text(k.to_string()))
+                            .unwrap_or(Value::None),
+                    ),
+                    (
+                        "subnet",
+                        i.subnet_id()
+                            .map(|s| Value::Ref(Ref::Id(s.to_string())))
+                            .unwrap_or(Value::None),
+                    ),
+                    ("security_groups", Value::Set(groups)),
+                    ("root_volume_size", size),
+                    ("root_volume_encrypted", encrypted),
+                    ("http_tokens", http_tokens),
+                ]),
+                id,
+                tags,
+            });
+        }
+        Ok(observed)
+    }
+
+    async fn volume(&self, volume: &str) -> Result<(Value, Value), Error> {
+        let out = self
+            .client
+            .describe_volumes()
+            .volume_ids(volume)
+            .send()
+            .await
+            .map_err(call("describe volume", volume))?;
+        let v = out.volumes().first();
+        Ok((
+            v.and_then(|v| v.size())
+                .map(|s| Value::Int(s.into()))
+                .unwrap_or(Value::None),
+            v.and_then(|v| v.encrypted())
+                .map(Value::Bool)
+                .unwrap_or(Value::None),
+        ))
+    }
+
+    /// The public DNS name of the stack's running server.
+    pub async fn instance_dns(&self) -> Result<Option<String>, Error> {
+        Ok(self
+            .stack_instances(&["running"])
+            .await?
+            .iter()
+            .filter_map(|i| i.public_dns_name())
+            .find(|d| !d.is_empty())
+            .map(str::to_string))
+    }
+
+    pub(super) async fn create_instance(
+        &self,
+        address: &Address,
+        tags: &BTreeMap<String, String>,
+        attrs: &Attrs,
+    ) -> Result<String, Error> {
+        let target = address.to_string();
+        let image = attrs
+            .text("image_id")
+            .ok_or_else(|| incomplete("create", &target, "image_id"))?;
+        let choice = attrs.text("image").unwrap_or_default();
+        let subnet = attrs
+            .id("subnet")
+            .ok_or_else(|| incomplete("create", &target, "subnet"))?;
+        let groups: Vec<String> = attrs
+            .set("security_groups")
+            .into_iter()
+            .filter_map(|i| match i {
+                Item::Group(Ref::Id(g)) => Some(g),
+                _ => None,
+            })
+            .collect();
+        let earlier: Vec<String> = self
+            .stack_instances(&[
+                "pending",
+                "running",
+                "shutting-down",
+                "terminated",
+                "stopping",
+                "stopped",
+            ])
+            .await?
+            .iter()
+            .filter(|i| tag_map(i.tags()).get("Name") == tags.get("Name"))
+            .filter_map(|i| i.instance_id().map(str::to_string))
+            .collect();
+        let token = client_token(&self.prefix, &address.role, choice, &earlier);
+        let mut instance_tags = tags.clone();
+        instance_tags.insert(IMAGE_TAG.to_string(), choice.to_string());
+        let out = self
+            .client
+            .run_instances()
+            .image_id(image)
+            .instance_type(InstanceType::from(
+                attrs.text("instance_type").unwrap_or("t3.medium"),
+            ))
+            .key_name(attrs.text("key_name").unwrap_or_default())
+            .subnet_id(subnet)
+            .set_security_group_ids(Some(groups))
+            .block_device_mappings(
+                BlockDeviceMapping::builder()
+                    .device_name(ROOT_DEVICE)
+                    .ebs(
+                        EbsBlockDevice::builder()
+                            .volume_size(attrs.int("root_volume_size").unwrap_or(30) as i32)
+                            .volume_type(VolumeType::Gp3)
+                            .encrypted(true)
+                            .delete_on_termination(true)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .metadata_options(
+                InstanceMetadataOptionsRequest::builder()
+                    .http_tokens(HttpTokensState::Required)
+                    .http_endpoint(InstanceMetadataEndpointState::Enabled)
+                    .build(),
+            )
+            .tag_specifications(tag_spec(ResourceType::Instance, &instance_tags))
+            .tag_specifications(tag_spec(ResourceType::Volume, tags))
+            .client_token(token)
+            .min_count(1)
+            .max_count(1)
+            .send()
+            .await
+            .map_err(call("launch", &target))?;
+        let id = out
+            .instances()
+            .first()
+            .and_then(|i| i.instance_id())
+            .ok_or_else(|| incomplete("launch", &target, "InstanceId"))?
+            .to_string();
+        self.wait_instance(&id, InstanceStateName::Running).await?;
+        Ok(id)
+    }
+
+    /// Polls until the instance is in `state` (and, when running, has its
+    /// public DNS name).
+    async fn wait_instance(&self, id: &str, state: InstanceStateName) -> Result<(), Error> {
+        let started = Instant::now();
+        loop {
+            let out = self
+                .client
+                .describe_instances()
+                .instance_ids(id)
+                .send()
+                .await
+                .map_err(call("describe", id));
+            let instance = match out {
+                Ok(out) => out
+                    .reservations()
+                    .iter()
+                    .flat_map(|r| r.instances())
+                    .next()
+                    .cloned(),
+                // Just launched and not visible yet, or long gone.
+                Err(e) if is_gone(&e) => None,
+                Err(e) => return Err(e),
+            };
+            let current = instance
+                .as_ref()
+                .and_then(|i| i.state())
+                .and_then(|s| s.name())
+                .cloned();
+            let done = match (&current, &state) {
+                (Some(InstanceStateName::Running), InstanceStateName::Running) => instance
+                    .as_ref()
+                    .and_then(|i| i.public_dns_name())
+                    .is_some_and(|d| !d.is_empty()),
+                (None, InstanceStateName::Terminated) => true,
+                (Some(c), s) => c == s,
+                (None, _) => false,
+            };
+            if done {
+                return Ok(());
+            }
+            if started.elapsed() > INSTANCE_WAIT {
+                return Err(Error::Timeout {
+                    what: format!("instance {id} to be {}", state.as_str()),
+                    minutes: INSTANCE_WAIT.as_secs() / 60,
+                });
+            }
+            tracing::info!(instance = id, state = ?current, wanted = state.as_str(), "waiting for instance");
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+    }
+
+    pub(super) async fn update_instance(
+        &self,
+        id: &str,
+        change: &AttrChange,
+    ) -> Result<bool, Error> {
+        match (change.name, &change.after) {
+            ("instance_type", Value::Text(t)) => {
+                // A type change needs the server stopped; it starts again after.
+                self.client
+                    .stop_instances()
+                    .instance_ids(id)
+                    .send()
+                    .await
+                    .map_err(call("stop", id))?;
+                self.wait_instance(id, InstanceStateName::Stopped).await?;
+                self.client
+                    .modify_instance_attribute()
+                    .instance_id(id)
+                    .instance_type(AttributeValue::builder().value(t).build())
+                    .send()
+                    .await
+                    .map_err(call("change type of", id))?;
+                self.client
+                    .start_instances()
+                    .instance_ids(id)
+                    .send()
+                    .await
+                    .map_err(call("start", id))?;
+                self.wait_instance(id, InstanceStateName::Running).await?;
+            }
+            ("security_groups", Value::Set(groups)) => {
+                let groups: Vec<String> = groups
+                    .iter()
+                    .filter_map(|i| match i {
+                        Item::Group(Ref::Id(g)) => Some(g.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                self.client
+                    .modify_instance_attribute()
+                    .instance_id(id)
+                    .set_groups(Some(groups))
+                    .send()
+                    .await
+                    .map_err(call("set security groups of", id))?;
+            }
+            ("root_volume_size", Value::Int(size)) => {
+                let out = self
+                    .client
+                    .describe_instances()
+                    .instance_ids(id)
+                    .send()
+                    .await
+                    .map_err(call("describe", id))?;
+                let volume = out
+                    .reservations()
+                    .iter()
+                    .flat_map(|r| r.instances())
+                    .flat_map(|i| i.block_device_mappings())
+                    .find(|m| m.device_name() == Some(ROOT_DEVICE))
+                    .and_then(|m| m.ebs())
+                    .and_then(|e| e.volume_id())
+                    .ok_or_else(|| incomplete("grow root volume of", id, "root volume"))?
+                    .to_string();
+                self.client
+                    .modify_volume()
+                    .volume_id(&volume)
+                    .size(*size as i32)
+                    .send()
+                    .await
+                    .map_err(call("grow volume", &volume))?;
+            }
+            ("http_tokens", Value::Text(t)) => {
+                self.client
+                    .modify_instance_metadata_options()
+                    .instance_id(id)
+                    .http_tokens(HttpTokensState::from(t.as_str()))
+                    .send()
+                    .await
+                    .map_err(call("require IMDSv2 on", id))?;
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    pub(super) async fn delete_instance(&self, id: &str) -> Result<(), Error> {
+        let result = self
+            .client
+            .terminate_instances()
+            .instance_ids(id)
+            .send()
+            .await
+            .map_err(call("terminate", id));
+        match result {
+            Err(e) if is_gone(&e) => return Ok(()),
+            other => other.map(drop)?,
+        }
+        // Its network interface holds the subnet and security group until it is gone.
+        self.wait_instance(id, InstanceStateName::Terminated).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retried_launch_reuses_its_token() {
+        let a = client_token("demo", "app", "nixos newest x86_64", &[]);
+        assert_eq!(a, client_token("demo", "app", "nixos newest x86_64", &[]));
+        assert!(a.len() <= 64, "ClientToken is at most 64 ASCII characters");
+    }
+
+    #[test]
+    fn replacement_or_terminated_server_gets_a_new_token() {
+        // moto ignores ClientToken, so this is where the rule is checked.
+        let first = client_token("demo", "app", "nixos newest x86_64", &[]);
+        let after_termination =
+            client_token("demo", "app", "nixos newest x86_64", &["i-0abc".into()]);
+        assert_ne!(first, after_termination);
+        let other_image = client_token("demo", "app", "nixos 26.05 arm64", &[]);
+        assert_ne!(first, other_image);
+        assert_ne!(
+            first,
+            client_token("other", "app", "nixos newest x86_64", &[])
+        );
+        // Order of earlier servers does not matter.
+        assert_eq!(
+            client_token("demo", "app", "c", &["i-1".into(), "i-2".into()]),
+            client_token("demo", "app", "c", &["i-2".into(), "i-1".into()])
+        );
+    }
+
+    #[test]
+    fn systems() {
+        assert_eq!(nixos_system("arm64"), "aarch64-linux");
+        assert_eq!(nixos_system("x86_64"), "x86_64-linux");
+    }
+}

@@ -1,0 +1,93 @@
+//! db_info.txt: what the next step needs, in the four-line format users'
+//! scripts already parse. It holds the password, so it is written with mode
+//! 0600 from the start (never readable by others, not even for a moment).
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::aws::Outputs;
+use crate::stack::Secret;
+
+pub const FILE_NAME: &str = "db_info.txt";
+
+pub fn render(outputs: &Outputs, password: &Secret) -> String {
+    format!(
+        "Instance URL: {}\nDB Endpoint: {}\nDB Username: {}\nDB Password: {}\n",
+        outputs.instance_dns,
+        outputs.db_endpoint,
+        outputs.db_username,
+        password.expose()
+    )
+}
+
+/// Where db_info.txt goes: next to the stack file.
+pub fn path_for(stack_file: &Path) -> PathBuf {
+    stack_file
+        .parent()
+        .map(|d| d.join(FILE_NAME))
+        .unwrap_or_else(|| PathBuf::from(FILE_NAME))
+}
+
+/// Writes through a 0600 temporary file and renames it into place, so a
+/// reader never sees half a file and the password is never world-readable.
+pub fn write(path: &Path, outputs: &Outputs, password: &Secret) -> std::io::Result<()> {
+    let tmp = path.with_extension("txt.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(render(outputs, password).as_bytes())?;
+    file.sync_all()?;
+    // The umask can only remove bits; make sure of 0600 whatever it was.
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outputs() -> Outputs {
+        Outputs {
+            instance_dns: "ec2-1-2-3-4.compute.amazonaws.com".into(),
+            db_endpoint: "demo-postgres-db.abc.eu-central-1.rds.amazonaws.com".into(),
+            db_username: "postgres_user".into(),
+        }
+    }
+
+    #[test]
+    fn four_lines_in_the_known_format() {
+        assert_eq!(
+            render(&outputs(), &Secret::new("pw-123456")),
+            "Instance URL: ec2-1-2-3-4.compute.amazonaws.com\n\
+             DB Endpoint: demo-postgres-db.abc.eu-central-1.rds.amazonaws.com\n\
+             DB Username: postgres_user\n\
+             DB Password: pw-123456\n"
+        );
+    }
+
+    #[test]
+    fn written_next_to_the_stack_file_with_mode_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = path_for(&dir.path().join("stack.yaml"));
+        assert_eq!(path, dir.path().join("db_info.txt"));
+        // An older file readable by all is replaced by a private one.
+        std::fs::write(&path, "old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write(&path, &outputs(), &Secret::new("pw-123456")).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .ends_with("DB Password: pw-123456\n")
+        );
+        assert_eq!(
+            path_for(Path::new("stack.yaml")),
+            PathBuf::from("db_info.txt")
+        );
+    }
+}
