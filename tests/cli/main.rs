@@ -4,4 +4,5 @@
 
 mod common;
 mod network;
+mod server;
 mod validate;

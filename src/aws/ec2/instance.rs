@@ -249,6 +249,13 @@ impl Ec2 {
                             .map(|t| Value::Text(t.clone()))
                             .unwrap_or(Value::None),
                     ),
+                    // Shown beside a replacement's new image; never compared.
+                    (
+                        "image_id",
+                        i.image_id()
+                            .map(|t| Value::Text(t.to_string()))
+                            .unwrap_or(Value::None),
+                    ),
                     (
                         "instance_type",
                         Value::Text(

@@ -1,0 +1,447 @@
+//! The NixOS server, the database and db_info.txt, against moto with the
+//! NixOS image fixture (localstack/nixos-amis.json).
+
+use std::os::unix::fs::PermissionsExt;
+
+use aws_sdk_ec2::types::{Filter, InstanceStateName};
+
+use crate::common::{KEY_NAME, Moto, PASSWORD, Project, id_filters, stack_yaml};
+use crate::network::tagged;
+
+const REGION: &str = "eu-central-1";
+const NEWEST_X86: &str = "ami-0a11c0ffee2605102";
+
+fn with(p: &Project, prefix: &str, extra: &str) {
+    p.write(
+        "stack.yaml",
+        &format!("{}{extra}", stack_yaml(prefix, REGION)),
+    );
+}
+
+async fn server(ec2: &aws_sdk_ec2::Client, prefix: &str) -> aws_sdk_ec2::types::Instance {
+    let out = ec2
+        .describe_instances()
+        .filters(
+            Filter::builder()
+                .name("tag:ihp-infra:stack")
+                .values(prefix)
+                .build(),
+        )
+        .filters(
+            Filter::builder()
+                .name("instance-state-name")
+                .values("running")
+                .values("stopped")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let all: Vec<_> = out
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .cloned()
+        .collect();
+    assert_eq!(all.len(), 1, "exactly one server: {all:?}");
+    all.into_iter().next().unwrap()
+}
+
+#[tokio::test]
+async fn image_is_chosen_by_release_and_architecture() {
+    let moto = Moto::start();
+    moto.ec2_with_key(REGION).await;
+    let p = Project::with_stack(&moto.endpoint(), "img", REGION);
+
+    // The newest available image of the NixOS account: not the pending one,
+    // not the newer one another account published under the same name.
+    let out = p.run_ok(&["plan"], 0);
+    assert!(
+        out.stdout
+            .contains(&format!("image_id              = \"{NEWEST_X86}\"")),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout
+            .contains("nixos/26.05.20261101.9f8e7d6-x86_64-linux"),
+        "{out:?}"
+    );
+
+    with(&p, "img", "instance:\n  nixos_release: \"25.11\"\n");
+    let out = p.run_ok(&["plan"], 0);
+    assert!(
+        out.stdout
+            .contains("nixos/25.11.20260301.def5678-x86_64-linux"),
+        "{out:?}"
+    );
+
+    with(&p, "img", "instance:\n  type: t4g.small\n");
+    let out = p.run_ok(&["plan"], 0);
+    assert!(
+        out.stdout
+            .contains("nixos/26.05.20261101.9f8e7d6-aarch64-linux"),
+        "{out:?}"
+    );
+    assert!(out.stdout.contains("\"nixos newest arm64\""), "{out:?}");
+
+    with(&p, "img", "instance:\n  architecture: arm64\n");
+    let out = p.run_ok(&["plan"], 1);
+    assert!(
+        out.stderr
+            .contains("instance type t3.medium runs x86_64, but the stack asks for arm64 images"),
+        "{out:?}"
+    );
+
+    with(&p, "img", "instance:\n  nixos_release: \"24.05\"\n");
+    let out = p.run_ok(&["plan"], 1);
+    assert!(
+        out.stderr.contains(
+            "no NixOS image found in eu-central-1 for release 24.05 and architecture x86_64"
+        ),
+        "{out:?}"
+    );
+}
+
+#[tokio::test]
+async fn missing_key_pair_is_refused_at_plan() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2(REGION).await;
+    let rds = moto.rds(REGION).await;
+    let p = Project::with_stack(&moto.endpoint(), "nokey", REGION);
+    for args in [&["plan"][..], &["apply", "--auto-approve"]] {
+        let out = p.run_ok(args, 1);
+        assert!(
+            out.stderr.contains(&format!(
+                "key pair \"{KEY_NAME}\" does not exist in eu-central-1"
+            )),
+            "{out:?}"
+        );
+    }
+    assert!(tagged(&ec2, &rds, "nokey").await.is_empty());
+}
+
+#[tokio::test]
+async fn server_database_and_db_info_as_asked() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2_with_key(REGION).await;
+    let rds = moto.rds(REGION).await;
+    let p = Project::with_stack(&moto.endpoint(), "srv", REGION);
+    p.run_ok(&["apply", "--auto-approve"], 0);
+
+    let i = server(&ec2, "srv").await;
+    assert_eq!(i.image_id(), Some(NEWEST_X86));
+    assert_eq!(i.instance_type().map(|t| t.as_str()), Some("t3.medium"));
+    assert_eq!(i.key_name(), Some(KEY_NAME));
+    assert_eq!(
+        i.metadata_options()
+            .and_then(|m| m.http_tokens())
+            .map(|t| t.as_str()),
+        Some("required"),
+        "IMDSv2 only"
+    );
+    let app = ec2
+        .describe_security_groups()
+        .filters(Filter::builder().name("tag:Name").values("srv-app").build())
+        .send()
+        .await
+        .unwrap();
+    let groups: Vec<_> = i
+        .security_groups()
+        .iter()
+        .filter_map(|g| g.group_id())
+        .collect();
+    assert_eq!(groups, [app.security_groups()[0].group_id().unwrap()]);
+    let root = i
+        .block_device_mappings()
+        .iter()
+        .find(|m| m.device_name() == Some("/dev/xvda"))
+        .unwrap();
+    let volume_id = root.ebs().unwrap().volume_id().unwrap();
+    let volume = ec2
+        .describe_volumes()
+        .volume_ids(volume_id)
+        .send()
+        .await
+        .unwrap();
+    let volume = &volume.volumes()[0];
+    assert_eq!(volume.size(), Some(30));
+    assert_eq!(volume.encrypted(), Some(true));
+    assert!(
+        volume
+            .tags()
+            .iter()
+            .any(|t| t.key() == Some("ihp-infra:stack") && t.value() == Some("srv")),
+        "the volume is tagged at launch"
+    );
+
+    let db = rds
+        .describe_db_instances()
+        .db_instance_identifier("srv-postgres-db")
+        .send()
+        .await
+        .unwrap();
+    let db = &db.db_instances()[0];
+    assert_eq!(db.engine(), Some("postgres"));
+    assert_eq!(db.db_instance_class(), Some("db.t3.micro"));
+    assert_eq!(db.allocated_storage(), Some(20));
+    assert_eq!(db.master_username(), Some("postgres_user"));
+    assert_eq!(db.publicly_accessible(), Some(false));
+    assert_eq!(db.storage_encrypted(), Some(true));
+    assert_eq!(
+        db.db_subnet_group().and_then(|g| g.db_subnet_group_name()),
+        Some("srv-db-subnets")
+    );
+    let hash = db
+        .tag_list()
+        .iter()
+        .find(|t| t.key() == Some("ihp-infra:password-hash"))
+        .unwrap();
+    assert!(hash.value().unwrap().starts_with("argon2id:"));
+    assert!(!hash.value().unwrap().contains(PASSWORD));
+
+    let path = p.dir.path().join("db_info.txt");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let endpoint = db.endpoint().unwrap().address().unwrap();
+    assert_eq!(
+        text,
+        format!(
+            "Instance URL: {}\nDB Endpoint: {endpoint}\nDB Username: postgres_user\nDB Password: {PASSWORD}\n",
+            i.public_dns_name().unwrap()
+        )
+    );
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // A converged apply makes no write call and still writes db_info.txt.
+    std::fs::remove_file(&path).unwrap();
+    let before = moto.actions().len();
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    let writes: Vec<_> = moto.actions()[before..]
+        .iter()
+        .filter(|a| crate::common::is_write(a))
+        .cloned()
+        .collect();
+    assert!(writes.is_empty(), "{writes:?}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+}
+
+#[tokio::test]
+async fn newer_image_never_replaces_the_server_but_a_new_release_does() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2_with_key(REGION).await;
+    let p = Project::with_stack(&moto.endpoint(), "nix", REGION);
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    let first = server(&ec2, "nix").await.instance_id().unwrap().to_string();
+
+    // NixOS deletes old images: the server's own is gone, another is newest.
+    ec2.deregister_image()
+        .image_id(NEWEST_X86)
+        .send()
+        .await
+        .unwrap();
+    p.run_ok(&["plan", "--detailed-exitcode"], 0);
+
+    with(&p, "nix", "instance:\n  nixos_release: \"25.11\"\n");
+    let plan = p.run_ok(&["plan", "--detailed-exitcode"], 2);
+    insta::with_settings!({ filters => id_filters() }, {
+        insta::assert_snapshot!("plan_new_release", plan.stdout);
+    });
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    let second = server(&ec2, "nix").await;
+    assert_ne!(second.instance_id(), Some(first.as_str()));
+    assert_eq!(second.image_id(), Some("ami-0a11c0ffee0251102"));
+    let old = ec2
+        .describe_instances()
+        .instance_ids(&first)
+        .send()
+        .await
+        .unwrap();
+    let state = old.reservations()[0].instances()[0]
+        .state()
+        .unwrap()
+        .name()
+        .unwrap()
+        .clone();
+    assert_eq!(state, InstanceStateName::Terminated);
+    p.run_ok(&["plan", "--detailed-exitcode"], 0);
+}
+
+#[tokio::test]
+async fn instance_type_and_volume_change_in_place_and_volume_never_shrinks() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2_with_key(REGION).await;
+    let p = Project::with_stack(&moto.endpoint(), "size", REGION);
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    let id = server(&ec2, "size")
+        .await
+        .instance_id()
+        .unwrap()
+        .to_string();
+
+    with(
+        &p,
+        "size",
+        "instance:\n  type: t3.large\n  volume_size: 40\n",
+    );
+    let plan = p.run_ok(&["plan", "--detailed-exitcode"], 2);
+    insta::with_settings!({ filters => id_filters() }, {
+        insta::assert_snapshot!("plan_resize", plan.stdout);
+    });
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    let i = server(&ec2, "size").await;
+    assert_eq!(
+        i.instance_id(),
+        Some(id.as_str()),
+        "changed in place, not replaced"
+    );
+    assert_eq!(i.instance_type().map(|t| t.as_str()), Some("t3.large"));
+    assert_eq!(
+        i.state().and_then(|s| s.name()),
+        Some(&InstanceStateName::Running)
+    );
+    p.run_ok(&["plan", "--detailed-exitcode"], 0);
+
+    with(
+        &p,
+        "size",
+        "instance:\n  type: t3.large\n  volume_size: 35\n",
+    );
+    let out = p.run_ok(&["plan"], 1);
+    assert!(
+        out.stderr
+            .contains("cannot change root_volume_size of instance.app from 40 to 35"),
+        "{out:?}"
+    );
+}
+
+#[tokio::test]
+async fn password_change_is_detected_and_applied_without_showing_it() {
+    let moto = Moto::start();
+    moto.ec2_with_key(REGION).await;
+    let rds = moto.rds(REGION).await;
+    let p = Project::new(&moto.endpoint());
+    let stack = stack_yaml("pw", REGION).replace(&format!("\"{PASSWORD}\""), "{ env: PW }");
+    p.write("stack.yaml", &stack);
+    let run = |args: &[&str], pw: &str| {
+        let out = p.command(args).env("PW", pw).output().unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!all.contains(pw), "printed the password: {all}");
+        (out.status.code(), all)
+    };
+    assert_eq!(
+        run(&["apply", "--auto-approve"], "first-pass-123").0,
+        Some(0)
+    );
+    assert_eq!(
+        run(&["plan", "--detailed-exitcode"], "first-pass-123").0,
+        Some(0)
+    );
+    let hash_of = || async {
+        let db = rds
+            .describe_db_instances()
+            .db_instance_identifier("pw-postgres-db")
+            .send()
+            .await
+            .unwrap();
+        db.db_instances()[0]
+            .tag_list()
+            .iter()
+            .find(|t| t.key() == Some("ihp-infra:password-hash"))
+            .and_then(|t| t.value().map(String::from))
+            .unwrap()
+    };
+    let first_hash = hash_of().await;
+
+    let (code, out) = run(&["plan", "--detailed-exitcode"], "second-pass-456");
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("password   (changed; value hidden)"), "{out}");
+    assert!(
+        out.contains("Plan: 0 to create, 1 to update in place"),
+        "{out}"
+    );
+    assert_eq!(
+        run(&["apply", "--auto-approve"], "second-pass-456").0,
+        Some(0)
+    );
+    assert_ne!(hash_of().await, first_hash);
+    assert_eq!(
+        run(&["plan", "--detailed-exitcode"], "second-pass-456").0,
+        Some(0)
+    );
+    let info = std::fs::read_to_string(p.dir.path().join("db_info.txt")).unwrap();
+    assert!(info.ends_with("DB Password: second-pass-456\n"), "{info}");
+}
+
+#[tokio::test]
+async fn destroy_keeps_a_final_snapshot_unless_told_otherwise() {
+    let moto = Moto::start();
+    moto.ec2_with_key(REGION).await;
+    let rds = moto.rds(REGION).await;
+    let snapshots = || async {
+        let out = rds.describe_db_snapshots().send().await.unwrap();
+        out.db_snapshots()
+            .iter()
+            .filter_map(|s| s.db_snapshot_identifier().map(String::from))
+            .collect::<Vec<_>>()
+    };
+
+    let keep = Project::with_stack(&moto.endpoint(), "keep", REGION);
+    keep.run_ok(&["apply", "--auto-approve"], 0);
+    let out = keep.run_ok(&["destroy", "--auto-approve"], 0);
+    assert!(
+        out.stdout.contains("The database keeps a final snapshot"),
+        "{out:?}"
+    );
+    let kept = snapshots().await;
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(kept[0].starts_with("keep-postgres-db-final-"), "{kept:?}");
+    assert!(
+        out.stderr
+            .contains(&format!("kept: final snapshot {}", kept[0])),
+        "{out:?}"
+    );
+
+    let lose = Project::with_stack(&moto.endpoint(), "lose", REGION);
+    lose.run_ok(&["apply", "--auto-approve"], 0);
+    let out = lose.run_ok(&["destroy", "--auto-approve", "--skip-final-snapshot"], 0);
+    assert!(out.stdout.contains("WITHOUT a final snapshot"), "{out:?}");
+    assert_eq!(snapshots().await, kept, "no snapshot for the second stack");
+}
+
+#[tokio::test]
+async fn database_of_someone_else_is_not_taken_over() {
+    let moto = Moto::start();
+    moto.ec2_with_key(REGION).await;
+    let rds = moto.rds(REGION).await;
+    rds.create_db_instance()
+        .db_instance_identifier("theirs-postgres-db")
+        .engine("postgres")
+        .db_instance_class("db.t3.micro")
+        .allocated_storage(20)
+        .master_username("someone")
+        .master_user_password("their-password")
+        .send()
+        .await
+        .unwrap();
+    let p = Project::with_stack(&moto.endpoint(), "theirs", REGION);
+    for args in [&["plan"][..], &["destroy", "--auto-approve"]] {
+        let out = p.run_ok(args, 1);
+        assert!(
+            out.stderr
+                .contains("database theirs-postgres-db exists but is not part of stack theirs"),
+            "{out:?}"
+        );
+    }
+    let db = rds
+        .describe_db_instances()
+        .db_instance_identifier("theirs-postgres-db")
+        .send()
+        .await;
+    assert!(db.is_ok(), "left alone");
+}
