@@ -7,7 +7,7 @@ mod progress;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 
@@ -20,6 +20,10 @@ use ihp_infra::stack::{self, Stack};
 use ihp_infra::{Goal, aws, db_info};
 
 fn main() -> ExitCode {
+    // The SDK logs request bodies (the database password among them) at trace
+    // level when this is set. The password is never logged, at any verbosity.
+    // SAFETY: nothing else runs yet: no thread can be reading the environment.
+    unsafe { std::env::remove_var("LOG_SIGNABLE_BODY") };
     // Usage errors exit 1 like every other error: 2 means "changes" for plan.
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -52,8 +56,10 @@ fn init_logging(verbose: u8, format: LogFormat) {
         1 => "ihp_infra=info,warn",
         _ => "ihp_infra=debug,info",
     };
-    let filter =
-        EnvFilter::try_from_env("IHP_INFRA_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let filter = EnvFilter::try_from_env("IHP_INFRA_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(default))
+        // Request signing logs whole requests at trace level: never that.
+        .add_directive("aws_sigv4=debug".parse().expect("a valid directive"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -152,10 +158,22 @@ async fn execute(
     }
     let started = Instant::now();
     let interactive = std::io::stderr().is_terminal();
-    let progress = progress::Progress::new(interactive, colors_on_stderr());
+    let progress = Arc::new(progress::Progress::new(interactive, colors_on_stderr()));
     eprintln!();
+    let heartbeat = tokio::spawn({
+        let progress = progress.clone();
+        async move {
+            let every = Duration::from_secs(30);
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                ticks.tick().await;
+                progress.heartbeat(every);
+            }
+        }
+    });
     let aws = Arc::new(aws);
-    let outcome = executor::execute(&plan, aws.clone(), &progress, interrupted()).await;
+    let outcome = executor::execute(&plan, aws.clone(), &*progress, interrupted()).await;
+    heartbeat.abort();
     let code = report(&plan, &outcome, verb, started.elapsed())?;
     if goal == Goal::Converge {
         write_db_info(stack, &aws).await?;

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
@@ -14,6 +14,8 @@ use ihp_infra::render::Palette;
 pub struct Progress {
     multi: Option<MultiProgress>,
     bars: Mutex<HashMap<Step, ProgressBar>>,
+    /// Steps under way, for the periodic "still waiting" lines in CI logs.
+    running: Mutex<HashMap<Step, Instant>>,
     colors: bool,
 }
 
@@ -22,8 +24,38 @@ impl Progress {
         Progress {
             multi: interactive.then(MultiProgress::new),
             bars: Mutex::new(HashMap::new()),
+            running: Mutex::new(HashMap::new()),
             colors,
         }
+    }
+
+    /// Without a terminal there is no spinner: say which slow steps are
+    /// still going (a database takes minutes), so a CI log never goes quiet.
+    pub fn heartbeat(&self, older_than: Duration) {
+        if self.multi.is_none() {
+            for line in self.still_running(older_than) {
+                eprintln!("{line}");
+            }
+        }
+    }
+
+    fn still_running(&self, older_than: Duration) -> Vec<String> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slow: Vec<_> = running
+            .iter()
+            .filter(|(_, started)| started.elapsed() >= older_than)
+            .collect();
+        slow.sort_by_key(|(step, _)| (*step).clone());
+        slow.into_iter()
+            .map(|(step, started)| {
+                format!(
+                    "  … still {} {} ({}s)",
+                    gerund(step.phase),
+                    step.address,
+                    started.elapsed().as_secs() / 10 * 10
+                )
+            })
+            .collect()
     }
 }
 
@@ -46,6 +78,10 @@ fn past(phase: Phase) -> &'static str {
 impl Observer for Progress {
     fn started(&self, step: &Step, change: &Change) {
         tracing::info!(step = %step, name = %change.name, "step started");
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(step.clone(), Instant::now());
         if let Some(multi) = &self.multi {
             let bar = multi.add(ProgressBar::new_spinner());
             bar.set_style(
@@ -73,6 +109,10 @@ impl Observer for Progress {
         outcome: Result<Option<&str>, &str>,
         elapsed: Duration,
     ) {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(step);
         let p = Palette::new(self.colors);
         let secs = elapsed.as_secs_f64();
         let line = match outcome {
@@ -111,5 +151,45 @@ impl Observer for Progress {
             }
             None => eprintln!("  {line}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ihp_infra::model::{Address, Kind};
+    use ihp_infra::plan::Action;
+
+    fn change(kind: Kind, role: &str) -> Change {
+        Change {
+            address: Address::new(kind, role),
+            action: Action::Create,
+            name: String::new(),
+            id: None,
+            attrs: Vec::new(),
+            tags: Default::default(),
+            depends_on: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn slow_steps_are_reported_until_they_finish() {
+        let progress = Progress::new(false, false);
+        let db = change(Kind::Database, "postgres-db");
+        let vpc = change(Kind::Vpc, "vpc");
+        let step = |c: &Change| Step {
+            address: c.address.clone(),
+            phase: Phase::Create,
+        };
+        progress.started(&step(&db), &db);
+        progress.started(&step(&vpc), &vpc);
+        progress.finished(&step(&vpc), &vpc, Ok(Some("vpc-1")), Duration::ZERO);
+        assert_eq!(
+            progress.still_running(Duration::ZERO),
+            ["  … still creating database.postgres-db (0s)"]
+        );
+        assert!(progress.still_running(Duration::from_secs(3600)).is_empty());
+        progress.finished(&step(&db), &db, Ok(Some("db")), Duration::ZERO);
+        assert!(progress.still_running(Duration::ZERO).is_empty());
     }
 }

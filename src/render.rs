@@ -154,6 +154,15 @@ fn attr(out: &mut String, a: &AttrChange, width: usize, action: Action, p: &Pale
             );
         }
         (Some(before), after) => {
+            let forces = match (action, a.name) {
+                (Action::Update, "instance_type") => {
+                    format!(
+                        "  {}",
+                        p.update.apply_to("# the server is stopped and started")
+                    )
+                }
+                _ => forces,
+            };
             let _ = writeln!(
                 out,
                 "        {:width$}   {} -> {}{forces}",

@@ -612,6 +612,27 @@ async fn password_never_appears_in_output_or_logs() {
             "{args:?} printed the password"
         );
     }
+    // Not even at trace level with the SDK asked to log request bodies.
+    for args in [
+        &["apply", "--auto-approve"][..],
+        &["destroy", "--auto-approve"],
+    ] {
+        let out = p
+            .command(args)
+            .env("IHP_INFRA_LOG", "trace,aws_sigv4=trace")
+            .env("LOG_SIGNABLE_BODY", "true")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let all = [out.stdout, out.stderr].concat();
+        assert!(all.len() > 10_000, "trace logging is on");
+        let all = String::from_utf8_lossy(&all);
+        assert!(all.contains("CreateDBInstance") || all.contains("DeleteDBInstance"));
+        assert!(
+            !all.contains(PASSWORD),
+            "{args:?} logged the password at trace level"
+        );
+    }
 }
 
 #[test]
