@@ -534,21 +534,34 @@ impl Rds {
     async fn delete_database(&self) -> Result<Option<String>, Error> {
         // Deleting a database that is still modifying fails: let it settle.
         self.wait_settled().await?;
-        let snapshot = (!self.skip_final_snapshot)
-            .then(|| final_snapshot_name(&self.identifier, SystemTime::now()));
-        let mut delete = self
-            .client
-            .delete_db_instance()
-            .db_instance_identifier(&self.identifier)
-            .skip_final_snapshot(snapshot.is_none());
-        if let Some(name) = &snapshot {
-            delete = delete.final_db_snapshot_identifier(name);
-        }
-        match delete.send().await {
-            Err(e) if e.code() == Some("DBInstanceNotFound") => return Ok(None),
-            other => other
-                .map(drop)
-                .map_err(call("delete database", &self.identifier))?,
+        let base = final_snapshot_name(&self.identifier, SystemTime::now());
+        let mut snapshot = None;
+        for attempt in 1..=10 {
+            if !self.skip_final_snapshot {
+                // A name already taken (a destroy in the same second) gets a suffix.
+                snapshot = Some(match attempt {
+                    1 => base.clone(),
+                    n => format!("{base}-{n}"),
+                });
+            }
+            let mut delete = self
+                .client
+                .delete_db_instance()
+                .db_instance_identifier(&self.identifier)
+                .skip_final_snapshot(snapshot.is_none());
+            if let Some(name) = &snapshot {
+                delete = delete.final_db_snapshot_identifier(name);
+            }
+            match delete.send().await {
+                Err(e) if e.code() == Some("DBInstanceNotFound") => return Ok(None),
+                Err(e) if e.code() == Some("DBSnapshotAlreadyExists") && attempt < 10 => {}
+                other => {
+                    other
+                        .map(drop)
+                        .map_err(call("delete database", &self.identifier))?;
+                    break;
+                }
+            }
         }
         let started = Instant::now();
         while self.describe().await?.is_some() {

@@ -623,7 +623,13 @@ async fn password_never_appears_in_output_or_logs() {
             .env("LOG_SIGNABLE_BODY", "true")
             .output()
             .unwrap();
-        assert!(out.status.success());
+        let tail: String = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .rev()
+            .take(15)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(out.status.success(), "{tail}");
         let all = [out.stdout, out.stderr].concat();
         assert!(all.len() > 10_000, "trace logging is on");
         let all = String::from_utf8_lossy(&all);

@@ -445,3 +445,42 @@ async fn database_of_someone_else_is_not_taken_over() {
         .await;
     assert!(db.is_ok(), "left alone");
 }
+
+#[tokio::test]
+async fn final_snapshot_name_taken_in_the_same_second_gets_a_suffix() {
+    // Found by running destroy twice within one second: DBSnapshotAlreadyExists.
+    let moto = Moto::start();
+    moto.ec2_with_key(REGION).await;
+    let rds = moto.rds(REGION).await;
+    let p = Project::with_stack(&moto.endpoint(), "again", REGION);
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    // Take the names of this second and the next few.
+    let now = std::time::SystemTime::now();
+    for s in 0..5 {
+        let name = ihp_infra::aws::rds::final_snapshot_name(
+            "again-postgres-db",
+            now + std::time::Duration::from_secs(s),
+        );
+        rds.create_db_snapshot()
+            .db_instance_identifier("again-postgres-db")
+            .db_snapshot_identifier(name)
+            .send()
+            .await
+            .unwrap();
+    }
+    let out = p.run_ok(&["destroy", "--auto-approve"], 0);
+    let kept = out
+        .stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("kept: final snapshot "))
+        .unwrap_or_else(|| panic!("{out:?}"))
+        .to_string();
+    assert!(kept.ends_with("-2"), "{kept}");
+    let snapshots = rds.describe_db_snapshots().send().await.unwrap();
+    assert!(
+        snapshots
+            .db_snapshots()
+            .iter()
+            .any(|s| s.db_snapshot_identifier() == Some(kept.as_str()))
+    );
+}
