@@ -67,5 +67,16 @@ pub enum Command {
         /// Delete the database without keeping a final snapshot (its data is lost)
         #[arg(long)]
         skip_final_snapshot: bool,
+        /// Empty the S3 bucket first (its files are lost); without it, a bucket
+        /// with objects stops the destroy before anything is deleted
+        #[arg(long)]
+        delete_bucket_contents: bool,
+    },
+    /// Print what the server's configuration needs: names, endpoints, regions
+    /// (never the password or the secret key)
+    Output {
+        /// As one JSON object instead of KEY=value lines
+        #[arg(long)]
+        json: bool,
     },
 }

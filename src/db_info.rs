@@ -6,17 +6,19 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::aws::Outputs;
 use crate::stack::Secret;
 
 pub const FILE_NAME: &str = "db_info.txt";
+pub const ACCESS_KEY_FILE: &str = "s3_access_key.env";
 
-pub fn render(outputs: &Outputs, password: &Secret) -> String {
+pub fn render(
+    instance_dns: &str,
+    db_endpoint: &str,
+    db_username: &str,
+    password: &Secret,
+) -> String {
     format!(
-        "Instance URL: {}\nDB Endpoint: {}\nDB Username: {}\nDB Password: {}\n",
-        outputs.instance_dns,
-        outputs.db_endpoint,
-        outputs.db_username,
+        "Instance URL: {instance_dns}\nDB Endpoint: {db_endpoint}\nDB Username: {db_username}\nDB Password: {}\n",
         password.expose()
     )
 }
@@ -29,17 +31,36 @@ pub fn path_for(stack_file: &Path) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(FILE_NAME))
 }
 
-/// Writes through a 0600 temporary file and renames it into place, so a
-/// reader never sees half a file and the password is never world-readable.
-pub fn write(path: &Path, outputs: &Outputs, password: &Secret) -> std::io::Result<()> {
-    let tmp = path.with_extension("txt.tmp");
+/// Where a new access key's secret goes: next to the stack file.
+pub fn access_key_path(stack_file: &Path) -> PathBuf {
+    path_for(stack_file).with_file_name(ACCESS_KEY_FILE)
+}
+
+pub fn write(
+    path: &Path,
+    instance_dns: &str,
+    db_endpoint: &str,
+    db_username: &str,
+    password: &Secret,
+) -> std::io::Result<()> {
+    write_private(
+        path,
+        &render(instance_dns, db_endpoint, db_username, password),
+    )
+}
+
+/// Writes a file only its owner can read: through a 0600 temporary file
+/// renamed into place, so a reader never sees half a file and the secret
+/// is never readable by others, not even for a moment.
+pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(&tmp)?;
-    file.write_all(render(outputs, password).as_bytes())?;
+    file.write_all(text.as_bytes())?;
     file.sync_all()?;
     // The umask can only remove bits; make sure of 0600 whatever it was.
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
@@ -50,18 +71,13 @@ pub fn write(path: &Path, outputs: &Outputs, password: &Secret) -> std::io::Resu
 mod tests {
     use super::*;
 
-    fn outputs() -> Outputs {
-        Outputs {
-            instance_dns: "ec2-1-2-3-4.compute.amazonaws.com".into(),
-            db_endpoint: "demo-postgres-db.abc.eu-central-1.rds.amazonaws.com".into(),
-            db_username: "postgres_user".into(),
-        }
-    }
+    const DNS: &str = "ec2-1-2-3-4.compute.amazonaws.com";
+    const ENDPOINT: &str = "demo-postgres-db.abc.eu-central-1.rds.amazonaws.com";
 
     #[test]
     fn four_lines_in_the_known_format() {
         assert_eq!(
-            render(&outputs(), &Secret::new("pw-123456")),
+            render(DNS, ENDPOINT, "postgres_user", &Secret::new("pw-123456")),
             "Instance URL: ec2-1-2-3-4.compute.amazonaws.com\n\
              DB Endpoint: demo-postgres-db.abc.eu-central-1.rds.amazonaws.com\n\
              DB Username: postgres_user\n\
@@ -77,7 +93,14 @@ mod tests {
         // An older file readable by all is replaced by a private one.
         std::fs::write(&path, "old").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        write(&path, &outputs(), &Secret::new("pw-123456")).unwrap();
+        write(
+            &path,
+            DNS,
+            ENDPOINT,
+            "postgres_user",
+            &Secret::new("pw-123456"),
+        )
+        .unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert!(

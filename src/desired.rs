@@ -38,6 +38,30 @@ pub fn db_subnet_group() -> Address {
 pub fn database() -> Address {
     Address::new(Kind::Database, "postgres-db")
 }
+pub fn bucket() -> Address {
+    Address::new(Kind::Bucket, "storage")
+}
+pub fn log_group() -> Address {
+    Address::new(Kind::LogGroup, "logs")
+}
+pub fn s3_policy() -> Address {
+    Address::new(Kind::IamPolicy, "s3-access")
+}
+pub fn logs_policy() -> Address {
+    Address::new(Kind::IamPolicy, "cloudwatch-logs")
+}
+pub fn role() -> Address {
+    Address::new(Kind::IamRole, "app-role")
+}
+pub fn instance_profile() -> Address {
+    Address::new(Kind::InstanceProfile, "app-profile")
+}
+pub fn s3_user() -> Address {
+    Address::new(Kind::IamUser, "s3-user")
+}
+pub fn access_key() -> Address {
+    Address::new(Kind::AccessKey, "s3-user-key")
+}
 
 /// What planning learns from AWS before it can say what the stack wants.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,6 +74,8 @@ pub struct Facts {
     /// The salted hash of the password, as it should be tagged on the
     /// database: the live one when it matches, else a new one.
     pub password_hash: String,
+    /// Partition, account and region, for the ARNs in policies.
+    pub arns: crate::policies::Arns,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -146,7 +172,7 @@ pub fn resources(stack: &Stack, facts: &Facts) -> Vec<Desired> {
     let anywhere = || Peer::Cidr(ANYWHERE.to_string());
     let web_ports = [22, 80, 443];
 
-    vec![
+    let mut all = vec![
         resource(
             vpc(),
             vec![
@@ -206,6 +232,10 @@ pub fn resources(stack: &Stack, facts: &Facts) -> Vec<Desired> {
             rules([Rule::all_traffic(anywhere())]),
             vec![vpc(), app_security_group()],
         ),
+    ];
+    // The server needs its instance profile: access comes first.
+    all.extend(access(stack, facts, &resource));
+    all.extend([
         resource(
             instance(),
             vec![
@@ -235,11 +265,17 @@ pub fn resources(stack: &Stack, facts: &Facts) -> Vec<Desired> {
                         app_security_group(),
                     ))])),
                 ),
+                in_place("instance_profile", pending(instance_profile())),
                 grow_only("root_volume_size", stack.instance.volume_size_gb.into()),
                 replace("root_volume_encrypted", Value::Bool(true)),
                 in_place("http_tokens", text("required")),
             ],
-            vec![public_subnet(), app_security_group(), public_route_table()],
+            vec![
+                public_subnet(),
+                app_security_group(),
+                public_route_table(),
+                instance_profile(),
+            ],
         ),
         resource(
             db_subnet_group(),
@@ -285,7 +321,121 @@ pub fn resources(stack: &Stack, facts: &Facts) -> Vec<Desired> {
             ],
             vec![db_subnet_group(), db_security_group()],
         ),
-    ]
+    ]);
+    all
+}
+
+/// S3, CloudWatch Logs and the IAM that lets the server (and optionally a
+/// static key) use them.
+fn access(
+    stack: &Stack,
+    facts: &Facts,
+    resource: &dyn Fn(Address, Vec<Attr>, Vec<Address>) -> Desired,
+) -> Vec<Desired> {
+    let arns = &facts.arns;
+    let bucket_name = &stack.storage.bucket;
+    let policies = |addresses: &[Address]| {
+        Value::Set(
+            addresses
+                .iter()
+                .map(|a| Item::Policy(Ref::Pending(a.clone())))
+                .collect(),
+        )
+    };
+    let mut all = vec![
+        resource(
+            bucket(),
+            vec![
+                replace("name", text(bucket_name)),
+                in_place("encryption", text("AES256")),
+                in_place(
+                    "block_public_access",
+                    Value::Bool(!stack.storage.public_read),
+                ),
+                in_place(
+                    "public_read_policy",
+                    if stack.storage.public_read {
+                        Value::Json(crate::policies::s3_public_read(arns, bucket_name))
+                    } else {
+                        Value::None
+                    },
+                ),
+            ],
+            vec![],
+        ),
+        resource(
+            log_group(),
+            vec![
+                replace("name", text(&stack.logs.group)),
+                in_place(
+                    "retention_days",
+                    Value::Int(stack.logs.retention_days.into()),
+                ),
+            ],
+            vec![],
+        ),
+        resource(
+            s3_policy(),
+            vec![
+                replace("name", Value::Text(stack.name("s3-access"))),
+                in_place(
+                    "document",
+                    Value::Json(crate::policies::s3_access(arns, bucket_name)),
+                ),
+            ],
+            vec![],
+        ),
+        resource(
+            logs_policy(),
+            vec![
+                replace("name", Value::Text(stack.name("cloudwatch-logs"))),
+                in_place(
+                    "document",
+                    Value::Json(crate::policies::cloudwatch_logs(arns, &stack.logs.group)),
+                ),
+            ],
+            vec![],
+        ),
+        resource(
+            role(),
+            vec![
+                replace("name", Value::Text(stack.name("app-role"))),
+                in_place(
+                    "assume_role_policy",
+                    Value::Json(crate::policies::ec2_assume_role()),
+                ),
+                in_place("policies", policies(&[s3_policy(), logs_policy()])),
+            ],
+            vec![s3_policy(), logs_policy()],
+        ),
+        resource(
+            instance_profile(),
+            vec![
+                replace("name", Value::Text(stack.name("app-profile"))),
+                in_place(
+                    "roles",
+                    Value::Set(BTreeSet::from([Item::Role(Ref::Pending(role()))])),
+                ),
+            ],
+            vec![role()],
+        ),
+    ];
+    if stack.storage.access_key {
+        all.push(resource(
+            s3_user(),
+            vec![
+                replace("name", Value::Text(stack.name("s3-user"))),
+                in_place("policies", policies(&[s3_policy()])),
+            ],
+            vec![s3_policy()],
+        ));
+        all.push(resource(
+            access_key(),
+            vec![replace("user", pending(s3_user()))],
+            vec![s3_user()],
+        ));
+    }
+    all
 }
 
 /// Facts for unit tests: an image found, a fixed password hash.
@@ -298,6 +448,11 @@ pub fn test_facts() -> Facts {
         }),
         image_choice: "nixos newest x86_64".into(),
         password_hash: "argon2id:test".into(),
+        arns: crate::policies::Arns {
+            partition: "aws".into(),
+            account: "123456789012".into(),
+            region: "eu-central-1".into(),
+        },
     }
 }
 

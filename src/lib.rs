@@ -11,8 +11,10 @@ pub mod db_info;
 pub mod desired;
 pub mod executor;
 pub mod model;
+pub mod outputs;
 pub mod password;
 pub mod plan;
+pub mod policies;
 pub mod regions;
 pub mod render;
 pub mod retry;
@@ -38,12 +40,12 @@ pub enum Goal {
     /// Everything the stack file describes, and nothing else of the stack.
     Converge,
     /// Nothing of the stack.
-    Destroy,
+    Destroy(aws::DestroyOptions),
 }
 
 /// Connects to AWS, observes the stack's live resources and plans.
 pub async fn plan(stack: &Stack, goal: Goal) -> Result<(Aws, Plan), Error> {
-    let aws = Aws::connect(stack).await?;
+    let mut aws = Aws::connect(stack).await?;
     let observed = aws.observe().await?;
     let plan = match goal {
         Goal::Converge => {
@@ -63,12 +65,16 @@ pub async fn plan(stack: &Stack, goal: Goal) -> Result<(Aws, Plan), Error> {
             }
             plan
         }
-        Goal::Destroy => {
+        Goal::Destroy(options) => {
+            aws.set_destroy_options(options);
+            // Stop before deleting anything rather than half-way.
+            aws.s3.check_destroyable().await.map_err(aws::Error::from)?;
             // Destroy needs only the graph's shape, not what a create would use.
             let facts = desired::Facts {
                 image: None,
                 image_choice: String::new(),
                 password_hash: String::new(),
+                arns: aws.arns.clone(),
             };
             plan::destroy(
                 &stack.prefix,

@@ -105,35 +105,46 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     ExitCode::SUCCESS
                 })
             }
-            Command::Apply { auto_approve } => {
-                execute(&stack, Goal::Converge, auto_approve, false).await
-            }
+            Command::Apply { auto_approve } => execute(&stack, Goal::Converge, auto_approve).await,
             Command::Destroy {
                 auto_approve,
                 skip_final_snapshot,
-            } => execute(&stack, Goal::Destroy, auto_approve, skip_final_snapshot).await,
+                delete_bucket_contents,
+            } => {
+                let options = aws::DestroyOptions {
+                    skip_final_snapshot,
+                    delete_bucket_contents,
+                };
+                execute(&stack, Goal::Destroy(options), auto_approve).await
+            }
+            Command::Output { json } => {
+                let aws = aws::Aws::connect(&stack).await.map_err(|e| e.to_string())?;
+                let outputs = aws.outputs(&stack).await.map_err(|e| e.to_string())?;
+                if json {
+                    println!("{}", outputs.to_json());
+                } else {
+                    print!("{}", outputs.to_env());
+                }
+                Ok(ExitCode::SUCCESS)
+            }
         }
     })
 }
 
-async fn execute(
-    stack: &Stack,
-    goal: Goal,
-    auto_approve: bool,
-    skip_final_snapshot: bool,
-) -> Result<ExitCode, String> {
-    let (mut aws, plan) = ihp_infra::plan(stack, goal)
+async fn execute(stack: &Stack, goal: Goal, auto_approve: bool) -> Result<ExitCode, String> {
+    let (aws, plan) = ihp_infra::plan(stack, goal)
         .await
         .map_err(|e| e.to_string())?;
-    aws.rds.skip_final_snapshot(skip_final_snapshot);
     let colors = console::colors_enabled();
     print!("{}", render::plan(&plan, &Palette::new(colors)));
     let deletes_database = plan
         .changes
         .iter()
         .any(|c| c.address.kind == Kind::Database && c.action == Action::Delete);
-    if deletes_database {
-        if skip_final_snapshot {
+    if let Goal::Destroy(options) = goal
+        && deletes_database
+    {
+        if options.skip_final_snapshot {
             println!(
                 "\nThe database is deleted WITHOUT a final snapshot (--skip-final-snapshot): its data is lost."
             );
@@ -151,7 +162,7 @@ async fn execute(
     }
     let verb = match goal {
         Goal::Converge => "apply",
-        Goal::Destroy => "destroy",
+        Goal::Destroy(_) => "destroy",
     };
     if !auto_approve {
         confirm(stack, verb)?;
@@ -181,20 +192,33 @@ async fn execute(
     Ok(code)
 }
 
-/// After every successful apply: db_info.txt next to the stack file.
+/// After every successful apply: db_info.txt next to the stack file, and
+/// what the NixOS configuration needs.
 async fn write_db_info(stack: &Stack, aws: &aws::Aws) -> Result<(), String> {
-    let outputs = aws.outputs().await.map_err(|e| e.to_string())?.ok_or(
-        "the server or the database is missing after apply; run `ihp-infra plan` to see why",
-    )?;
+    let outputs = aws.outputs(stack).await.map_err(|e| e.to_string())?;
+    let missing =
+        || "the server or the database is missing after apply; run `ihp-infra plan` to see why";
+    let (Some(instance_dns), Some(db_endpoint), Some(db_username)) = (
+        &outputs.instance_dns,
+        &outputs.db_endpoint,
+        &outputs.db_username,
+    ) else {
+        return Err(missing().into());
+    };
     let path = db_info::path_for(&stack.path);
-    db_info::write(&path, &outputs, &stack.db_password)
-        .map_err(|e| format!("failed to write {}: {e}", path.display()))?;
+    db_info::write(
+        &path,
+        instance_dns,
+        db_endpoint,
+        db_username,
+        &stack.db_password,
+    )
+    .map_err(|e| format!("failed to write {}: {e}", path.display()))?;
     eprintln!(
-        "\nServer: {}\nDatabase: {} (user {})\nWrote {} (mode 0600; it holds the password).",
-        outputs.instance_dns,
-        outputs.db_endpoint,
-        outputs.db_username,
-        path.display()
+        "\nWrote {} (mode 0600; it holds the password). For the NixOS configuration \
+         (also `ihp-infra output`):\n{}",
+        path.display(),
+        outputs.to_env()
     );
     Ok(())
 }

@@ -18,10 +18,17 @@ pub enum Kind {
     Instance,
     DbSubnetGroup,
     Database,
+    Bucket,
+    LogGroup,
+    IamPolicy,
+    IamRole,
+    InstanceProfile,
+    IamUser,
+    AccessKey,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 15] = [
         Kind::Vpc,
         Kind::InternetGateway,
         Kind::Subnet,
@@ -30,6 +37,13 @@ impl Kind {
         Kind::Instance,
         Kind::DbSubnetGroup,
         Kind::Database,
+        Kind::Bucket,
+        Kind::LogGroup,
+        Kind::IamPolicy,
+        Kind::IamRole,
+        Kind::InstanceProfile,
+        Kind::IamUser,
+        Kind::AccessKey,
     ];
 
     pub fn label(self) -> &'static str {
@@ -42,6 +56,13 @@ impl Kind {
             Kind::Instance => "instance",
             Kind::DbSubnetGroup => "db_subnet_group",
             Kind::Database => "database",
+            Kind::Bucket => "bucket",
+            Kind::LogGroup => "log_group",
+            Kind::IamPolicy => "iam_policy",
+            Kind::IamRole => "iam_role",
+            Kind::InstanceProfile => "instance_profile",
+            Kind::IamUser => "iam_user",
+            Kind::AccessKey => "access_key",
         }
     }
 
@@ -58,9 +79,15 @@ impl Kind {
                 Kind::SecurityGroup,
                 Kind::InternetGateway,
                 Kind::RouteTable,
+                Kind::InstanceProfile,
             ],
             Kind::DbSubnetGroup => &[Kind::Subnet],
             Kind::Database => &[Kind::DbSubnetGroup, Kind::SecurityGroup],
+            Kind::Bucket | Kind::LogGroup | Kind::IamPolicy => &[],
+            // Policies are detached by deleting what they are attached to.
+            Kind::IamRole | Kind::IamUser => &[Kind::IamPolicy],
+            Kind::InstanceProfile => &[Kind::IamRole],
+            Kind::AccessKey => &[Kind::IamUser],
         }
     }
 }
@@ -181,8 +208,25 @@ pub enum Item {
     Subnet(Ref),
     /// A security group an instance or database is in.
     Group(Ref),
+    /// A managed policy attached to a role or user.
+    Policy(Ref),
+    /// The role in an instance profile.
+    Role(Ref),
     /// A tag, as key and value.
     Tag(String, String),
+}
+
+impl Item {
+    /// The live id an item refers to, if it is a resolved reference.
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            Item::Subnet(Ref::Id(id))
+            | Item::Group(Ref::Id(id))
+            | Item::Policy(Ref::Id(id))
+            | Item::Role(Ref::Id(id)) => Some(id),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for Item {
@@ -193,7 +237,7 @@ impl fmt::Display for Item {
                 destination,
                 gateway,
             } => write!(f, "{destination} -> {gateway}"),
-            Item::Subnet(r) | Item::Group(r) => r.fmt(f),
+            Item::Subnet(r) | Item::Group(r) | Item::Policy(r) | Item::Role(r) => r.fmt(f),
             Item::Tag(k, v) => write!(f, "{k}={v}"),
         }
     }
@@ -206,6 +250,8 @@ pub enum Value {
     Int(i64),
     Bool(bool),
     Ref(Ref),
+    /// A policy document, in canonical JSON; shown as JSON, not quoted.
+    Json(String),
     /// Compared, never shown (the database password's hash).
     Sensitive(String),
     /// A desired engine version: met by the same version or a newer one of
@@ -223,6 +269,7 @@ impl fmt::Display for Value {
             Value::Int(i) => write!(f, "{i}"),
             Value::Bool(b) => write!(f, "{b}"),
             Value::Sensitive(_) => f.write_str("(sensitive)"),
+            Value::Json(j) => f.write_str(j),
             Value::AtLeastVersion(v) => write!(f, "{v:?}"),
             Value::Ref(r) => r.fmt(f),
             Value::Set(items) => {
@@ -286,7 +333,9 @@ pub struct Attrs(pub BTreeMap<&'static str, Value>);
 impl Attrs {
     pub fn text(&self, name: &str) -> Option<&str> {
         match self.0.get(name) {
-            Some(Value::Text(t) | Value::AtLeastVersion(t) | Value::Sensitive(t)) => Some(t),
+            Some(
+                Value::Text(t) | Value::AtLeastVersion(t) | Value::Sensitive(t) | Value::Json(t),
+            ) => Some(t),
             _ => None,
         }
     }
@@ -307,6 +356,14 @@ impl Attrs {
             Some(Value::Ref(Ref::Id(id))) => Some(id),
             _ => None,
         }
+    }
+    /// The live ids in a set of references (subnets, groups, policies, roles).
+    pub fn ids(&self, name: &str) -> Vec<String> {
+        self.set(name)
+            .iter()
+            .filter_map(Item::id)
+            .map(str::to_string)
+            .collect()
     }
     pub fn set(&self, name: &str) -> BTreeSet<Item> {
         match self.0.get(name) {

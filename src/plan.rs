@@ -290,6 +290,7 @@ pub fn reconcile(
                 }
             }
         };
+        tracing::debug!(address = %change.address, action = ?change.action, "planned");
         changes.push(change);
     }
 
@@ -401,6 +402,8 @@ pub fn resolve(value: &Value, ids: &HashMap<Address, String>) -> Value {
                     },
                     Item::Subnet(s) => Item::Subnet(r(s)),
                     Item::Group(g) => Item::Group(r(g)),
+                    Item::Policy(p) => Item::Policy(r(p)),
+                    Item::Role(x) => Item::Role(r(x)),
                     Item::Tag(..) => item.clone(),
                 })
                 .collect(),
@@ -417,7 +420,7 @@ pub fn has_pending(value: &Value) -> bool {
         Value::Set(items) => items.iter().any(|i| match i {
             Item::Rule(rule) => matches!(&rule.peer, Peer::Group(g) if pending(g)),
             Item::Route { gateway, .. } => pending(gateway),
-            Item::Subnet(s) | Item::Group(s) => pending(s),
+            Item::Subnet(s) | Item::Group(s) | Item::Policy(s) | Item::Role(s) => pending(s),
             Item::Tag(..) => false,
         }),
         _ => false,
@@ -575,6 +578,14 @@ mod tests {
         for c in &plan.changes {
             let expected = match c.address.kind {
                 Kind::InternetGateway => Action::Update,
+                // Outside the VPC: untouched.
+                Kind::Bucket
+                | Kind::LogGroup
+                | Kind::IamPolicy
+                | Kind::IamRole
+                | Kind::InstanceProfile
+                | Kind::IamUser
+                | Kind::AccessKey => Action::NoOp,
                 _ => Action::Replace,
             };
             assert_eq!(c.action, expected, "{}", c.address);

@@ -271,7 +271,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             super::plan(&plan, &Palette::new(false)),
-            "No changes. Stack demo in eu-central-1 matches its file (11 resources).\n"
+            "No changes. Stack demo in eu-central-1 matches its file (17 resources).\n"
         );
     }
 }

@@ -37,6 +37,14 @@ pub enum NotYet {
     DependencyViolation,
 }
 
+/// IAM is eventually consistent: for a few seconds after an instance
+/// profile is made, RunInstances says it is invalid.
+pub fn profile_not_ready(code: Option<&str>, message: Option<&str>) -> bool {
+    code == Some("InvalidParameterValue")
+        && message
+            .is_some_and(|m| m.contains("iamInstanceProfile") || m.contains("Instance Profile"))
+}
+
 /// Classifies an AWS error code. Only codes that can turn into success by
 /// waiting are retryable; everything else fails at once.
 pub fn classify(code: Option<&str>) -> Option<NotYet> {
@@ -53,7 +61,22 @@ pub fn classify(code: Option<&str>) -> Option<NotYet> {
 
 /// Runs `op`, retrying while its error is of the `kind` given, with
 /// exponential backoff (1 s up to 15 s) until `budget` has been spent.
-pub async fn retry<T, E, F, Fut>(kind: NotYet, budget: Duration, mut op: F) -> Result<T, E>
+pub async fn retry<T, E, F, Fut>(kind: NotYet, budget: Duration, op: F) -> Result<T, E>
+where
+    E: ProvideErrorMetadata + std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    retry_if(budget, |e: &E| classify(e.code()) == Some(kind), op).await
+}
+
+/// Like [`retry`], for "not yet" answers only their message tells apart
+/// (e.g. an instance profile RunInstances can't see yet).
+pub async fn retry_if<T, E, F, Fut>(
+    budget: Duration,
+    not_yet: impl FnMut(&E) -> bool,
+    mut op: F,
+) -> Result<T, E>
 where
     E: ProvideErrorMetadata + std::fmt::Debug,
     F: FnMut() -> Fut,
@@ -67,7 +90,7 @@ where
     (|| op())
         .retry(backoff)
         .sleep(tokio::time::sleep)
-        .when(|e: &E| classify(e.code()) == Some(kind))
+        .when(not_yet)
         .notify(|e: &E, wait: Duration| {
             tracing::info!(
                 code = e.code().unwrap_or(""),
@@ -145,6 +168,24 @@ mod tests {
         assert!(waited <= Duration::from_secs(120 + 15), "{waited:?}");
         assert!(waited >= Duration::from_secs(100), "{waited:?}");
         assert!(calls.load(Ordering::SeqCst) > 3);
+    }
+
+    #[test]
+    fn profile_propagation_is_told_by_its_message() {
+        assert!(profile_not_ready(
+            Some("InvalidParameterValue"),
+            Some(
+                "Value (demo-app-profile) for parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name"
+            )
+        ));
+        assert!(!profile_not_ready(
+            Some("InvalidParameterValue"),
+            Some("Invalid value for instance type")
+        ));
+        assert!(!profile_not_ready(
+            Some("InvalidAMIID.NotFound"),
+            Some("iamInstanceProfile")
+        ));
     }
 
     #[tokio::test(start_paused = true)]

@@ -36,7 +36,33 @@ pub struct Stack {
     pub tags: BTreeMap<String, String>,
     pub instance: InstanceSpec,
     pub database: DatabaseSpec,
+    pub storage: StorageSpec,
+    pub logs: LogsSpec,
 }
+
+/// The S3 bucket for the app's files, and who may read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageSpec {
+    /// S3 names are global: the default `<prefix>-storage` may be taken.
+    pub bucket: String,
+    /// Allow anyone to read objects (a bucket policy for s3:GetObject).
+    pub public_read: bool,
+    /// Make an IAM user with an access key for IHP's static-key S3 config.
+    pub access_key: bool,
+}
+
+/// The CloudWatch log group the server ships its journal to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogsSpec {
+    pub group: String,
+    pub retention_days: i32,
+}
+
+/// The retention periods CloudWatch Logs accepts.
+pub const RETENTION_DAYS: &[i32] = &[
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
+];
 
 /// The app server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,6 +267,25 @@ struct RawStack {
     instance: RawInstance,
     #[serde(default)]
     database: RawDatabase,
+    #[serde(default)]
+    storage: RawStorage,
+    #[serde(default)]
+    logs: RawLogs,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    bucket: Option<Spanned<String>>,
+    public_read: Option<Spanned<bool>>,
+    access_key: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLogs {
+    group: Option<Spanned<String>>,
+    retention_days: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -382,6 +427,44 @@ pub fn parse(
 
     let instance = instance_spec(&raw.instance, &mut problems);
     let database = database_spec(&raw.database, &mut problems);
+    let storage = StorageSpec {
+        bucket: optional(&raw.storage.bucket, "storage.bucket", &mut problems, |b| {
+            check_bucket_name(b).map(|()| b.clone())
+        })
+        .unwrap_or_else(|| format!("{}-storage", raw.prefix.value)),
+        public_read: raw.storage.public_read.as_ref().is_some_and(|v| v.value),
+        access_key: raw.storage.access_key.as_ref().is_some_and(|v| v.value),
+    };
+    let logs = LogsSpec {
+        group: optional(&raw.logs.group, "logs.group", &mut problems, |g| {
+            let ok = (1..=512).contains(&g.len())
+                && g.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-/.#".contains(c));
+            ok.then(|| g.clone()).ok_or_else(|| {
+                format!("{g:?} is not a log group name: 1 to 512 letters, digits and _ - / . #")
+            })
+        })
+        .unwrap_or_else(|| format!("/ihp/{}", raw.prefix.value)),
+        retention_days: optional(
+            &raw.logs.retention_days,
+            "logs.retention_days",
+            &mut problems,
+            |d| {
+                i32::try_from(*d)
+                    .ok()
+                    .filter(|d| RETENTION_DAYS.contains(d))
+                    .ok_or_else(|| {
+                        let allowed: Vec<String> =
+                            RETENTION_DAYS.iter().map(|d| d.to_string()).collect();
+                        format!(
+                            "{d} days is not a retention CloudWatch allows; allowed: {}",
+                            allowed.join(", ")
+                        )
+                    })
+            },
+        )
+        .unwrap_or(30),
+    };
 
     match password {
         Some(db_password) if problems.is_empty() => Ok(Stack {
@@ -395,6 +478,8 @@ pub fn parse(
             tags,
             instance,
             database,
+            storage,
+            logs,
         }),
         _ => {
             problems.sort_by_key(|p| (p.line, p.column));
@@ -663,6 +748,35 @@ pub fn check_prefix(prefix: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// S3 bucket naming rules (general purpose buckets).
+pub fn check_bucket_name(name: &str) -> Result<(), String> {
+    const RULES: &str = "3 to 63 lower-case letters, digits, dots and hyphens, starting and ending with a letter or digit";
+    let ok = (3..=63).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if !ok {
+        return Err(format!("{name:?} is not a valid S3 bucket name: {RULES}"));
+    }
+    if name.contains("..")
+        || name.split('.').count() == 4 && name.split('.').all(|p| p.parse::<u8>().is_ok())
+    {
+        return Err(format!(
+            "{name:?} is not a valid S3 bucket name: no two dots in a row, not an IP address"
+        ));
+    }
+    if name.starts_with("xn--")
+        || name.starts_with("sthree-")
+        || name.ends_with("-s3alias")
+        || name.ends_with("--ol-s3")
+    {
+        return Err(format!("{name:?} uses a prefix or suffix S3 reserves"));
+    }
+    Ok(())
+}
+
 /// RDS master password rules. The message never contains the password.
 pub fn check_password(password: &str) -> Result<(), String> {
     let len = password.chars().count();
@@ -723,6 +837,15 @@ pub fn test_stack(prefix: &str) -> Stack {
         tags: BTreeMap::new(),
         instance: InstanceSpec::default(),
         database: DatabaseSpec::default(),
+        storage: StorageSpec {
+            bucket: format!("{prefix}-storage"),
+            public_read: false,
+            access_key: false,
+        },
+        logs: LogsSpec {
+            group: format!("/ihp/{prefix}"),
+            retention_days: 30,
+        },
     }
 }
 
@@ -974,6 +1097,50 @@ db_password: \"s3cret-pass\"
         let p = one_problem(&format!("{VALID}instance:\n  typ: t3.small\n"));
         assert_eq!(p.field, "typ");
         assert_eq!(p.line, 8);
+    }
+
+    #[test]
+    fn storage_and_logs_defaults_and_overrides() {
+        let stack = parse_str(VALID).unwrap();
+        assert_eq!(stack.storage.bucket, "demo-storage");
+        assert!(!stack.storage.public_read && !stack.storage.access_key);
+        assert_eq!(stack.logs.group, "/ihp/demo");
+        assert_eq!(stack.logs.retention_days, 30);
+        let stack = parse_str(&format!(
+            "{VALID}storage:\n  bucket: my.files-1\n  public_read: true\n  access_key: true\nlogs:\n  group: my-logs\n  retention_days: 90\n"
+        ))
+        .unwrap();
+        assert_eq!(stack.storage.bucket, "my.files-1");
+        assert!(stack.storage.public_read && stack.storage.access_key);
+        assert_eq!(
+            (stack.logs.group.as_str(), stack.logs.retention_days),
+            ("my-logs", 90)
+        );
+    }
+
+    #[test]
+    fn bad_bucket_names_and_retention_are_located() {
+        for bad in [
+            "ab",
+            "My-Bucket",
+            "-bucket",
+            "a..b",
+            "192.168.1.1",
+            "xn--bucket",
+            "b-s3alias",
+            "under_score",
+        ] {
+            assert!(check_bucket_name(bad).is_err(), "{bad}");
+        }
+        let p = one_problem(&format!("{VALID}logs:\n  retention_days: 31\n"));
+        assert_eq!((p.field.as_str(), p.line), ("logs.retention_days", 8));
+        assert!(
+            p.message.contains("30, 60"),
+            "lists the allowed values: {}",
+            p.message
+        );
+        let p = one_problem(&format!("{VALID}storage:\n  bucket: Bad_Name\n"));
+        assert_eq!((p.field.as_str(), p.line), ("storage.bucket", 8));
     }
 
     #[test]

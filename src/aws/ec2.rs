@@ -631,7 +631,7 @@ impl Ec2 {
                 Ok(id)
             }
             Kind::Instance => self.create_instance(address, tags, attrs).await,
-            Kind::DbSubnetGroup | Kind::Database => Err(Error::NotEc2 { kind: address.kind }),
+            kind => Err(Error::NotEc2 { kind }),
         }
     }
 
@@ -763,7 +763,6 @@ impl Ec2 {
                 .map_err(call("delete", &target))
             }
             Kind::Instance => self.delete_instance(id).await,
-            Kind::DbSubnetGroup | Kind::Database => Err(Error::NotEc2 { kind: address.kind }),
             Kind::SecurityGroup => {
                 self.revoke_references_to(id).await?;
                 retry(NotYet::DependencyViolation, self.budgets.dependency, || {
@@ -773,6 +772,7 @@ impl Ec2 {
                 .map(drop)
                 .map_err(call("delete", &target))
             }
+            kind => Err(Error::NotEc2 { kind }),
         };
         match result {
             // Already gone: a delete interrupted after AWS took it, or done by hand.

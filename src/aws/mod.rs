@@ -4,7 +4,10 @@
 //! profiles, SSO, AWS_ENDPOINT_URL), so LocalStack and moto work unchanged.
 
 pub mod ec2;
+pub mod iam;
+pub mod logs;
 pub mod rds;
+pub mod s3;
 
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_sts::error::ProvideErrorMetadata;
@@ -14,6 +17,7 @@ use crate::executor::{BoxFuture, Operator};
 use crate::model::{Attrs, Kind, Observed, Value};
 use crate::password;
 use crate::plan::{AttrChange, Change};
+use crate::policies::Arns;
 use crate::retry::Budgets;
 use crate::stack::Stack;
 
@@ -23,6 +27,12 @@ pub enum Error {
     Ec2(#[from] ec2::Error),
     #[error(transparent)]
     Rds(#[from] rds::Error),
+    #[error(transparent)]
+    S3(#[from] s3::Error),
+    #[error(transparent)]
+    Logs(#[from] logs::Error),
+    #[error(transparent)]
+    Iam(#[from] iam::Error),
     #[error(
         "failed to find out which AWS account to use: {}\n  (check your credentials: AWS_PROFILE, \
          AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or `aws sso login`, and AWS_ENDPOINT_URL if you use an emulator)",
@@ -40,6 +50,9 @@ impl Error {
         match self {
             Error::Ec2(e) => e.code(),
             Error::Rds(e) => e.code(),
+            Error::S3(e) => e.code(),
+            Error::Logs(e) => e.code(),
+            Error::Iam(e) => e.code(),
             Error::Identity { source } => source.code(),
         }
     }
@@ -47,19 +60,22 @@ impl Error {
 
 /// Clients for one stack in one region.
 pub struct Aws {
-    pub account: String,
-    pub partition: String,
+    pub arns: Arns,
     pub ec2: ec2::Ec2,
     pub rds: rds::Rds,
+    pub s3: s3::S3,
+    pub logs: logs::Logs,
+    pub iam: iam::Iam,
 }
 
-/// What the next step (deploy-to-nixos, the app) needs to know.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Outputs {
-    pub instance_dns: String,
-    pub db_endpoint: String,
-    pub db_username: String,
+/// What a destroy may also throw away.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DestroyOptions {
+    pub skip_final_snapshot: bool,
+    pub delete_bucket_contents: bool,
 }
+
+pub use crate::outputs::Outputs;
 
 impl Aws {
     /// Loads the SDK configuration for the stack's region and checks the
@@ -74,11 +90,53 @@ impl Aws {
             .send()
             .await
             .map_err(|e| Error::Identity { source: e.into() })?;
-        let arn = identity.arn().unwrap_or_default();
-        Ok(Aws {
-            account: identity.account().unwrap_or_default().to_string(),
+        let arns = Arns {
             // arn:<partition>:sts::<account>:...
-            partition: arn.split(':').nth(1).unwrap_or("aws").to_string(),
+            partition: identity
+                .arn()
+                .unwrap_or_default()
+                .split(':')
+                .nth(1)
+                .unwrap_or("aws")
+                .to_string(),
+            account: identity.account().unwrap_or_default().to_string(),
+            region: stack.region.clone(),
+        };
+        // Behind an endpoint override (LocalStack, moto) bucket names can't
+        // be host names: address buckets by path there.
+        let overridden =
+            config.endpoint_url().is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+        let s3_config = aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(overridden)
+            .build();
+        Ok(Aws {
+            s3: s3::S3::new(
+                aws_sdk_s3::Client::from_conf(s3_config),
+                &stack.prefix,
+                &stack.storage.bucket,
+                &stack.region,
+            ),
+            logs: logs::Logs::new(
+                aws_sdk_cloudwatchlogs::Client::new(&config),
+                &stack.prefix,
+                &stack.logs.group,
+                arns.log_group(&stack.logs.group),
+            ),
+            iam: iam::Iam::new(
+                aws_sdk_iam::Client::new(&config),
+                &stack.prefix,
+                arns.clone(),
+                iam::Names {
+                    s3_policy: stack.name("s3-access"),
+                    logs_policy: stack.name("cloudwatch-logs"),
+                    role: stack.name("app-role"),
+                    profile: stack.name("app-profile"),
+                    user: stack.name("s3-user"),
+                },
+                crate::db_info::access_key_path(&stack.path),
+                &stack.storage.bucket,
+            ),
+            arns,
             ec2: ec2::Ec2::new(
                 aws_sdk_ec2::Client::new(&config),
                 &stack.prefix,
@@ -94,10 +152,21 @@ impl Aws {
         })
     }
 
+    pub fn set_destroy_options(&mut self, options: DestroyOptions) {
+        self.rds.skip_final_snapshot(options.skip_final_snapshot);
+        self.s3.delete_contents(options.delete_bucket_contents);
+    }
+
     /// Every live resource of the stack.
     pub async fn observe(&self) -> Result<Vec<Observed>, Error> {
-        let (ec2, rds) = tokio::join!(self.ec2.observe(), self.rds.observe());
-        Ok([ec2?, rds?].concat())
+        let (ec2, rds, s3, logs, iam) = tokio::join!(
+            self.ec2.observe(),
+            self.rds.observe(),
+            self.s3.observe(),
+            self.logs.observe(),
+            self.iam.observe()
+        );
+        Ok([ec2?, rds?, s3?, logs?, iam?].concat())
     }
 
     /// What planning must learn from AWS: the key pair exists, which image a
@@ -132,25 +201,54 @@ impl Aws {
             image,
             image_choice,
             password_hash,
+            arns: self.arns.clone(),
         })
     }
 
-    /// The server's DNS name and the database's endpoint, when both exist.
-    pub async fn outputs(&self) -> Result<Option<Outputs>, Error> {
+    /// What the server's configuration needs, from the stack and AWS.
+    pub async fn outputs(&self, stack: &Stack) -> Result<Outputs, Error> {
         let (dns, db) = tokio::join!(self.ec2.instance_dns(), self.rds.endpoint());
-        Ok(match (dns?, db?) {
-            (Some(instance_dns), Some((db_endpoint, db_username))) => Some(Outputs {
-                instance_dns,
-                db_endpoint,
-                db_username,
-            }),
-            _ => None,
+        let db = db?;
+        let key_file = crate::db_info::access_key_path(&stack.path);
+        Ok(Outputs {
+            instance_dns: dns?,
+            db_endpoint: db.as_ref().map(|(endpoint, _)| endpoint.clone()),
+            db_username: db.map(|(_, user)| user),
+            region: stack.region.clone(),
+            bucket: stack.storage.bucket.clone(),
+            log_group: stack.logs.group.clone(),
+            access_key_file: (stack.storage.access_key && key_file.exists())
+                .then(|| key_file.display().to_string()),
         })
     }
 }
 
-fn is_rds(kind: Kind) -> bool {
-    matches!(kind, Kind::DbSubnetGroup | Kind::Database)
+/// Which service a kind belongs to.
+enum Service {
+    Ec2,
+    Rds,
+    S3,
+    Logs,
+    Iam,
+}
+
+fn service(kind: Kind) -> Service {
+    match kind {
+        Kind::DbSubnetGroup | Kind::Database => Service::Rds,
+        Kind::Bucket => Service::S3,
+        Kind::LogGroup => Service::Logs,
+        Kind::IamPolicy
+        | Kind::IamRole
+        | Kind::InstanceProfile
+        | Kind::IamUser
+        | Kind::AccessKey => Service::Iam,
+        Kind::Vpc
+        | Kind::InternetGateway
+        | Kind::Subnet
+        | Kind::SecurityGroup
+        | Kind::RouteTable
+        | Kind::Instance => Service::Ec2,
+    }
 }
 
 impl Operator for Aws {
@@ -162,17 +260,14 @@ impl Operator for Aws {
         attrs: Attrs,
     ) -> BoxFuture<'a, Result<String, Error>> {
         Box::pin(async move {
-            if is_rds(change.address.kind) {
-                Ok(self
-                    .rds
-                    .create(&change.address, &change.tags, &attrs)
-                    .await?)
-            } else {
-                Ok(self
-                    .ec2
-                    .create(&change.address, &change.tags, &attrs)
-                    .await?)
-            }
+            let (address, tags) = (&change.address, &change.tags);
+            Ok(match service(address.kind) {
+                Service::Ec2 => self.ec2.create(address, tags, &attrs).await?,
+                Service::Rds => self.rds.create(address, tags, &attrs).await?,
+                Service::S3 => self.s3.create(address, tags, &attrs).await?,
+                Service::Logs => self.logs.create(address, tags, &attrs).await?,
+                Service::Iam => self.iam.create(address, tags, &attrs).await?,
+            })
         })
     }
 
@@ -183,11 +278,15 @@ impl Operator for Aws {
         attrs: Vec<AttrChange>,
     ) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async move {
-            if is_rds(change.address.kind) {
-                Ok(self.rds.update(&change.address, &attrs).await?)
-            } else {
-                Ok(self.ec2.update(&change.address, id, &attrs).await?)
+            let address = &change.address;
+            match service(address.kind) {
+                Service::Ec2 => self.ec2.update(address, id, &attrs).await?,
+                Service::Rds => self.rds.update(address, &attrs).await?,
+                Service::S3 => self.s3.update(&attrs).await?,
+                Service::Logs => self.logs.update(&attrs).await?,
+                Service::Iam => self.iam.update(address, id, &attrs).await?,
             }
+            Ok(())
         })
     }
 
@@ -197,12 +296,15 @@ impl Operator for Aws {
         id: &'a str,
     ) -> BoxFuture<'a, Result<Option<String>, Error>> {
         Box::pin(async move {
-            if is_rds(change.address.kind) {
-                Ok(self.rds.delete(&change.address).await?)
-            } else {
-                self.ec2.delete(&change.address, id).await?;
-                Ok(None)
+            let address = &change.address;
+            match service(address.kind) {
+                Service::Ec2 => self.ec2.delete(address, id).await?,
+                Service::Rds => return Ok(self.rds.delete(address).await?),
+                Service::S3 => self.s3.delete().await?,
+                Service::Logs => self.logs.delete().await?,
+                Service::Iam => self.iam.delete(address, id).await?,
             }
+            Ok(None)
         })
     }
 }

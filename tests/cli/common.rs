@@ -113,7 +113,9 @@ impl Moto {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// The API actions moto has received so far, in order.
+    /// The API actions moto has received so far, in order: the action of
+    /// query (EC2, RDS, IAM, STS) and JSON (Logs) calls, and "S3 <method>
+    /// <path>" for S3's REST calls.
     pub fn actions(&self) -> Vec<String> {
         let text = std::fs::read_to_string(&self.recording).unwrap_or_default();
         text.lines()
@@ -121,18 +123,30 @@ impl Moto {
                 let entry: serde_json::Value = serde_json::from_str(line).ok()?;
                 let body = entry["body"].as_str().unwrap_or("");
                 let body = if entry["body_encoded"].as_bool() == Some(true) {
-                    String::from_utf8(
-                        base64::engine::general_purpose::STANDARD
-                            .decode(body)
-                            .ok()?,
-                    )
-                    .ok()?
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(body)
+                        .ok()?;
+                    String::from_utf8(bytes).unwrap_or_default()
                 } else {
                     body.to_string()
                 };
-                body.split('&')
-                    .find_map(|kv| kv.strip_prefix("Action="))
-                    .map(str::to_string)
+                if let Some(action) = body.split('&').find_map(|kv| kv.strip_prefix("Action=")) {
+                    return Some(action.to_string());
+                }
+                let target = entry["headers"].as_object().and_then(|h| {
+                    h.iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case("X-Amz-Target"))
+                        .and_then(|(_, v)| v.as_str())
+                });
+                if let Some(target) = target {
+                    return Some(target.rsplit('.').next().unwrap_or_default().to_string());
+                }
+                let url = entry["url"].as_str().unwrap_or("");
+                let path = url.splitn(4, '/').nth(3).unwrap_or("");
+                Some(format!(
+                    "S3 {} /{path}",
+                    entry["method"].as_str().unwrap_or("")
+                ))
             })
             .collect()
     }
@@ -147,6 +161,45 @@ impl Moto {
             ))
             .build();
         aws_sdk_rds::Client::from_conf(config)
+    }
+
+    pub async fn s3(&self, region: &str) -> aws_sdk_s3::Client {
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new(region.to_string()))
+            .endpoint_url(self.endpoint())
+            .force_path_style(true)
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "test", "test", None, None, "tests",
+            ))
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+
+    pub async fn logs(&self, region: &str) -> aws_sdk_cloudwatchlogs::Client {
+        let config = aws_sdk_cloudwatchlogs::Config::builder()
+            .behavior_version(aws_sdk_cloudwatchlogs::config::BehaviorVersion::latest())
+            .region(aws_sdk_cloudwatchlogs::config::Region::new(
+                region.to_string(),
+            ))
+            .endpoint_url(self.endpoint())
+            .credentials_provider(aws_sdk_cloudwatchlogs::config::Credentials::new(
+                "test", "test", None, None, "tests",
+            ))
+            .build();
+        aws_sdk_cloudwatchlogs::Client::from_conf(config)
+    }
+
+    pub async fn iam(&self) -> aws_sdk_iam::Client {
+        let config = aws_sdk_iam::Config::builder()
+            .behavior_version(aws_sdk_iam::config::BehaviorVersion::latest())
+            .region(aws_sdk_iam::config::Region::new("us-east-1"))
+            .endpoint_url(self.endpoint())
+            .credentials_provider(aws_sdk_iam::config::Credentials::new(
+                "test", "test", None, None, "tests",
+            ))
+            .build();
+        aws_sdk_iam::Client::from_conf(config)
     }
 
     /// The EC2 client for `region`, with the stacks' key pair made there.
@@ -180,6 +233,9 @@ impl Drop for Moto {
 
 /// Whether an action changes something (everything but reads).
 pub fn is_write(action: &str) -> bool {
+    if let Some(call) = action.strip_prefix("S3 ") {
+        return !(call.starts_with("GET ") || call.starts_with("HEAD "));
+    }
     !["Describe", "Get", "List"]
         .iter()
         .any(|p| action.starts_with(p))

@@ -23,11 +23,9 @@ fn name_filter(name: &str) -> Filter {
 /// Live resources of each kind tagged with the stack, found independently
 /// of ihp-infra. (moto's DescribeTags keeps tags of deleted resources, so
 /// ask each kind.)
-pub async fn tagged(
-    ec2: &aws_sdk_ec2::Client,
-    rds: &aws_sdk_rds::Client,
-    prefix: &str,
-) -> Vec<String> {
+pub async fn tagged(moto: &Moto, prefix: &str) -> Vec<String> {
+    let ec2 = &moto.ec2(REGION).await;
+    let rds = &moto.rds(REGION).await;
     let f = || stack_filter(prefix);
     let mut ids = Vec::new();
     let vpcs = ec2.describe_vpcs().filters(f()).send().await.unwrap();
@@ -98,8 +96,105 @@ pub async fn tagged(
             .filter_map(|i| i.instance_id().map(String::from)),
     );
     ids.extend(rds_resources(rds, prefix).await);
+    ids.extend(access_resources(moto, prefix).await);
     ids.sort();
     ids
+}
+
+/// The stack's bucket, log group and IAM entities that carry its tag.
+async fn access_resources(moto: &Moto, prefix: &str) -> Vec<String> {
+    use aws_sdk_iam::error::ProvideErrorMetadata;
+    let ours = |key: Option<&str>, value: Option<&str>| {
+        key == Some("ihp-infra:stack") && value == Some(prefix)
+    };
+    let mut found = Vec::new();
+    let s3 = moto.s3(REGION).await;
+    if let Ok(tags) = s3
+        .get_bucket_tagging()
+        .bucket(format!("{prefix}-storage"))
+        .send()
+        .await
+        && tags
+            .tag_set()
+            .iter()
+            .any(|t| ours(Some(t.key()), Some(t.value())))
+    {
+        found.push(format!("bucket {prefix}-storage"));
+    }
+    let logs = moto.logs(REGION).await;
+    let groups = logs
+        .describe_log_groups()
+        .log_group_name_prefix(format!("/ihp/{prefix}"))
+        .send()
+        .await
+        .unwrap();
+    found.extend(
+        groups
+            .log_groups()
+            .iter()
+            .filter(|g| g.log_group_name() == Some(format!("/ihp/{prefix}").as_str()))
+            .map(|g| format!("log group {}", g.log_group_name().unwrap_or_default())),
+    );
+    let iam = moto.iam().await;
+    for name in ["s3-access", "cloudwatch-logs"] {
+        let arn = format!("arn:aws:iam::123456789012:policy/{prefix}-{name}");
+        match iam.get_policy().policy_arn(&arn).send().await {
+            Ok(p)
+                if p.policy().is_some_and(|p| {
+                    p.tags()
+                        .iter()
+                        .any(|t| ours(Some(t.key()), Some(t.value())))
+                }) =>
+            {
+                found.push(arn)
+            }
+            Ok(_) => {}
+            Err(e) => assert_eq!(e.code(), Some("NoSuchEntity"), "{e:?}"),
+        }
+    }
+    let role = format!("{prefix}-app-role");
+    match iam.get_role().role_name(&role).send().await {
+        Ok(r)
+            if r.role().is_some_and(|r| {
+                r.tags()
+                    .iter()
+                    .any(|t| ours(Some(t.key()), Some(t.value())))
+            }) =>
+        {
+            found.push(role)
+        }
+        Ok(_) => {}
+        Err(e) => assert_eq!(e.code(), Some("NoSuchEntity"), "{e:?}"),
+    }
+    let profile = format!("{prefix}-app-profile");
+    match iam
+        .get_instance_profile()
+        .instance_profile_name(&profile)
+        .send()
+        .await
+    {
+        Ok(_) => found.push(profile),
+        Err(e) => assert_eq!(e.code(), Some("NoSuchEntity"), "{e:?}"),
+    }
+    let user = format!("{prefix}-s3-user");
+    match iam.get_user().user_name(&user).send().await {
+        Ok(_) => {
+            found.push(user.clone());
+            let keys = iam
+                .list_access_keys()
+                .user_name(&user)
+                .send()
+                .await
+                .unwrap();
+            found.extend(
+                keys.access_key_metadata()
+                    .iter()
+                    .filter_map(|k| k.access_key_id().map(String::from)),
+            );
+        }
+        Err(e) => assert_eq!(e.code(), Some("NoSuchEntity"), "{e:?}"),
+    }
+    found
 }
 
 /// The stack's DB subnet group and database, if they exist and carry its tag.
@@ -177,20 +272,19 @@ fn web(port: i32) -> IpPermission {
 async fn plan_apply_noop_destroy() {
     let moto = Moto::start();
     let ec2 = moto.ec2_with_key(REGION).await;
-    let rds = moto.rds(REGION).await;
     let p = Project::with_stack(&moto.endpoint(), "demo", REGION);
 
     let plan = p.run_ok(&["plan", "--detailed-exitcode"], 2);
     insta::assert_snapshot!("plan_empty_account", plan.stdout);
     assert!(
-        tagged(&ec2, &rds, "demo").await.is_empty(),
+        tagged(&moto, "demo").await.is_empty(),
         "plan must not create anything"
     );
 
     let apply = p.run_ok(&["apply", "--auto-approve"], 0);
     assert!(apply.stderr.contains("apply complete"), "{apply:?}");
-    let all = tagged(&ec2, &rds, "demo").await;
-    assert_eq!(all.len(), 11, "{all:?}");
+    let all = tagged(&moto, "demo").await;
+    assert_eq!(all.len(), 17, "{all:?}");
 
     // The live network is what the issue asks for.
     let vpc = id_of_vpc(&ec2, "demo").await;
@@ -282,7 +376,7 @@ async fn plan_apply_noop_destroy() {
     let again = p.run_ok(&["plan", "--detailed-exitcode"], 0);
     assert_eq!(
         again.stdout,
-        "No changes. Stack demo in eu-central-1 matches its file (11 resources).\n"
+        "No changes. Stack demo in eu-central-1 matches its file (17 resources).\n"
     );
 
     let before = moto.actions().len();
@@ -299,17 +393,30 @@ async fn plan_apply_noop_destroy() {
     assert!(moto.actions()[before..].len() >= 5, "the recording works");
 
     let destroy = p.run_ok(&["destroy", "--auto-approve"], 0);
-    assert!(destroy.stdout.contains("11 to delete"), "{destroy:?}");
-    assert!(tagged(&ec2, &rds, "demo").await.is_empty(), "{destroy:?}");
+    assert!(destroy.stdout.contains("17 to delete"), "{destroy:?}");
+    assert!(tagged(&moto, "demo").await.is_empty(), "{destroy:?}");
     // Deletes run dependents first: the VPC goes last.
     let deletes: Vec<String> = moto
         .actions()
         .into_iter()
         .filter(|a| a.starts_with("Delete"))
         .collect();
-    assert_eq!(
-        deletes.last().map(String::as_str),
-        Some("DeleteVpc"),
+    let last = |action: &str| deletes.iter().rposition(|a| a == action);
+    let first = |action: &str| deletes.iter().position(|a| a == action);
+    for inside in [
+        "DeleteSubnet",
+        "DeleteSecurityGroup",
+        "DeleteInternetGateway",
+        "DeleteRouteTable",
+    ] {
+        assert!(
+            last(inside) < first("DeleteVpc"),
+            "{inside} before DeleteVpc: {deletes:?}"
+        );
+    }
+    assert!(last("DeleteRole") < first("DeletePolicy"), "{deletes:?}");
+    assert!(
+        first("DeleteInstanceProfile") < first("DeleteRole"),
         "{deletes:?}"
     );
 
@@ -432,20 +539,19 @@ async fn subnet_with_another_cidr_is_replaced() {
 #[tokio::test]
 async fn two_stacks_live_side_by_side_and_destroy_touches_only_its_own() {
     let moto = Moto::start();
-    let ec2 = moto.ec2_with_key(REGION).await;
-    let rds = moto.rds(REGION).await;
+    moto.ec2_with_key(REGION).await;
     let a = Project::with_stack(&moto.endpoint(), "alpha", REGION);
     let b = Project::with_stack(&moto.endpoint(), "beta", REGION);
     a.run_ok(&["apply", "--auto-approve"], 0);
     b.run_ok(&["apply", "--auto-approve"], 0);
     a.run_ok(&["plan", "--detailed-exitcode"], 0);
     b.run_ok(&["plan", "--detailed-exitcode"], 0);
-    let beta_before = tagged(&ec2, &rds, "beta").await;
-    assert_eq!(beta_before.len(), 11);
+    let beta_before = tagged(&moto, "beta").await;
+    assert_eq!(beta_before.len(), 17);
 
     a.run_ok(&["destroy", "--auto-approve"], 0);
-    assert!(tagged(&ec2, &rds, "alpha").await.is_empty());
-    assert_eq!(tagged(&ec2, &rds, "beta").await, beta_before);
+    assert!(tagged(&moto, "alpha").await.is_empty());
+    assert_eq!(tagged(&moto, "beta").await, beta_before);
     b.run_ok(&["plan", "--detailed-exitcode"], 0);
 }
 
@@ -492,12 +598,12 @@ async fn partial_stack_converges_without_duplicates() {
     let plan = p.run_ok(&["plan"], 0);
     assert!(
         plan.stdout.contains(
-            "Plan: 4 to create, 0 to update in place, 0 to replace, 0 to delete, 7 unchanged."
+            "Plan: 4 to create, 0 to update in place, 0 to replace, 0 to delete, 13 unchanged."
         ),
         "{plan:?}"
     );
     p.run_ok(&["apply", "--auto-approve"], 0);
-    assert_eq!(tagged(&ec2, &rds, "crash").await.len(), 11);
+    assert_eq!(tagged(&moto, "crash").await.len(), 17);
     p.run_ok(&["plan", "--detailed-exitcode"], 0);
 }
 
@@ -505,7 +611,6 @@ async fn partial_stack_converges_without_duplicates() {
 async fn two_resources_for_one_role_is_an_error_naming_both() {
     let moto = Moto::start();
     let ec2 = moto.ec2_with_key(REGION).await;
-    let rds = moto.rds(REGION).await;
     let p = Project::with_stack(&moto.endpoint(), "dup", REGION);
     p.run_ok(&["apply", "--auto-approve"], 0);
     let first = id_of_vpc(&ec2, "dup").await;
@@ -535,11 +640,7 @@ async fn two_resources_for_one_role_is_an_error_naming_both() {
         );
         assert!(out.stderr.contains("vpc.vpc"), "{out:?}");
     }
-    assert_eq!(
-        tagged(&ec2, &rds, "dup").await.len(),
-        12,
-        "nothing was touched"
-    );
+    assert_eq!(tagged(&moto, "dup").await.len(), 18, "nothing was touched");
 }
 
 #[tokio::test]
@@ -579,20 +680,19 @@ async fn independent_resources_are_started_together() {
 #[tokio::test]
 async fn apply_without_a_terminal_refuses_instead_of_hanging() {
     let moto = Moto::start();
-    let ec2 = moto.ec2_with_key(REGION).await;
-    let rds = moto.rds(REGION).await;
+    moto.ec2_with_key(REGION).await;
     let p = Project::with_stack(&moto.endpoint(), "tty", REGION);
     let out = p.run_ok(&["apply"], 1);
     assert!(out.stderr.contains("--auto-approve"), "{out:?}");
     assert!(
-        out.stdout.contains("11 to create"),
+        out.stdout.contains("17 to create"),
         "the plan is shown first: {out:?}"
     );
-    assert!(tagged(&ec2, &rds, "tty").await.is_empty());
+    assert!(tagged(&moto, "tty").await.is_empty());
     p.run_ok(&["apply", "--auto-approve"], 0);
     let out = p.run_ok(&["destroy"], 1);
     assert!(out.stderr.contains("refusing to destroy"), "{out:?}");
-    assert_eq!(tagged(&ec2, &rds, "tty").await.len(), 11);
+    assert_eq!(tagged(&moto, "tty").await.len(), 17);
 }
 
 #[tokio::test]
@@ -659,8 +759,7 @@ async fn killed_at_any_point_a_rerun_converges_without_duplicates() {
     // kill -9 at different moments of applies and destroys. Wherever each one
     // died, the next full apply must end with exactly one of each resource.
     let moto = Moto::start();
-    let ec2 = moto.ec2_with_key(REGION).await;
-    let rds = moto.rds(REGION).await;
+    moto.ec2_with_key(REGION).await;
     let p = Project::with_stack(&moto.endpoint(), "kill", REGION);
     // A whole run takes about 100 ms here; the delays straddle that.
     let runs = (40u64..=130)
@@ -678,10 +777,10 @@ async fn killed_at_any_point_a_rerun_converges_without_duplicates() {
         let _ = child.wait();
     }
     p.run_ok(&["apply", "--auto-approve"], 0);
-    assert_eq!(tagged(&ec2, &rds, "kill").await.len(), 11);
+    assert_eq!(tagged(&moto, "kill").await.len(), 17);
     p.run_ok(&["plan", "--detailed-exitcode"], 0);
     p.run_ok(&["destroy", "--auto-approve"], 0);
-    assert!(tagged(&ec2, &rds, "kill").await.is_empty());
+    assert!(tagged(&moto, "kill").await.is_empty());
 }
 
 #[tokio::test]

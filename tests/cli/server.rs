@@ -105,8 +105,6 @@ async fn image_is_chosen_by_release_and_architecture() {
 #[tokio::test]
 async fn missing_key_pair_is_refused_at_plan() {
     let moto = Moto::start();
-    let ec2 = moto.ec2(REGION).await;
-    let rds = moto.rds(REGION).await;
     let p = Project::with_stack(&moto.endpoint(), "nokey", REGION);
     for args in [&["plan"][..], &["apply", "--auto-approve"]] {
         let out = p.run_ok(args, 1);
@@ -117,7 +115,7 @@ async fn missing_key_pair_is_refused_at_plan() {
             "{out:?}"
         );
     }
-    assert!(tagged(&ec2, &rds, "nokey").await.is_empty());
+    assert!(tagged(&moto, "nokey").await.is_empty());
 }
 
 #[tokio::test]

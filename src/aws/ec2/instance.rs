@@ -10,10 +10,14 @@ use aws_sdk_ec2::types::{
 };
 use sha2::{Digest, Sha256};
 
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_ec2::types::IamInstanceProfileSpecification;
+
 use super::{Ec2, Error, call, incomplete, is_gone, tag_map, tag_spec};
 use crate::desired::Image;
 use crate::model::{Address, Attrs, Item, Kind, Observed, Ref, Value};
 use crate::plan::AttrChange;
+use crate::retry::{profile_not_ready, retry_if};
 use crate::stack::ImageChoice;
 
 /// Owner of the official NixOS images.
@@ -257,6 +261,14 @@ impl Ec2 {
                             .unwrap_or(Value::None),
                     ),
                     (
+                        "instance_profile",
+                        i.iam_instance_profile()
+                            .and_then(|p| p.arn())
+                            .and_then(|arn| arn.rsplit('/').next())
+                            .map(|name| Value::Ref(Ref::Id(name.to_string())))
+                            .unwrap_or(Value::None),
+                    ),
+                    (
                         "instance_type",
                         Value::Text(
                             i.instance_type()
@@ -357,9 +369,15 @@ impl Ec2 {
         let token = client_token(&self.prefix, &address.role, choice, &earlier);
         let mut instance_tags = tags.clone();
         instance_tags.insert(IMAGE_TAG.to_string(), choice.to_string());
-        let out = self
+        let profile = attrs.id("instance_profile").map(|name| {
+            IamInstanceProfileSpecification::builder()
+                .name(name)
+                .build()
+        });
+        let launch = self
             .client
             .run_instances()
+            .set_iam_instance_profile(profile)
             .image_id(image)
             .instance_type(InstanceType::from(
                 attrs.text("instance_type").unwrap_or("t3.medium"),
@@ -390,10 +408,14 @@ impl Ec2 {
             .tag_specifications(tag_spec(ResourceType::Volume, tags))
             .client_token(token)
             .min_count(1)
-            .max_count(1)
-            .send()
-            .await
-            .map_err(call("launch", &target))?;
+            .max_count(1);
+        let out = retry_if(
+            self.budgets.visibility,
+            |e: &SdkError<_, _>| profile_not_ready(e.code(), e.message()),
+            || launch.clone().send(),
+        )
+        .await
+        .map_err(call("launch", &target))?;
         let id = out
             .instances()
             .first()
@@ -526,6 +548,52 @@ impl Ec2 {
                     .send()
                     .await
                     .map_err(call("grow volume", &volume))?;
+            }
+            ("instance_profile", Value::Ref(Ref::Id(profile))) => {
+                let spec = IamInstanceProfileSpecification::builder()
+                    .name(profile)
+                    .build();
+                let associations = self
+                    .client
+                    .describe_iam_instance_profile_associations()
+                    .filters(Filter::builder().name("instance-id").values(id).build())
+                    .send()
+                    .await
+                    .map_err(call("describe instance profile of", id))?;
+                let current = associations
+                    .iam_instance_profile_associations()
+                    .iter()
+                    .filter(|a| {
+                        a.state().is_some_and(|s| {
+                            s.as_str() == "associated" || s.as_str() == "associating"
+                        })
+                    })
+                    .find_map(|a| a.association_id());
+                match current {
+                    Some(association) => self
+                        .client
+                        .replace_iam_instance_profile_association()
+                        .association_id(association)
+                        .iam_instance_profile(spec)
+                        .send()
+                        .await
+                        .map(drop)
+                        .map_err(call("replace instance profile of", id))?,
+                    None => retry_if(
+                        self.budgets.visibility,
+                        |e: &SdkError<_, _>| profile_not_ready(e.code(), e.message()),
+                        || {
+                            self.client
+                                .associate_iam_instance_profile()
+                                .instance_id(id)
+                                .iam_instance_profile(spec.clone())
+                                .send()
+                        },
+                    )
+                    .await
+                    .map(drop)
+                    .map_err(call("set instance profile of", id))?,
+                }
             }
             ("http_tokens", Value::Text(t)) => {
                 self.client

@@ -1,0 +1,883 @@
+//! IAM: the managed policies, the server's role and instance profile, and
+//! the optional user with a static access key. IAM names are account-wide,
+//! so every name carries the prefix; an entity counts as the stack's only
+//! with the stack's tag.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use aws_sdk_iam::Client;
+use aws_sdk_iam::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_iam::types::Tag;
+
+use crate::model::{Address, Attrs, Item, Kind, Observed, Ref, Value};
+use crate::plan::AttrChange;
+use crate::policies::{self, Arns};
+use crate::stack::STACK_TAG;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to {action} {target}: {}", super::ec2::describe(source.as_ref()))]
+    Call {
+        action: &'static str,
+        target: String,
+        #[source]
+        source: Box<aws_sdk_iam::Error>,
+    },
+    #[error(
+        "IAM {what} {name} exists but is not part of stack {prefix} (it lacks the tag {STACK_TAG}={prefix}); \
+         IAM names are account-wide: choose another prefix, or delete or tag it"
+    )]
+    NotOurs {
+        what: &'static str,
+        name: String,
+        prefix: String,
+    },
+    #[error("failed to write the access key to {}: {source}", path.display())]
+    KeyFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{action} {target}: the response lacks {field}")]
+    Incomplete {
+        action: &'static str,
+        target: String,
+        field: &'static str,
+    },
+    #[error("internal error: {kind} is not an IAM resource")]
+    NotIam { kind: Kind },
+}
+
+impl Error {
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Error::Call { source, .. } => source.code(),
+            _ => None,
+        }
+    }
+}
+
+fn call<E, R>(
+    action: &'static str,
+    target: impl Into<String>,
+) -> impl FnOnce(SdkError<E, R>) -> Error
+where
+    aws_sdk_iam::Error: From<SdkError<E, R>>,
+{
+    let target = target.into();
+    move |e| Error::Call {
+        action,
+        target,
+        source: Box::new(e.into()),
+    }
+}
+
+fn is_code(e: &Error, code: &str) -> bool {
+    e.code() == Some(code)
+}
+
+fn iam_tags(tags: &BTreeMap<String, String>) -> Vec<Tag> {
+    tags.iter()
+        .filter_map(|(k, v)| Tag::builder().key(k).value(v).build().ok())
+        .collect()
+}
+
+fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
+    tags.iter()
+        .map(|t| (t.key().to_string(), t.value().to_string()))
+        .collect()
+}
+
+fn set(items: impl IntoIterator<Item = Item>) -> Value {
+    Value::Set(items.into_iter().collect())
+}
+
+/// What the access key file says: the env-file IHP's S3 storage reads.
+pub fn key_file_text(key_id: &str, secret: &str, region: &str, bucket: &str) -> String {
+    format!(
+        "# Written once by ihp-infra when the key was made; AWS never shows the secret again.\n\
+         AWS_ACCESS_KEY_ID={key_id}\nAWS_SECRET_ACCESS_KEY={secret}\nAWS_REGION={region}\nS3_BUCKET={bucket}\n"
+    )
+}
+
+/// The names of the stack's IAM entities.
+pub struct Names {
+    pub s3_policy: String,
+    pub logs_policy: String,
+    pub role: String,
+    pub profile: String,
+    pub user: String,
+}
+
+pub struct Iam {
+    client: Client,
+    prefix: String,
+    arns: Arns,
+    names: Names,
+    /// Where a new access key's secret is written (mode 0600).
+    key_file: PathBuf,
+    bucket: String,
+    region: String,
+}
+
+impl Iam {
+    pub fn new(
+        client: Client,
+        prefix: &str,
+        arns: Arns,
+        names: Names,
+        key_file: PathBuf,
+        bucket: &str,
+    ) -> Self {
+        Iam {
+            client,
+            prefix: prefix.to_string(),
+            region: arns.region.clone(),
+            arns,
+            names,
+            key_file,
+            bucket: bucket.to_string(),
+        }
+    }
+
+    fn ours(
+        &self,
+        tags: &BTreeMap<String, String>,
+        what: &'static str,
+        name: &str,
+    ) -> Result<(), Error> {
+        if tags.get(STACK_TAG) == Some(&self.prefix) {
+            Ok(())
+        } else {
+            Err(Error::NotOurs {
+                what,
+                name: name.to_string(),
+                prefix: self.prefix.clone(),
+            })
+        }
+    }
+
+    pub async fn observe(&self) -> Result<Vec<Observed>, Error> {
+        let (s3, logs, role, profile, user) = tokio::try_join!(
+            self.observe_policy(&self.names.s3_policy, "s3-access"),
+            self.observe_policy(&self.names.logs_policy, "cloudwatch-logs"),
+            self.observe_role(),
+            self.observe_profile(),
+            self.observe_user(),
+        )?;
+        Ok([s3, logs, role, profile, user]
+            .into_iter()
+            .flatten()
+            .flatten()
+            .collect())
+    }
+
+    async fn observe_policy(&self, name: &str, role: &str) -> Result<Option<Vec<Observed>>, Error> {
+        let arn = self.arns.policy(name);
+        let out = match self.client.get_policy().policy_arn(&arn).send().await {
+            Err(e) if e.code() == Some("NoSuchEntity") => return Ok(None),
+            other => other.map_err(call("read policy", name))?,
+        };
+        let Some(policy) = out.policy() else {
+            return Ok(None);
+        };
+        let tags = tag_map(policy.tags());
+        self.ours(&tags, "policy", name)?;
+        let version = policy.default_version_id().unwrap_or("v1");
+        let document = self
+            .client
+            .get_policy_version()
+            .policy_arn(&arn)
+            .version_id(version)
+            .send()
+            .await
+            .map_err(call("read policy", name))?
+            .policy_version()
+            .and_then(|v| v.document())
+            .and_then(policies::canonical);
+        Ok(Some(vec![Observed {
+            address: Address::new(Kind::IamPolicy, role),
+            id: arn,
+            attrs: BTreeMap::from([
+                ("name", Value::Text(name.to_string())),
+                ("document", document.map(Value::Json).unwrap_or(Value::None)),
+            ]),
+            tags,
+        }]))
+    }
+
+    async fn attached_to_role(&self, role: &str) -> Result<Vec<String>, Error> {
+        Ok(self
+            .client
+            .list_attached_role_policies()
+            .role_name(role)
+            .send()
+            .await
+            .map_err(call("list policies of role", role))?
+            .attached_policies()
+            .iter()
+            .filter_map(|p| p.policy_arn().map(str::to_string))
+            .collect())
+    }
+
+    async fn attached_to_user(&self, user: &str) -> Result<Vec<String>, Error> {
+        Ok(self
+            .client
+            .list_attached_user_policies()
+            .user_name(user)
+            .send()
+            .await
+            .map_err(call("list policies of user", user))?
+            .attached_policies()
+            .iter()
+            .filter_map(|p| p.policy_arn().map(str::to_string))
+            .collect())
+    }
+
+    async fn observe_role(&self) -> Result<Option<Vec<Observed>>, Error> {
+        let name = &self.names.role;
+        let out = match self.client.get_role().role_name(name).send().await {
+            Err(e) if e.code() == Some("NoSuchEntity") => return Ok(None),
+            other => other.map_err(call("read role", name))?,
+        };
+        let Some(role) = out.role() else {
+            return Ok(None);
+        };
+        let tags = tag_map(role.tags());
+        self.ours(&tags, "role", name)?;
+        let trust = role
+            .assume_role_policy_document()
+            .and_then(policies::canonical);
+        let attached = self.attached_to_role(name).await?;
+        Ok(Some(vec![Observed {
+            address: Address::new(Kind::IamRole, "app-role"),
+            id: name.clone(),
+            attrs: BTreeMap::from([
+                ("name", Value::Text(name.clone())),
+                (
+                    "assume_role_policy",
+                    trust.map(Value::Json).unwrap_or(Value::None),
+                ),
+                (
+                    "policies",
+                    set(attached.into_iter().map(|a| Item::Policy(Ref::Id(a)))),
+                ),
+            ]),
+            tags,
+        }]))
+    }
+
+    async fn observe_profile(&self) -> Result<Option<Vec<Observed>>, Error> {
+        let name = &self.names.profile;
+        let out = match self
+            .client
+            .get_instance_profile()
+            .instance_profile_name(name)
+            .send()
+            .await
+        {
+            Err(e) if e.code() == Some("NoSuchEntity") => return Ok(None),
+            other => other.map_err(call("read instance profile", name))?,
+        };
+        let Some(profile) = out.instance_profile() else {
+            return Ok(None);
+        };
+        let tags = tag_map(profile.tags());
+        self.ours(&tags, "instance profile", name)?;
+        let roles = profile
+            .roles()
+            .iter()
+            .map(|r| Item::Role(Ref::Id(r.role_name().to_string())));
+        Ok(Some(vec![Observed {
+            address: Address::new(Kind::InstanceProfile, "app-profile"),
+            id: name.clone(),
+            attrs: BTreeMap::from([("name", Value::Text(name.clone())), ("roles", set(roles))]),
+            tags,
+        }]))
+    }
+
+    async fn observe_user(&self) -> Result<Option<Vec<Observed>>, Error> {
+        let name = &self.names.user;
+        let out = match self.client.get_user().user_name(name).send().await {
+            Err(e) if e.code() == Some("NoSuchEntity") => return Ok(None),
+            other => other.map_err(call("read user", name))?,
+        };
+        let Some(user) = out.user() else {
+            return Ok(None);
+        };
+        let tags = tag_map(user.tags());
+        self.ours(&tags, "user", name)?;
+        let attached = self.attached_to_user(name).await?;
+        let mut observed = vec![Observed {
+            address: Address::new(Kind::IamUser, "s3-user"),
+            id: name.clone(),
+            attrs: BTreeMap::from([
+                ("name", Value::Text(name.clone())),
+                (
+                    "policies",
+                    set(attached.into_iter().map(|a| Item::Policy(Ref::Id(a)))),
+                ),
+            ]),
+            tags: tags.clone(),
+        }];
+        // Keys carry no tags: they are found through their user.
+        let keys = self
+            .client
+            .list_access_keys()
+            .user_name(name)
+            .send()
+            .await
+            .map_err(call("list access keys of", name))?;
+        for key in keys.access_key_metadata() {
+            let Some(id) = key.access_key_id() else {
+                continue;
+            };
+            observed.push(Observed {
+                address: Address::new(Kind::AccessKey, "s3-user-key"),
+                id: id.to_string(),
+                attrs: BTreeMap::from([("user", Value::Ref(Ref::Id(name.clone())))]),
+                tags: BTreeMap::new(),
+            });
+        }
+        Ok(Some(observed))
+    }
+
+    pub async fn create(
+        &self,
+        address: &Address,
+        tags: &BTreeMap<String, String>,
+        attrs: &Attrs,
+    ) -> Result<String, Error> {
+        let name = attrs.text("name").unwrap_or_default().to_string();
+        let exists = |e: &Error| is_code(e, "EntityAlreadyExists");
+        match address.kind {
+            Kind::IamPolicy => {
+                let arn = self.arns.policy(&name);
+                let created = self
+                    .client
+                    .create_policy()
+                    .policy_name(&name)
+                    .policy_document(attrs.text("document").unwrap_or_default())
+                    .set_tags(Some(iam_tags(tags)))
+                    .send()
+                    .await
+                    .map_err(call("create policy", &name));
+                match created {
+                    Err(e) if exists(&e) => {}
+                    other => other.map(drop)?,
+                }
+                Ok(arn)
+            }
+            Kind::IamRole => {
+                let created = self
+                    .client
+                    .create_role()
+                    .role_name(&name)
+                    .assume_role_policy_document(
+                        attrs.text("assume_role_policy").unwrap_or_default(),
+                    )
+                    .description(format!(
+                        "ihp-infra: the app server of stack {}",
+                        self.prefix
+                    ))
+                    .set_tags(Some(iam_tags(tags)))
+                    .send()
+                    .await
+                    .map_err(call("create role", &name));
+                match created {
+                    Err(e) if exists(&e) => {}
+                    other => other.map(drop)?,
+                }
+                for arn in attrs.ids("policies") {
+                    self.attach_role(&name, &arn).await?;
+                }
+                Ok(name)
+            }
+            Kind::InstanceProfile => {
+                let created = self
+                    .client
+                    .create_instance_profile()
+                    .instance_profile_name(&name)
+                    .set_tags(Some(iam_tags(tags)))
+                    .send()
+                    .await
+                    .map_err(call("create instance profile", &name));
+                match created {
+                    Err(e) if exists(&e) => {}
+                    other => other.map(drop)?,
+                }
+                for role in attrs.ids("roles") {
+                    self.add_role(&name, &role).await?;
+                }
+                Ok(name)
+            }
+            Kind::IamUser => {
+                let created = self
+                    .client
+                    .create_user()
+                    .user_name(&name)
+                    .set_tags(Some(iam_tags(tags)))
+                    .send()
+                    .await
+                    .map_err(call("create user", &name));
+                match created {
+                    Err(e) if exists(&e) => {}
+                    other => other.map(drop)?,
+                }
+                for arn in attrs.ids("policies") {
+                    self.attach_user(&name, &arn).await?;
+                }
+                Ok(name)
+            }
+            Kind::AccessKey => {
+                let user = attrs.id("user").unwrap_or(&self.names.user).to_string();
+                let out = self
+                    .client
+                    .create_access_key()
+                    .user_name(&user)
+                    .send()
+                    .await
+                    .map_err(call("create access key of", &user))?;
+                let key = out.access_key().ok_or_else(|| Error::Incomplete {
+                    action: "create access key of",
+                    target: user.clone(),
+                    field: "AccessKey",
+                })?;
+                // The secret exists only in this answer: write it before anything else.
+                let text = key_file_text(
+                    key.access_key_id(),
+                    key.secret_access_key(),
+                    &self.region,
+                    &self.bucket,
+                );
+                crate::db_info::write_private(&self.key_file, &text).map_err(|source| {
+                    Error::KeyFile {
+                        path: self.key_file.clone(),
+                        source,
+                    }
+                })?;
+                Ok(key.access_key_id().to_string())
+            }
+            kind => Err(Error::NotIam { kind }),
+        }
+    }
+
+    pub async fn update(
+        &self,
+        address: &Address,
+        id: &str,
+        changes: &[AttrChange],
+    ) -> Result<(), Error> {
+        for c in changes {
+            let (added, removed) = c.set_delta();
+            let ids = |items: std::collections::BTreeSet<Item>| -> Vec<String> {
+                items
+                    .iter()
+                    .filter_map(Item::id)
+                    .map(str::to_string)
+                    .collect()
+            };
+            match (address.kind, c.name, &c.after) {
+                (Kind::IamPolicy, "document", Value::Json(document)) => {
+                    self.new_policy_version(id, document).await?
+                }
+                (Kind::IamRole, "assume_role_policy", Value::Json(document)) => {
+                    self.client
+                        .update_assume_role_policy()
+                        .role_name(id)
+                        .policy_document(document)
+                        .send()
+                        .await
+                        .map_err(call("update trust policy of role", id))?;
+                }
+                (Kind::IamRole, "policies", _) => {
+                    for arn in ids(added) {
+                        self.attach_role(id, &arn).await?;
+                    }
+                    for arn in ids(removed) {
+                        self.detach_role(id, &arn).await?;
+                    }
+                }
+                (Kind::IamUser, "policies", _) => {
+                    for arn in ids(added) {
+                        self.attach_user(id, &arn).await?;
+                    }
+                    for arn in ids(removed) {
+                        self.detach_user(id, &arn).await?;
+                    }
+                }
+                (Kind::InstanceProfile, "roles", _) => {
+                    for role in ids(removed) {
+                        self.remove_role(id, &role).await?;
+                    }
+                    for role in ids(added) {
+                        self.add_role(id, &role).await?;
+                    }
+                }
+                (_, "tags", _) => self.tag(address.kind, id, &added).await?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn tag(
+        &self,
+        kind: Kind,
+        id: &str,
+        added: &std::collections::BTreeSet<Item>,
+    ) -> Result<(), Error> {
+        let tags: BTreeMap<String, String> = added
+            .iter()
+            .filter_map(|i| match i {
+                Item::Tag(k, v) => Some((k.clone(), v.clone())),
+                _ => None,
+            })
+            .collect();
+        let tags = Some(iam_tags(&tags));
+        match kind {
+            Kind::IamPolicy => {
+                let request = self.client.tag_policy().policy_arn(id).set_tags(tags);
+                request.send().await.map(drop).map_err(call("tag", id))
+            }
+            Kind::IamRole => {
+                let request = self.client.tag_role().role_name(id).set_tags(tags);
+                request.send().await.map(drop).map_err(call("tag", id))
+            }
+            Kind::InstanceProfile => {
+                let request = self
+                    .client
+                    .tag_instance_profile()
+                    .instance_profile_name(id)
+                    .set_tags(tags);
+                request.send().await.map(drop).map_err(call("tag", id))
+            }
+            Kind::IamUser => {
+                let request = self.client.tag_user().user_name(id).set_tags(tags);
+                request.send().await.map(drop).map_err(call("tag", id))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A changed document is a new default version; AWS keeps at most five,
+    /// so the oldest non-default one goes first when the limit is reached.
+    async fn new_policy_version(&self, arn: &str, document: &str) -> Result<(), Error> {
+        let versions = self
+            .client
+            .list_policy_versions()
+            .policy_arn(arn)
+            .send()
+            .await
+            .map_err(call("list versions of policy", arn))?;
+        let mut old: Vec<_> = versions
+            .versions()
+            .iter()
+            .filter(|v| !v.is_default_version())
+            .collect();
+        if versions.versions().len() >= 5 {
+            old.sort_by_key(|v| v.create_date().map(|d| d.secs()).unwrap_or(0));
+            if let Some(oldest) = old.first().and_then(|v| v.version_id()) {
+                self.client
+                    .delete_policy_version()
+                    .policy_arn(arn)
+                    .version_id(oldest)
+                    .send()
+                    .await
+                    .map_err(call("delete old version of policy", arn))?;
+            }
+        }
+        self.client
+            .create_policy_version()
+            .policy_arn(arn)
+            .policy_document(document)
+            .set_as_default(true)
+            .send()
+            .await
+            .map(drop)
+            .map_err(call("update policy", arn))
+    }
+
+    async fn attach_role(&self, role: &str, arn: &str) -> Result<(), Error> {
+        self.client
+            .attach_role_policy()
+            .role_name(role)
+            .policy_arn(arn)
+            .send()
+            .await
+            .map(drop)
+            .map_err(call("attach policy to role", role))
+    }
+
+    async fn detach_role(&self, role: &str, arn: &str) -> Result<(), Error> {
+        match self
+            .client
+            .detach_role_policy()
+            .role_name(role)
+            .policy_arn(arn)
+            .send()
+            .await
+        {
+            Err(e) if e.code() == Some("NoSuchEntity") => Ok(()),
+            other => other
+                .map(drop)
+                .map_err(call("detach policy from role", role)),
+        }
+    }
+
+    async fn attach_user(&self, user: &str, arn: &str) -> Result<(), Error> {
+        self.client
+            .attach_user_policy()
+            .user_name(user)
+            .policy_arn(arn)
+            .send()
+            .await
+            .map(drop)
+            .map_err(call("attach policy to user", user))
+    }
+
+    async fn detach_user(&self, user: &str, arn: &str) -> Result<(), Error> {
+        match self
+            .client
+            .detach_user_policy()
+            .user_name(user)
+            .policy_arn(arn)
+            .send()
+            .await
+        {
+            Err(e) if e.code() == Some("NoSuchEntity") => Ok(()),
+            other => other
+                .map(drop)
+                .map_err(call("detach policy from user", user)),
+        }
+    }
+
+    async fn add_role(&self, profile: &str, role: &str) -> Result<(), Error> {
+        let added = self
+            .client
+            .add_role_to_instance_profile()
+            .instance_profile_name(profile)
+            .role_name(role)
+            .send()
+            .await
+            .map_err(call("add role to instance profile", profile));
+        match added {
+            // A profile holds one role; an interrupted run may have added it.
+            Err(e) if is_code(&e, "LimitExceeded") || is_code(&e, "EntityAlreadyExists") => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
+    async fn remove_role(&self, profile: &str, role: &str) -> Result<(), Error> {
+        match self
+            .client
+            .remove_role_from_instance_profile()
+            .instance_profile_name(profile)
+            .role_name(role)
+            .send()
+            .await
+        {
+            Err(e) if e.code() == Some("NoSuchEntity") => Ok(()),
+            other => other
+                .map(drop)
+                .map_err(call("remove role from instance profile", profile)),
+        }
+    }
+
+    /// Deletes in the order IAM insists on: detach, old versions, then the
+    /// thing itself; keys before their user; roles out of profiles first.
+    pub async fn delete(&self, address: &Address, id: &str) -> Result<(), Error> {
+        let result = match address.kind {
+            Kind::IamPolicy => self.delete_policy(id).await,
+            Kind::IamRole => self.delete_role(id).await,
+            Kind::InstanceProfile => self.delete_profile(id).await,
+            Kind::IamUser => self.delete_user(id).await,
+            Kind::AccessKey => self
+                .client
+                .delete_access_key()
+                .user_name(&self.names.user)
+                .access_key_id(id)
+                .send()
+                .await
+                .map(drop)
+                .map_err(call("delete access key", id)),
+            kind => Err(Error::NotIam { kind }),
+        };
+        match result {
+            Err(e) if is_code(&e, "NoSuchEntity") => Ok(()),
+            other => other,
+        }
+    }
+
+    async fn delete_policy(&self, arn: &str) -> Result<(), Error> {
+        // Deleting a policy still attached leaves entities that can't be deleted.
+        let entities = self
+            .client
+            .list_entities_for_policy()
+            .policy_arn(arn)
+            .send()
+            .await
+            .map_err(call("list users of policy", arn))?;
+        for r in entities.policy_roles() {
+            if let Some(role) = r.role_name() {
+                self.detach_role(role, arn).await?;
+            }
+        }
+        for u in entities.policy_users() {
+            if let Some(user) = u.user_name() {
+                self.detach_user(user, arn).await?;
+            }
+        }
+        for g in entities.policy_groups() {
+            if let Some(group) = g.group_name() {
+                self.client
+                    .detach_group_policy()
+                    .group_name(group)
+                    .policy_arn(arn)
+                    .send()
+                    .await
+                    .map_err(call("detach policy from group", group))?;
+            }
+        }
+        let versions = self
+            .client
+            .list_policy_versions()
+            .policy_arn(arn)
+            .send()
+            .await
+            .map_err(call("list versions of policy", arn))?;
+        for v in versions
+            .versions()
+            .iter()
+            .filter(|v| !v.is_default_version())
+        {
+            if let Some(version) = v.version_id() {
+                self.client
+                    .delete_policy_version()
+                    .policy_arn(arn)
+                    .version_id(version)
+                    .send()
+                    .await
+                    .map_err(call("delete version of policy", arn))?;
+            }
+        }
+        self.client
+            .delete_policy()
+            .policy_arn(arn)
+            .send()
+            .await
+            .map(drop)
+            .map_err(call("delete policy", arn))
+    }
+
+    async fn delete_role(&self, role: &str) -> Result<(), Error> {
+        for arn in self.attached_to_role(role).await? {
+            self.detach_role(role, &arn).await?;
+        }
+        let inline = self
+            .client
+            .list_role_policies()
+            .role_name(role)
+            .send()
+            .await
+            .map_err(call("list inline policies of role", role))?;
+        for name in inline.policy_names() {
+            self.client
+                .delete_role_policy()
+                .role_name(role)
+                .policy_name(name)
+                .send()
+                .await
+                .map_err(call("delete inline policy of role", role))?;
+        }
+        let profiles = self
+            .client
+            .list_instance_profiles_for_role()
+            .role_name(role)
+            .send()
+            .await
+            .map_err(call("list instance profiles of role", role))?;
+        for p in profiles.instance_profiles() {
+            self.remove_role(p.instance_profile_name(), role).await?;
+        }
+        self.client
+            .delete_role()
+            .role_name(role)
+            .send()
+            .await
+            .map(drop)
+            .map_err(call("delete role", role))
+    }
+
+    async fn delete_profile(&self, profile: &str) -> Result<(), Error> {
+        let out = match self
+            .client
+            .get_instance_profile()
+            .instance_profile_name(profile)
+            .send()
+            .await
+        {
+            Err(e) if e.code() == Some("NoSuchEntity") => return Ok(()),
+            other => other.map_err(call("read instance profile", profile))?,
+        };
+        for role in out
+            .instance_profile()
+            .map(|p| p.roles())
+            .unwrap_or_default()
+        {
+            self.remove_role(profile, role.role_name()).await?;
+        }
+        self.client
+            .delete_instance_profile()
+            .instance_profile_name(profile)
+            .send()
+            .await
+            .map(drop)
+            .map_err(call("delete instance profile", profile))
+    }
+
+    async fn delete_user(&self, user: &str) -> Result<(), Error> {
+        for arn in self.attached_to_user(user).await? {
+            self.detach_user(user, &arn).await?;
+        }
+        let keys = self
+            .client
+            .list_access_keys()
+            .user_name(user)
+            .send()
+            .await
+            .map_err(call("list access keys of", user))?;
+        for key in keys.access_key_metadata() {
+            if let Some(id) = key.access_key_id() {
+                self.client
+                    .delete_access_key()
+                    .user_name(user)
+                    .access_key_id(id)
+                    .send()
+                    .await
+                    .map_err(call("delete access key of", user))?;
+            }
+        }
+        self.client
+            .delete_user()
+            .user_name(user)
+            .send()
+            .await
+            .map(drop)
+            .map_err(call("delete user", user))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_file_is_an_env_file() {
+        let text = key_file_text("AKIAEXAMPLE", "secret/123", "eu-central-1", "demo-storage");
+        assert!(text.contains("\nAWS_ACCESS_KEY_ID=AKIAEXAMPLE\n"));
+        assert!(text.contains("\nAWS_SECRET_ACCESS_KEY=secret/123\n"));
+        assert!(text.ends_with("AWS_REGION=eu-central-1\nS3_BUCKET=demo-storage\n"));
+    }
+}

@@ -1,0 +1,501 @@
+//! S3: the bucket for the app's files. Found by its (global) name; counts
+//! as the stack's only with the stack's tag.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::types::{
+    BucketLocationConstraint, CreateBucketConfiguration, Delete, ObjectIdentifier,
+    PublicAccessBlockConfiguration, ServerSideEncryption, ServerSideEncryptionByDefault,
+    ServerSideEncryptionConfiguration, ServerSideEncryptionRule, Tag, Tagging,
+};
+
+use crate::model::{Address, Attrs, Kind, Observed, Value};
+use crate::plan::AttrChange;
+use crate::policies;
+use crate::stack::STACK_TAG;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to {action} {target}: {}", super::ec2::describe(source.as_ref()))]
+    Call {
+        action: &'static str,
+        target: String,
+        #[source]
+        source: Box<aws_sdk_s3::Error>,
+    },
+    #[error(
+        "the bucket name {name} is taken by another AWS account (S3 names are global); \
+         set storage.bucket in the stack file to a name of your own"
+    )]
+    Taken { name: String },
+    #[error(
+        "bucket {name} exists in this account but is not part of stack {prefix} (it lacks the tag \
+         {STACK_TAG}={prefix}); tag it to let ihp-infra manage it, or set storage.bucket to another name"
+    )]
+    NotOurs { name: String, prefix: String },
+    #[error(
+        "bucket {name} still holds {objects} object versions; destroy stopped before deleting anything. \
+         Copy what you need, then run destroy with --delete-bucket-contents to empty it (its files are lost)"
+    )]
+    NotEmpty { name: String, objects: usize },
+    #[error("internal error: {kind} is not an S3 resource")]
+    NotS3 { kind: Kind },
+}
+
+impl Error {
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Error::Call { source, .. } => source.code(),
+            _ => None,
+        }
+    }
+}
+
+fn call<E, R>(
+    action: &'static str,
+    target: impl Into<String>,
+) -> impl FnOnce(SdkError<E, R>) -> Error
+where
+    aws_sdk_s3::Error: From<SdkError<E, R>>,
+{
+    let target = target.into();
+    move |e| Error::Call {
+        action,
+        target,
+        source: Box::new(e.into()),
+    }
+}
+
+fn s3_tags(tags: &BTreeMap<String, String>) -> Vec<Tag> {
+    tags.iter()
+        .filter_map(|(k, v)| Tag::builder().key(k).value(v).build().ok())
+        .collect()
+}
+
+/// The codes S3 answers when the bucket belongs to someone else.
+fn someone_elses(code: Option<&str>) -> bool {
+    matches!(
+        code,
+        Some("AccessDenied" | "AllAccessDisabled" | "BucketAlreadyExists")
+    )
+}
+
+pub struct S3 {
+    client: Client,
+    prefix: String,
+    bucket: String,
+    region: String,
+    delete_contents: bool,
+}
+
+impl S3 {
+    pub fn new(client: Client, prefix: &str, bucket: &str, region: &str) -> Self {
+        S3 {
+            client,
+            prefix: prefix.to_string(),
+            bucket: bucket.to_string(),
+            region: region.to_string(),
+            delete_contents: false,
+        }
+    }
+
+    pub fn delete_contents(&mut self, yes: bool) {
+        self.delete_contents = yes;
+    }
+
+    /// The bucket's tags; `None` when there is no such bucket.
+    async fn tags(&self) -> Result<Option<BTreeMap<String, String>>, Error> {
+        match self
+            .client
+            .get_bucket_tagging()
+            .bucket(&self.bucket)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(
+                out.tag_set()
+                    .iter()
+                    .map(|t| (t.key().to_string(), t.value().to_string()))
+                    .collect(),
+            )),
+            Err(e) => match e.code() {
+                Some("NoSuchBucket") => Ok(None),
+                Some("NoSuchTagSet") => Ok(Some(BTreeMap::new())),
+                code if someone_elses(code) => Err(Error::Taken {
+                    name: self.bucket.clone(),
+                }),
+                _ => Err(call("read tags of bucket", &self.bucket)(e)),
+            },
+        }
+    }
+
+    pub async fn observe(&self) -> Result<Vec<Observed>, Error> {
+        let Some(tags) = self.tags().await? else {
+            return Ok(Vec::new());
+        };
+        if tags.get(STACK_TAG) != Some(&self.prefix) {
+            return Err(Error::NotOurs {
+                name: self.bucket.clone(),
+                prefix: self.prefix.clone(),
+            });
+        }
+        let (encryption, block, policy) = tokio::try_join!(
+            self.encryption(),
+            self.public_access_blocked(),
+            self.policy()
+        )?;
+        Ok(vec![Observed {
+            address: Address::new(Kind::Bucket, "storage"),
+            id: self.bucket.clone(),
+            attrs: BTreeMap::from([
+                ("name", Value::Text(self.bucket.clone())),
+                (
+                    "encryption",
+                    encryption.map(Value::Text).unwrap_or(Value::None),
+                ),
+                ("block_public_access", Value::Bool(block)),
+                (
+                    "public_read_policy",
+                    policy.map(Value::Json).unwrap_or(Value::None),
+                ),
+            ]),
+            tags,
+        }])
+    }
+
+    async fn encryption(&self) -> Result<Option<String>, Error> {
+        match self
+            .client
+            .get_bucket_encryption()
+            .bucket(&self.bucket)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out
+                .server_side_encryption_configuration()
+                .and_then(|c| c.rules().first())
+                .and_then(|r| r.apply_server_side_encryption_by_default())
+                .map(|d| d.sse_algorithm().as_str().to_string())),
+            Err(e) if e.code() == Some("ServerSideEncryptionConfigurationNotFoundError") => {
+                Ok(None)
+            }
+            Err(e) => Err(call("read encryption of bucket", &self.bucket)(e)),
+        }
+    }
+
+    async fn public_access_blocked(&self) -> Result<bool, Error> {
+        match self
+            .client
+            .get_public_access_block()
+            .bucket(&self.bucket)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out.public_access_block_configuration().is_some_and(|c| {
+                c.block_public_acls() == Some(true)
+                    && c.ignore_public_acls() == Some(true)
+                    && c.block_public_policy() == Some(true)
+                    && c.restrict_public_buckets() == Some(true)
+            })),
+            Err(e) if e.code() == Some("NoSuchPublicAccessBlockConfiguration") => Ok(false),
+            Err(e) => Err(call("read public access block of bucket", &self.bucket)(e)),
+        }
+    }
+
+    async fn policy(&self) -> Result<Option<String>, Error> {
+        match self
+            .client
+            .get_bucket_policy()
+            .bucket(&self.bucket)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out.policy().and_then(policies::canonical)),
+            Err(e) if e.code() == Some("NoSuchBucketPolicy") => Ok(None),
+            Err(e) => Err(call("read policy of bucket", &self.bucket)(e)),
+        }
+    }
+
+    /// How many object versions (and delete markers) the bucket holds, up to 1000.
+    pub async fn object_versions(&self) -> Result<usize, Error> {
+        let out = self
+            .client
+            .list_object_versions()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map_err(call("list objects of bucket", &self.bucket))?;
+        Ok(out.versions().len() + out.delete_markers().len())
+    }
+
+    /// Refuses a destroy that would have to empty the bucket, unless told to.
+    pub async fn check_destroyable(&self) -> Result<(), Error> {
+        if self.delete_contents || self.tags().await?.is_none() {
+            return Ok(());
+        }
+        match self.object_versions().await? {
+            0 => Ok(()),
+            objects => Err(Error::NotEmpty {
+                name: self.bucket.clone(),
+                objects,
+            }),
+        }
+    }
+
+    pub async fn create(
+        &self,
+        address: &Address,
+        tags: &BTreeMap<String, String>,
+        attrs: &Attrs,
+    ) -> Result<String, Error> {
+        if address.kind != Kind::Bucket {
+            return Err(Error::NotS3 { kind: address.kind });
+        }
+        let mut config = CreateBucketConfiguration::builder().set_tags(Some(s3_tags(tags)));
+        // us-east-1 is the default and refuses to be named.
+        if self.region != "us-east-1" {
+            config =
+                config.location_constraint(BucketLocationConstraint::from(self.region.as_str()));
+        }
+        let created = self
+            .client
+            .create_bucket()
+            .bucket(&self.bucket)
+            .create_bucket_configuration(config.build())
+            .send()
+            .await;
+        match created {
+            Ok(_) => {}
+            // An interrupted run made it: carry on.
+            Err(e) if e.code() == Some("BucketAlreadyOwnedByYou") => {}
+            Err(e) if someone_elses(e.code()) => {
+                return Err(Error::Taken {
+                    name: self.bucket.clone(),
+                });
+            }
+            Err(e) => return Err(call("create bucket", &self.bucket)(e)),
+        }
+        // Endpoints that ignore tags at creation (moto) get them right after.
+        if self
+            .tags()
+            .await?
+            .is_none_or(|t| t.get(STACK_TAG) != Some(&self.prefix))
+        {
+            self.put_tags(tags).await?;
+        }
+        self.put_encryption().await?;
+        let block = attrs.bool("block_public_access").unwrap_or(true);
+        self.set_block(block).await?;
+        if let Some(policy) = attrs.text("public_read_policy") {
+            self.put_policy(policy).await?;
+        }
+        Ok(self.bucket.clone())
+    }
+
+    pub async fn update(&self, changes: &[AttrChange]) -> Result<(), Error> {
+        let after = |name: &str| changes.iter().find(|c| c.name == name).map(|c| &c.after);
+        // Unblock before a public policy goes on; block after it came off.
+        if let Some(Value::Bool(false)) = after("block_public_access") {
+            self.set_block(false).await?;
+        }
+        match after("public_read_policy") {
+            Some(Value::Json(policy)) => self.put_policy(policy).await?,
+            Some(_) => {
+                self.client
+                    .delete_bucket_policy()
+                    .bucket(&self.bucket)
+                    .send()
+                    .await
+                    .map_err(call("delete policy of bucket", &self.bucket))?;
+            }
+            None => {}
+        }
+        if let Some(Value::Bool(true)) = after("block_public_access") {
+            self.set_block(true).await?;
+        }
+        if after("encryption").is_some() {
+            self.put_encryption().await?;
+        }
+        if let Some(c) = changes.iter().find(|c| c.name == "tags") {
+            let mut tags = self.tags().await?.unwrap_or_default();
+            for item in c.set_delta().0 {
+                if let crate::model::Item::Tag(k, v) = item {
+                    tags.insert(k, v);
+                }
+            }
+            self.put_tags(&tags).await?;
+        }
+        Ok(())
+    }
+
+    async fn put_tags(&self, tags: &BTreeMap<String, String>) -> Result<(), Error> {
+        let tagging = Tagging::builder()
+            .set_tag_set(Some(s3_tags(tags)))
+            .build()
+            .expect("the tag set is given");
+        self.client
+            .put_bucket_tagging()
+            .bucket(&self.bucket)
+            .tagging(tagging)
+            .send()
+            .await
+            .map(drop)
+            .map_err(call("tag bucket", &self.bucket))
+    }
+
+    async fn put_encryption(&self) -> Result<(), Error> {
+        let rule = ServerSideEncryptionRule::builder()
+            .apply_server_side_encryption_by_default(
+                ServerSideEncryptionByDefault::builder()
+                    .sse_algorithm(ServerSideEncryption::Aes256)
+                    .build()
+                    .expect("the algorithm is set"),
+            )
+            .build();
+        self.client
+            .put_bucket_encryption()
+            .bucket(&self.bucket)
+            .server_side_encryption_configuration(
+                ServerSideEncryptionConfiguration::builder()
+                    .rules(rule)
+                    .build()
+                    .expect("a rule is set"),
+            )
+            .send()
+            .await
+            .map(drop)
+            .map_err(call("turn on encryption of bucket", &self.bucket))
+    }
+
+    async fn set_block(&self, block: bool) -> Result<(), Error> {
+        if block {
+            self.client
+                .put_public_access_block()
+                .bucket(&self.bucket)
+                .public_access_block_configuration(
+                    PublicAccessBlockConfiguration::builder()
+                        .block_public_acls(true)
+                        .ignore_public_acls(true)
+                        .block_public_policy(true)
+                        .restrict_public_buckets(true)
+                        .build(),
+                )
+                .send()
+                .await
+                .map(drop)
+                .map_err(call("block public access to bucket", &self.bucket))
+        } else {
+            let result = self
+                .client
+                .delete_public_access_block()
+                .bucket(&self.bucket)
+                .send()
+                .await;
+            match result {
+                Err(e) if e.code() == Some("NoSuchPublicAccessBlockConfiguration") => Ok(()),
+                other => other
+                    .map(drop)
+                    .map_err(call("allow public access to bucket", &self.bucket)),
+            }
+        }
+    }
+
+    async fn put_policy(&self, policy: &str) -> Result<(), Error> {
+        self.client
+            .put_bucket_policy()
+            .bucket(&self.bucket)
+            .policy(policy)
+            .send()
+            .await
+            .map(drop)
+            .map_err(call("set policy of bucket", &self.bucket))
+    }
+
+    pub async fn delete(&self) -> Result<(), Error> {
+        if self.delete_contents {
+            self.empty().await?;
+        }
+        match self
+            .client
+            .delete_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+        {
+            Err(e) if e.code() == Some("NoSuchBucket") => Ok(()),
+            other => other.map(drop).map_err(call("delete bucket", &self.bucket)),
+        }
+    }
+
+    /// Deletes every object version and delete marker, 1000 at a time.
+    async fn empty(&self) -> Result<(), Error> {
+        loop {
+            let out = self
+                .client
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .send()
+                .await;
+            let out = match out {
+                Err(e) if e.code() == Some("NoSuchBucket") => return Ok(()),
+                other => other.map_err(call("list objects of bucket", &self.bucket))?,
+            };
+            let ids: Vec<ObjectIdentifier> = out
+                .versions()
+                .iter()
+                .map(|v| (v.key(), v.version_id()))
+                .chain(
+                    out.delete_markers()
+                        .iter()
+                        .map(|m| (m.key(), m.version_id())),
+                )
+                .filter_map(|(key, version)| {
+                    ObjectIdentifier::builder()
+                        .key(key?)
+                        .set_version_id(version.map(str::to_string))
+                        .build()
+                        .ok()
+                })
+                .collect();
+            if ids.is_empty() {
+                return Ok(());
+            }
+            self.client
+                .delete_objects()
+                .bucket(&self.bucket)
+                .delete(
+                    Delete::builder()
+                        .set_objects(Some(ids))
+                        .quiet(true)
+                        .build()
+                        .expect("objects are set"),
+                )
+                .send()
+                .await
+                .map_err(call("empty bucket", &self.bucket))?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn other_accounts_buckets_are_recognised() {
+        assert!(someone_elses(Some("BucketAlreadyExists")));
+        assert!(someone_elses(Some("AccessDenied")));
+        assert!(!someone_elses(Some("BucketAlreadyOwnedByYou")));
+        assert!(!someone_elses(Some("NoSuchBucket")));
+    }
+
+    #[test]
+    fn taken_name_error_says_what_to_do() {
+        let e = Error::Taken {
+            name: "demo-storage".into(),
+        };
+        assert!(e.to_string().contains("set storage.bucket"));
+    }
+}
