@@ -21,6 +21,7 @@ pub mod retry;
 pub mod stack;
 
 use aws::Aws;
+use model::Kind;
 use plan::{Action, Plan, PlanError};
 use stack::{Stack, StackError};
 
@@ -67,8 +68,6 @@ pub async fn plan(stack: &Stack, goal: Goal) -> Result<(Aws, Plan), Error> {
         }
         Goal::Destroy(options) => {
             aws.set_destroy_options(options);
-            // Stop before deleting anything rather than half-way.
-            aws.s3.check_destroyable().await.map_err(aws::Error::from)?;
             // Destroy needs only the graph's shape, not what a create would use.
             let facts = desired::Facts {
                 image: None,
@@ -84,5 +83,18 @@ pub async fn plan(stack: &Stack, goal: Goal) -> Result<(Aws, Plan), Error> {
             )?
         }
     };
+    // A bucket with files is never emptied unasked: stop before changing
+    // anything rather than half-way.
+    for c in &plan.changes {
+        if c.address.kind == Kind::Bucket
+            && matches!(c.action, Action::Delete | Action::Replace)
+            && let Some(bucket) = &c.id
+        {
+            aws.s3
+                .check_deletable(bucket)
+                .await
+                .map_err(aws::Error::from)?;
+        }
+    }
     Ok((aws, plan))
 }

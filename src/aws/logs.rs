@@ -24,6 +24,8 @@ pub enum Error {
          tag it to let ihp-infra manage it, or set logs.group to another name"
     )]
     NotOurs { name: String, prefix: String },
+    #[error(transparent)]
+    Tagging(#[from] super::tagging::Error),
     #[error("internal error: {kind} is not a CloudWatch Logs resource")]
     NotLogs { kind: Kind },
 }
@@ -32,6 +34,7 @@ impl Error {
     pub fn code(&self) -> Option<&str> {
         match self {
             Error::Call { source, .. } => source.code(),
+            Error::Tagging(e) => e.code(),
             _ => None,
         }
     }
@@ -54,6 +57,7 @@ where
 
 pub struct Logs {
     client: Client,
+    tagging: super::tagging::Tagging,
     prefix: String,
     group: String,
     /// The group's ARN without the `:*` suffix, as the tagging calls want it.
@@ -61,9 +65,16 @@ pub struct Logs {
 }
 
 impl Logs {
-    pub fn new(client: Client, prefix: &str, group: &str, arn: String) -> Self {
+    pub fn new(
+        client: Client,
+        tagging: super::tagging::Tagging,
+        prefix: &str,
+        group: &str,
+        arn: String,
+    ) -> Self {
         Logs {
             client,
+            tagging,
             prefix: prefix.to_string(),
             group: group.to_string(),
             arn,
@@ -71,6 +82,22 @@ impl Logs {
     }
 
     pub async fn observe(&self) -> Result<Vec<Observed>, Error> {
+        // Groups of the stack under another name (logs.group changed).
+        let mut observed: Vec<Observed> = self
+            .tagging
+            // By service, not "logs:log-group": moto calls the type "logs:loggroup".
+            .arns("logs")
+            .await?
+            .iter()
+            .filter_map(|arn| super::tagging::log_group_name(arn))
+            .filter(|name| *name != self.group)
+            .map(|name| Observed {
+                address: Address::new(Kind::LogGroup, name),
+                id: name.to_string(),
+                attrs: BTreeMap::from([("name", Value::Text(name.to_string()))]),
+                tags: BTreeMap::from([(STACK_TAG.to_string(), self.prefix.clone())]),
+            })
+            .collect();
         let out = self
             .client
             .describe_log_groups()
@@ -83,7 +110,7 @@ impl Logs {
             .iter()
             .find(|g| g.log_group_name() == Some(self.group.as_str()))
         else {
-            return Ok(Vec::new());
+            return Ok(observed);
         };
         let tags: BTreeMap<String, String> = self
             .client
@@ -101,7 +128,7 @@ impl Logs {
                 prefix: self.prefix.clone(),
             });
         }
-        Ok(vec![Observed {
+        observed.push(Observed {
             address: Address::new(Kind::LogGroup, "logs"),
             id: self.group.clone(),
             attrs: BTreeMap::from([
@@ -115,7 +142,8 @@ impl Logs {
                 ),
             ]),
             tags,
-        }])
+        });
+        Ok(observed)
     }
 
     pub async fn create(
@@ -186,18 +214,16 @@ impl Logs {
         Ok(())
     }
 
-    pub async fn delete(&self) -> Result<(), Error> {
+    pub async fn delete(&self, group: &str) -> Result<(), Error> {
         match self
             .client
             .delete_log_group()
-            .log_group_name(&self.group)
+            .log_group_name(group)
             .send()
             .await
         {
             Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(()),
-            other => other
-                .map(drop)
-                .map_err(call("delete log group", &self.group)),
+            other => other.map(drop).map_err(call("delete log group", group)),
         }
     }
 }

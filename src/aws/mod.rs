@@ -8,6 +8,7 @@ pub mod iam;
 pub mod logs;
 pub mod rds;
 pub mod s3;
+pub mod tagging;
 
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_sts::error::ProvideErrorMetadata;
@@ -109,15 +110,18 @@ impl Aws {
         let s3_config = aws_sdk_s3::config::Builder::from(&config)
             .force_path_style(overridden)
             .build();
+        let tagging_client = aws_sdk_resourcegroupstagging::Client::new(&config);
         Ok(Aws {
             s3: s3::S3::new(
                 aws_sdk_s3::Client::from_conf(s3_config),
+                tagging::Tagging::new(tagging_client.clone(), &stack.prefix),
                 &stack.prefix,
                 &stack.storage.bucket,
                 &stack.region,
             ),
             logs: logs::Logs::new(
                 aws_sdk_cloudwatchlogs::Client::new(&config),
+                tagging::Tagging::new(tagging_client, &stack.prefix),
                 &stack.prefix,
                 &stack.logs.group,
                 arns.log_group(&stack.logs.group),
@@ -300,8 +304,8 @@ impl Operator for Aws {
             match service(address.kind) {
                 Service::Ec2 => self.ec2.delete(address, id).await?,
                 Service::Rds => return Ok(self.rds.delete(address).await?),
-                Service::S3 => self.s3.delete().await?,
-                Service::Logs => self.logs.delete().await?,
+                Service::S3 => self.s3.delete(id).await?,
+                Service::Logs => self.logs.delete(id).await?,
                 Service::Iam => self.iam.delete(address, id).await?,
             }
             Ok(None)

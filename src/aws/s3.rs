@@ -36,10 +36,13 @@ pub enum Error {
     )]
     NotOurs { name: String, prefix: String },
     #[error(
-        "bucket {name} still holds {objects} object versions; destroy stopped before deleting anything. \
-         Copy what you need, then run destroy with --delete-bucket-contents to empty it (its files are lost)"
+        "bucket {name} still holds {objects} object versions and this run would delete it; \
+         it stopped before changing anything. Copy what you need, then empty it, or run destroy \
+         with --delete-bucket-contents to empty it (its files are lost)"
     )]
     NotEmpty { name: String, objects: usize },
+    #[error(transparent)]
+    Tagging(#[from] super::tagging::Error),
     #[error("internal error: {kind} is not an S3 resource")]
     NotS3 { kind: Kind },
 }
@@ -48,6 +51,7 @@ impl Error {
     pub fn code(&self) -> Option<&str> {
         match self {
             Error::Call { source, .. } => source.code(),
+            Error::Tagging(e) => e.code(),
             _ => None,
         }
     }
@@ -84,6 +88,7 @@ fn someone_elses(code: Option<&str>) -> bool {
 
 pub struct S3 {
     client: Client,
+    tagging: super::tagging::Tagging,
     prefix: String,
     bucket: String,
     region: String,
@@ -91,9 +96,16 @@ pub struct S3 {
 }
 
 impl S3 {
-    pub fn new(client: Client, prefix: &str, bucket: &str, region: &str) -> Self {
+    pub fn new(
+        client: Client,
+        tagging: super::tagging::Tagging,
+        prefix: &str,
+        bucket: &str,
+        region: &str,
+    ) -> Self {
         S3 {
             client,
+            tagging,
             prefix: prefix.to_string(),
             bucket: bucket.to_string(),
             region: region.to_string(),
@@ -132,8 +144,23 @@ impl S3 {
     }
 
     pub async fn observe(&self) -> Result<Vec<Observed>, Error> {
+        // Buckets of the stack under another name (storage.bucket changed).
+        let mut observed: Vec<Observed> = self
+            .tagging
+            .arns("s3:bucket")
+            .await?
+            .iter()
+            .filter_map(|arn| super::tagging::bucket_name(arn))
+            .filter(|name| *name != self.bucket)
+            .map(|name| Observed {
+                address: Address::new(Kind::Bucket, name),
+                id: name.to_string(),
+                attrs: BTreeMap::from([("name", Value::Text(name.to_string()))]),
+                tags: BTreeMap::from([(STACK_TAG.to_string(), self.prefix.clone())]),
+            })
+            .collect();
         let Some(tags) = self.tags().await? else {
-            return Ok(Vec::new());
+            return Ok(observed);
         };
         if tags.get(STACK_TAG) != Some(&self.prefix) {
             return Err(Error::NotOurs {
@@ -146,7 +173,7 @@ impl S3 {
             self.public_access_blocked(),
             self.policy()
         )?;
-        Ok(vec![Observed {
+        observed.push(Observed {
             address: Address::new(Kind::Bucket, "storage"),
             id: self.bucket.clone(),
             attrs: BTreeMap::from([
@@ -162,7 +189,8 @@ impl S3 {
                 ),
             ]),
             tags,
-        }])
+        });
+        Ok(observed)
     }
 
     async fn encryption(&self) -> Result<Option<String>, Error> {
@@ -218,27 +246,32 @@ impl S3 {
         }
     }
 
-    /// How many object versions (and delete markers) the bucket holds, up to 1000.
-    pub async fn object_versions(&self) -> Result<usize, Error> {
+    /// How many object versions (and delete markers) a bucket holds, up to 1000.
+    pub async fn object_versions(&self, bucket: &str) -> Result<usize, Error> {
         let out = self
             .client
             .list_object_versions()
-            .bucket(&self.bucket)
+            .bucket(bucket)
             .send()
-            .await
-            .map_err(call("list objects of bucket", &self.bucket))?;
-        Ok(out.versions().len() + out.delete_markers().len())
+            .await;
+        match out {
+            Err(e) if e.code() == Some("NoSuchBucket") => Ok(0),
+            other => {
+                let out = other.map_err(call("list objects of bucket", bucket))?;
+                Ok(out.versions().len() + out.delete_markers().len())
+            }
+        }
     }
 
-    /// Refuses a destroy that would have to empty the bucket, unless told to.
-    pub async fn check_destroyable(&self) -> Result<(), Error> {
-        if self.delete_contents || self.tags().await?.is_none() {
+    /// Refuses a run that would have to empty a bucket, unless told to.
+    pub async fn check_deletable(&self, bucket: &str) -> Result<(), Error> {
+        if self.delete_contents {
             return Ok(());
         }
-        match self.object_versions().await? {
+        match self.object_versions(bucket).await? {
             0 => Ok(()),
             objects => Err(Error::NotEmpty {
-                name: self.bucket.clone(),
+                name: bucket.to_string(),
                 objects,
             }),
         }
@@ -413,34 +446,28 @@ impl S3 {
             .map_err(call("set policy of bucket", &self.bucket))
     }
 
-    pub async fn delete(&self) -> Result<(), Error> {
+    pub async fn delete(&self, bucket: &str) -> Result<(), Error> {
         if self.delete_contents {
-            self.empty().await?;
+            self.empty(bucket).await?;
         }
-        match self
-            .client
-            .delete_bucket()
-            .bucket(&self.bucket)
-            .send()
-            .await
-        {
+        match self.client.delete_bucket().bucket(bucket).send().await {
             Err(e) if e.code() == Some("NoSuchBucket") => Ok(()),
-            other => other.map(drop).map_err(call("delete bucket", &self.bucket)),
+            other => other.map(drop).map_err(call("delete bucket", bucket)),
         }
     }
 
     /// Deletes every object version and delete marker, 1000 at a time.
-    async fn empty(&self) -> Result<(), Error> {
+    async fn empty(&self, bucket: &str) -> Result<(), Error> {
         loop {
             let out = self
                 .client
                 .list_object_versions()
-                .bucket(&self.bucket)
+                .bucket(bucket)
                 .send()
                 .await;
             let out = match out {
                 Err(e) if e.code() == Some("NoSuchBucket") => return Ok(()),
-                other => other.map_err(call("list objects of bucket", &self.bucket))?,
+                other => other.map_err(call("list objects of bucket", bucket))?,
             };
             let ids: Vec<ObjectIdentifier> = out
                 .versions()
@@ -464,7 +491,7 @@ impl S3 {
             }
             self.client
                 .delete_objects()
-                .bucket(&self.bucket)
+                .bucket(bucket)
                 .delete(
                     Delete::builder()
                         .set_objects(Some(ids))
@@ -474,7 +501,7 @@ impl S3 {
                 )
                 .send()
                 .await
-                .map_err(call("empty bucket", &self.bucket))?;
+                .map_err(call("empty bucket", bucket))?;
         }
     }
 }

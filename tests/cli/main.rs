@@ -5,4 +5,5 @@
 mod common;
 mod network;
 mod server;
+mod storage;
 mod validate;

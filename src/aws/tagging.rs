@@ -1,0 +1,99 @@
+//! The Resource Groups Tagging API: finds every resource of a type that
+//! carries the stack's tag, so a bucket or log group the stack file no
+//! longer names (it was renamed) is found and cleaned up, not orphaned.
+
+use aws_sdk_resourcegroupstagging::Client;
+use aws_sdk_resourcegroupstagging::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_resourcegroupstagging::types::TagFilter;
+
+use crate::stack::STACK_TAG;
+
+#[derive(Debug, thiserror::Error)]
+#[error("failed to find resources tagged for stack {prefix}: {}", super::ec2::describe(source.as_ref()))]
+pub struct Error {
+    prefix: String,
+    #[source]
+    source: Box<aws_sdk_resourcegroupstagging::Error>,
+}
+
+impl Error {
+    pub fn code(&self) -> Option<&str> {
+        self.source.code()
+    }
+}
+
+pub struct Tagging {
+    client: Client,
+    prefix: String,
+}
+
+impl Tagging {
+    pub fn new(client: Client, prefix: &str) -> Self {
+        Tagging {
+            client,
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// ARNs of the resources of `resource_type` (e.g. "s3:bucket", or a
+    /// whole service: "logs") tagged for the stack.
+    pub async fn arns(&self, resource_type: &str) -> Result<Vec<String>, Error> {
+        let failed = |e: SdkError<_, _>| Error {
+            prefix: self.prefix.clone(),
+            source: Box::new(e.into()),
+        };
+        let pages: Vec<_> = self
+            .client
+            .get_resources()
+            .tag_filters(
+                TagFilter::builder()
+                    .key(STACK_TAG)
+                    .values(&self.prefix)
+                    .build(),
+            )
+            .resource_type_filters(resource_type)
+            .into_paginator()
+            .send()
+            .try_collect()
+            .await
+            .map_err(failed)?;
+        Ok(pages
+            .iter()
+            .flat_map(|p| p.resource_tag_mapping_list())
+            .filter_map(|m| m.resource_arn().map(str::to_string))
+            .collect())
+    }
+}
+
+/// The bucket name in `arn:aws:s3:::name`.
+pub fn bucket_name(arn: &str) -> Option<&str> {
+    arn.split(":::").nth(1)
+}
+
+/// The group name in `arn:aws:logs:region:account:log-group:name[:*]`.
+pub fn log_group_name(arn: &str) -> Option<&str> {
+    let name = arn.split_once(":log-group:")?.1;
+    Some(name.strip_suffix(":*").unwrap_or(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_from_arns() {
+        assert_eq!(
+            bucket_name("arn:aws:s3:::demo-storage"),
+            Some("demo-storage")
+        );
+        assert_eq!(
+            log_group_name("arn:aws:logs:eu-central-1:123456789012:log-group:/ihp/demo:*"),
+            Some("/ihp/demo")
+        );
+        assert_eq!(
+            log_group_name("arn:aws:logs:eu-central-1:123456789012:log-group:/ihp/a:b"),
+            Some("/ihp/a:b")
+        );
+        assert_eq!(log_group_name("arn:aws:s3:::x"), None);
+    }
+}
