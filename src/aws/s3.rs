@@ -163,6 +163,13 @@ impl S3 {
             return Ok(observed);
         };
         if tags.get(STACK_TAG) != Some(&self.prefix) {
+            // Readable is not the same as ours: endpoints that don't enforce
+            // other accounts' permissions (moto) answer for their buckets too.
+            if !self.owned().await? {
+                return Err(Error::Taken {
+                    name: self.bucket.clone(),
+                });
+            }
             return Err(Error::NotOurs {
                 name: self.bucket.clone(),
                 prefix: self.prefix.clone(),
@@ -191,6 +198,23 @@ impl S3 {
             tags,
         });
         Ok(observed)
+    }
+
+    /// Whether this account owns the bucket (ListBuckets lists only ours).
+    async fn owned(&self) -> Result<bool, Error> {
+        let pages: Vec<_> = self
+            .client
+            .list_buckets()
+            .prefix(&self.bucket)
+            .into_paginator()
+            .send()
+            .try_collect()
+            .await
+            .map_err(call("list buckets", "of this account"))?;
+        Ok(pages
+            .iter()
+            .flat_map(|p| p.buckets())
+            .any(|b| b.name() == Some(self.bucket.as_str())))
     }
 
     async fn encryption(&self) -> Result<Option<String>, Error> {

@@ -542,3 +542,34 @@ async fn renamed_bucket_is_not_orphaned_and_never_emptied_unasked() {
     assert!(s3.head_bucket().bucket("ren-files").send().await.is_ok());
     p.run_ok(&["plan", "--detailed-exitcode"], 0);
 }
+
+#[tokio::test]
+async fn bucket_name_taken_by_another_account_is_a_clear_error() {
+    let moto = Moto::start();
+    moto.ec2_with_key(REGION).await;
+    let s3 = moto.s3(REGION).await;
+    // moto serves another account for requests that name it.
+    s3.create_bucket()
+        .bucket("taken-storage")
+        .create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::EuCentral1)
+                .build(),
+        )
+        .customize()
+        .mutate_request(|r| {
+            r.headers_mut().insert("x-moto-account-id", "111111111111");
+        })
+        .send()
+        .await
+        .unwrap();
+    let p = Project::with_stack(&moto.endpoint(), "taken", REGION);
+    let out = p.run(&["apply", "--auto-approve"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("the bucket name taken-storage is taken by another AWS account"),
+        "{out:?}"
+    );
+    assert!(out.stderr.contains("set storage.bucket"), "{out:?}");
+}
