@@ -349,10 +349,24 @@ async fn access_key_secret_is_written_once_to_a_private_file() {
         .unwrap();
     let plan = p.run_ok(&["plan"], 0);
     assert!(plan.stdout.contains("+ access_key.s3-user-key"), "{plan:?}");
-    p.run_ok(&["apply", "--auto-approve"], 0);
+    // At trace level, with the SDK asked to log bodies: still never the secret.
+    let out = p
+        .command(&["apply", "--auto-approve"])
+        .env("IHP_INFRA_LOG", "trace")
+        .env("LOG_SIGNABLE_BODY", "true")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
     let rotated = std::fs::read_to_string(&path).unwrap();
     assert_ne!(rotated, text);
     assert!(!rotated.contains(key_id));
+    let new_secret = rotated
+        .lines()
+        .find_map(|l| l.strip_prefix("AWS_SECRET_ACCESS_KEY="))
+        .unwrap();
+    let logged = String::from_utf8_lossy(&[out.stdout, out.stderr].concat()).into_owned();
+    assert!(logged.contains("CreateAccessKey"), "trace logging is on");
+    assert!(!logged.contains(new_secret), "the secret was logged");
 
     p.run_ok(&["destroy", "--auto-approve"], 0);
     assert!(tagged(&moto, "key").await.is_empty());
