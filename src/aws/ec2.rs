@@ -58,6 +58,10 @@ pub enum Error {
     },
     #[error("internal error: {kind} is not an EC2 resource")]
     NotEc2 { kind: Kind },
+    #[error(
+        "instance {id} was terminated while ihp-infra waited for it to run; run apply again to launch a new one"
+    )]
+    Terminated { id: String },
     #[error("timed out after {minutes} minutes waiting for {what}")]
     Timeout { what: String, minutes: u64 },
     #[error("{action} {target}: the response lacks {field}")]

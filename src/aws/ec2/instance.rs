@@ -27,16 +27,24 @@ pub const IMAGE_TAG: &str = "ihp-infra:image";
 const ROOT_DEVICE: &str = "/dev/xvda";
 const INSTANCE_WAIT: Duration = Duration::from_secs(15 * 60);
 
-/// The idempotency token of a launch. Same stack, role, image choice and
-/// earlier servers: same token, so a retried launch returns the server it
-/// already started. A deliberate replacement (or a server terminated by hand)
-/// adds an earlier server to the list, so it gets a new token: AWS would
-/// answer a reused token with the old, terminated server.
-pub fn client_token(prefix: &str, role: &str, image_choice: &str, earlier: &[String]) -> String {
+/// The idempotency token of a launch. Same stack, role, image choice,
+/// earlier servers and UTC day: same token, so a retried launch returns the
+/// server it already started. A deliberate replacement (or a server
+/// terminated by hand) adds an earlier server to the list, so it gets a new
+/// token: AWS would answer a reused token with the old, terminated server.
+/// The day covers the case where a terminated server has dropped out of
+/// DescribeInstances (after about an hour) and so out of the list.
+pub fn client_token(
+    prefix: &str,
+    role: &str,
+    image_choice: &str,
+    earlier: &[String],
+    day: &str,
+) -> String {
     let mut earlier = earlier.to_vec();
     earlier.sort();
     let mut h = Sha256::new();
-    for part in [prefix, role, image_choice] {
+    for part in [prefix, role, image_choice, day] {
         h.update(part.as_bytes());
         h.update([0]);
     }
@@ -366,7 +374,13 @@ impl Ec2 {
             .filter(|i| tag_map(i.tags()).get("Name") == tags.get("Name"))
             .filter_map(|i| i.instance_id().map(str::to_string))
             .collect();
-        let token = client_token(&self.prefix, &address.role, choice, &earlier);
+        let day: String = aws_sdk_ec2::primitives::DateTime::from(std::time::SystemTime::now())
+            .fmt(aws_sdk_ec2::primitives::DateTimeFormat::DateTime)
+            .unwrap_or_default()
+            .chars()
+            .take(10)
+            .collect();
+        let token = client_token(&self.prefix, &address.role, choice, &earlier, &day);
         let mut instance_tags = tags.clone();
         instance_tags.insert(IMAGE_TAG.to_string(), choice.to_string());
         let profile = attrs.id("instance_profile").map(|name| {
@@ -460,6 +474,13 @@ impl Ec2 {
                     .and_then(|i| i.public_dns_name())
                     .is_some_and(|d| !d.is_empty()),
                 (None, InstanceStateName::Terminated) => true,
+                // A reused launch token answers with an old server: say so now.
+                (
+                    Some(InstanceStateName::Terminated | InstanceStateName::ShuttingDown),
+                    InstanceStateName::Running,
+                ) => {
+                    return Err(Error::Terminated { id: id.to_string() });
+                }
                 (Some(c), s) => c == s,
                 (None, _) => false,
             };
@@ -632,28 +653,56 @@ mod tests {
 
     #[test]
     fn retried_launch_reuses_its_token() {
-        let a = client_token("demo", "app", "nixos newest x86_64", &[]);
-        assert_eq!(a, client_token("demo", "app", "nixos newest x86_64", &[]));
+        let a = client_token("demo", "app", "nixos newest x86_64", &[], "2026-11-25");
+        assert_eq!(
+            a,
+            client_token("demo", "app", "nixos newest x86_64", &[], "2026-11-25")
+        );
         assert!(a.len() <= 64, "ClientToken is at most 64 ASCII characters");
     }
 
     #[test]
     fn replacement_or_terminated_server_gets_a_new_token() {
         // moto ignores ClientToken, so this is where the rule is checked.
-        let first = client_token("demo", "app", "nixos newest x86_64", &[]);
-        let after_termination =
-            client_token("demo", "app", "nixos newest x86_64", &["i-0abc".into()]);
+        let first = client_token("demo", "app", "nixos newest x86_64", &[], "2026-11-25");
+        let after_termination = client_token(
+            "demo",
+            "app",
+            "nixos newest x86_64",
+            &["i-0abc".into()],
+            "2026-11-25",
+        );
         assert_ne!(first, after_termination);
-        let other_image = client_token("demo", "app", "nixos 26.05 arm64", &[]);
+        let other_image = client_token("demo", "app", "nixos 26.05 arm64", &[], "2026-11-25");
         assert_ne!(first, other_image);
         assert_ne!(
             first,
-            client_token("other", "app", "nixos newest x86_64", &[])
+            client_token("other", "app", "nixos newest x86_64", &[], "2026-11-25")
         );
         // Order of earlier servers does not matter.
         assert_eq!(
-            client_token("demo", "app", "c", &["i-1".into(), "i-2".into()]),
-            client_token("demo", "app", "c", &["i-2".into(), "i-1".into()])
+            client_token(
+                "demo",
+                "app",
+                "c",
+                &["i-1".into(), "i-2".into()],
+                "2026-11-25"
+            ),
+            client_token(
+                "demo",
+                "app",
+                "c",
+                &["i-2".into(), "i-1".into()],
+                "2026-11-25"
+            )
+        );
+    }
+
+    #[test]
+    fn a_new_day_gets_a_new_token() {
+        assert_ne!(
+            client_token("demo", "app", "c", &[], "2026-11-25"),
+            client_token("demo", "app", "c", &[], "2026-11-26")
         );
     }
 
