@@ -103,12 +103,11 @@ impl Aws {
             account: identity.account().unwrap_or_default().to_string(),
             region: stack.region.clone(),
         };
-        // Behind an endpoint override (LocalStack, moto) bucket names can't
-        // be host names: address buckets by path there.
-        let overridden =
-            config.endpoint_url().is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
         let s3_config = aws_sdk_s3::config::Builder::from(&config)
-            .force_path_style(overridden)
+            .force_path_style(path_style(
+                config.endpoint_url(),
+                std::env::var_os("AWS_ENDPOINT_URL_S3").is_some(),
+            ))
             .build();
         let tagging_client = aws_sdk_resourcegroupstagging::Client::new(&config);
         Ok(Aws {
@@ -227,6 +226,13 @@ impl Aws {
     }
 }
 
+/// Behind an endpoint override (LocalStack at `localhost:4566`, moto) a
+/// bucket name can't be put in front of the host name: address buckets by
+/// path there, and by host name on AWS itself.
+fn path_style(endpoint_url: Option<&str>, s3_endpoint_set: bool) -> bool {
+    endpoint_url.is_some() || s3_endpoint_set
+}
+
 /// Which service a kind belongs to.
 enum Service {
     Ec2,
@@ -310,5 +316,17 @@ impl Operator for Aws {
             }
             Ok(None)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_by_path_only_behind_an_endpoint_override() {
+        assert!(!path_style(None, false), "virtual-host style on AWS");
+        assert!(path_style(Some("http://localhost:4566"), false));
+        assert!(path_style(None, true), "AWS_ENDPOINT_URL_S3 alone");
     }
 }

@@ -587,3 +587,15 @@ async fn bucket_name_taken_by_another_account_is_a_clear_error() {
     );
     assert!(out.stderr.contains("set storage.bucket"), "{out:?}");
 }
+
+#[tokio::test]
+async fn endpoint_named_by_host_name_works_as_localstack_users_set_it() {
+    // http://localhost:PORT, not 127.0.0.1: S3 must not try <bucket>.localhost.
+    let moto = Moto::start();
+    moto.ec2_with_key(REGION).await;
+    let p = Project::with_stack(&format!("http://localhost:{}", moto.port), "host", REGION);
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    p.run_ok(&["plan", "--detailed-exitcode"], 0);
+    p.run_ok(&["destroy", "--auto-approve"], 0);
+    assert!(tagged(&moto, "host").await.is_empty());
+}
