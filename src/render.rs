@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use console::Style;
 
-use crate::model::Value;
+use crate::model::{Kind, Value};
 use crate::plan::{Action, AttrChange, Change, Plan};
 
 pub struct Palette {
@@ -112,6 +112,15 @@ fn change(out: &mut String, c: &Change, p: &Palette) {
         p.dim.apply_to(id),
         st.apply_to(note)
     );
+    if c.address.kind == Kind::Database && c.action == Action::Replace {
+        let _ = writeln!(
+            out,
+            "        {}",
+            p.delete.apply_to(
+                "! the new database starts empty: the data stays only in the final snapshot of the old one"
+            )
+        );
+    }
     let width = c.attrs.iter().map(|a| a.name.len()).max().unwrap_or(0);
     for a in &c.attrs {
         if c.action == Action::Replace && a.before.as_ref() == Some(&a.after) {
@@ -258,6 +267,28 @@ mod tests {
         )
         .unwrap();
         insta::assert_snapshot!(super::plan(&plan, &Palette::new(false)));
+    }
+
+    #[test]
+    fn replacing_the_database_warns_about_its_data() {
+        let mut live = converged();
+        let db = live
+            .iter_mut()
+            .find(|o| o.address == desired::database())
+            .unwrap();
+        db.attrs.insert("storage_encrypted", Value::Bool(false));
+        let plan = reconcile(
+            "demo",
+            "eu-central-1",
+            &resources(&stack(), &crate::desired::test_facts()),
+            &live,
+        )
+        .unwrap();
+        let text = super::plan(&plan, &Palette::new(false));
+        assert!(
+            text.contains("-/+ database.postgres-db demo-postgres-db (database-16)  must be replaced\n        ! the new database starts empty"),
+            "{text}"
+        );
     }
 
     #[test]
