@@ -334,16 +334,6 @@ impl Rds {
         tags: &BTreeMap<String, String>,
         attrs: &Attrs,
     ) -> Result<String, Error> {
-        let ids = |name: &str| -> Vec<String> {
-            attrs
-                .set(name)
-                .into_iter()
-                .filter_map(|i| match i {
-                    Item::Subnet(Ref::Id(id)) | Item::Group(Ref::Id(id)) => Some(id),
-                    _ => None,
-                })
-                .collect()
-        };
         match address.kind {
             Kind::DbSubnetGroup => {
                 let result = self
@@ -354,7 +344,7 @@ impl Rds {
                         "ihp-infra: private subnets of stack {}",
                         self.prefix
                     ))
-                    .set_subnet_ids(Some(ids("subnets")))
+                    .set_subnet_ids(Some(attrs.ids("subnets")))
                     .set_tags(Some(rds_tags(tags)))
                     .send()
                     .await;
@@ -385,7 +375,7 @@ impl Rds {
                     .master_username(attrs.text("username").unwrap_or("postgres_user"))
                     .master_user_password(self.password.expose())
                     .db_subnet_group_name(&self.subnet_group)
-                    .set_vpc_security_group_ids(Some(ids("security_groups")))
+                    .set_vpc_security_group_ids(Some(attrs.ids("security_groups")))
                     .publicly_accessible(false)
                     .storage_encrypted(true)
                     .set_tags(Some(rds_tags(&tags)))
@@ -414,10 +404,8 @@ impl Rds {
                 {
                     let ids = subnets
                         .iter()
-                        .filter_map(|i| match i {
-                            Item::Subnet(Ref::Id(id)) => Some(id.clone()),
-                            _ => None,
-                        })
+                        .filter_map(Item::id)
+                        .map(str::to_string)
                         .collect();
                     self.client
                         .modify_db_subnet_group()
@@ -459,10 +447,8 @@ impl Rds {
                 ("security_groups", Value::Set(groups)) => modify.set_vpc_security_group_ids(Some(
                     groups
                         .iter()
-                        .filter_map(|i| match i {
-                            Item::Group(Ref::Id(g)) => Some(g.clone()),
-                            _ => None,
-                        })
+                        .filter_map(Item::id)
+                        .map(str::to_string)
                         .collect(),
                 )),
                 ("publicly_accessible", Value::Bool(b)) => modify.publicly_accessible(*b),

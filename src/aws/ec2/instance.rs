@@ -352,14 +352,7 @@ impl Ec2 {
         let subnet = attrs
             .id("subnet")
             .ok_or_else(|| incomplete("create", &target, "subnet"))?;
-        let groups: Vec<String> = attrs
-            .set("security_groups")
-            .into_iter()
-            .filter_map(|i| match i {
-                Item::Group(Ref::Id(g)) => Some(g),
-                _ => None,
-            })
-            .collect();
+        let groups = attrs.ids("security_groups");
         let earlier: Vec<String> = self
             .stack_instances(&[
                 "pending",
@@ -531,10 +524,8 @@ impl Ec2 {
             ("security_groups", Value::Set(groups)) => {
                 let groups: Vec<String> = groups
                     .iter()
-                    .filter_map(|i| match i {
-                        Item::Group(Ref::Id(g)) => Some(g.clone()),
-                        _ => None,
-                    })
+                    .filter_map(Item::id)
+                    .map(str::to_string)
                     .collect();
                 self.client
                     .modify_instance_attribute()
