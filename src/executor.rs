@@ -537,23 +537,7 @@ mod tests {
     #[tokio::test]
     async fn replacement_deletes_then_creates_with_new_references() {
         let want = resources(&stack(), &crate::desired::test_facts());
-        let mut live: Vec<_> = Vec::new();
-        let mut ids = HashMap::new();
-        for d in &want {
-            let id = format!("live-{}", d.address);
-            let attrs = d
-                .attrs
-                .iter()
-                .map(|a| (a.name, resolve(&a.value, &ids)))
-                .collect();
-            ids.insert(d.address.clone(), id.clone());
-            live.push(crate::model::Observed {
-                address: d.address.clone(),
-                id,
-                tags: d.tags.clone(),
-                attrs,
-            });
-        }
+        let mut live = crate::plan::converged(&want, |_, a| format!("live-{a}"));
         live[2]
             .attrs
             .insert("cidr_block", Value::Text("10.0.9.0/24".into()));

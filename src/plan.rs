@@ -427,6 +427,32 @@ pub fn has_pending(value: &Value) -> bool {
     }
 }
 
+/// What AWS would show after a successful apply of `desired`, with ids
+/// made up by `id` (from the position and the address). For unit tests.
+#[cfg(test)]
+pub fn converged(desired: &[Desired], id: impl Fn(usize, &Address) -> String) -> Vec<Observed> {
+    let mut ids = HashMap::new();
+    desired
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let id = id(i, &d.address);
+            let attrs = d
+                .attrs
+                .iter()
+                .map(|a| (a.name, resolve(&a.value, &ids)))
+                .collect();
+            ids.insert(d.address.clone(), id.clone());
+            Observed {
+                address: d.address.clone(),
+                id,
+                tags: d.tags.clone(),
+                attrs,
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -438,28 +464,8 @@ mod tests {
         crate::stack::test_stack("demo")
     }
 
-    /// What AWS would show after a successful apply, with made-up ids.
     fn converged(desired: &[Desired]) -> Vec<Observed> {
-        let mut ids = HashMap::new();
-        desired
-            .iter()
-            .enumerate()
-            .map(|(i, d)| {
-                let id = format!("{}-{i:04}", d.address.kind);
-                let attrs = d
-                    .attrs
-                    .iter()
-                    .map(|a| (a.name, resolve(&a.value, &ids)))
-                    .collect();
-                ids.insert(d.address.clone(), id.clone());
-                Observed {
-                    address: d.address.clone(),
-                    id,
-                    tags: d.tags.clone(),
-                    attrs,
-                }
-            })
-            .collect()
+        super::converged(desired, |i, a| format!("{}-{i:04}", a.kind))
     }
 
     fn action_of(plan: &Plan, address: &Address) -> Action {

@@ -200,35 +200,18 @@ mod tests {
     use super::*;
     use crate::desired::{self, resources};
     use crate::model::{Item, Observed, Peer, Rule};
-    use crate::plan::{reconcile, resolve};
+    use crate::plan::reconcile;
     use crate::stack::Stack;
-    use std::collections::HashMap;
 
     fn stack() -> Stack {
         crate::stack::test_stack("demo")
     }
 
     fn converged() -> Vec<Observed> {
-        let mut ids = HashMap::new();
-        resources(&stack(), &crate::desired::test_facts())
-            .iter()
-            .enumerate()
-            .map(|(i, d)| {
-                let id = format!("{}-{i}", d.address.kind);
-                let attrs = d
-                    .attrs
-                    .iter()
-                    .map(|a| (a.name, resolve(&a.value, &ids)))
-                    .collect();
-                ids.insert(d.address.clone(), id.clone());
-                Observed {
-                    address: d.address.clone(),
-                    id,
-                    tags: d.tags.clone(),
-                    attrs,
-                }
-            })
-            .collect()
+        crate::plan::converged(
+            &resources(&stack(), &crate::desired::test_facts()),
+            |i, a| format!("{}-{i}", a.kind),
+        )
     }
 
     #[test]
