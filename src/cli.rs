@@ -28,9 +28,21 @@ pub struct GlobalArgs {
     #[arg(long, global = true, default_value = "stack.yaml", value_name = "FILE")]
     pub stack: PathBuf,
 
-    /// More log output on stderr (-v: steps and retries, -vv: debug)
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    /// More log output on stderr (-v: steps, retries and AWS calls, -vv: debug)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,
+
+    /// Only errors and what was asked for (the plan, the outputs) are printed
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// No colours (also when NO_COLOR is set or the output is not a terminal)
+    #[arg(long, global = true)]
+    pub no_color: bool,
+
+    /// The AWS profile to use (as AWS_PROFILE); the region comes from the stack file
+    #[arg(long, global = true, value_name = "NAME")]
+    pub profile: Option<String>,
 
     /// Log format on stderr
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -52,6 +64,10 @@ pub enum Command {
         /// Exit 2 when there are changes, 0 when there are none (1 on error)
         #[arg(long)]
         detailed_exitcode: bool,
+        /// Print the plan as one JSON document (see the README for its
+        /// schema); exits 2 when there are changes, like --detailed-exitcode
+        #[arg(long)]
+        json: bool,
     },
     /// Create or update the stack's resources to match the stack file
     Apply {
@@ -72,11 +88,39 @@ pub enum Command {
         #[arg(long)]
         delete_bucket_contents: bool,
     },
-    /// Print what the server's configuration needs: names, endpoints, regions
-    /// (never the password or the secret key)
+    /// Print what the next step needs: the server's address, an SSH line and
+    /// ~/.ssh/config block, DATABASE_URL (password masked), bucket, log group
     Output {
-        /// As one JSON object instead of KEY=value lines
+        /// As one JSON object
         #[arg(long)]
         json: bool,
+        /// Show the database password in DATABASE_URL (needs db_password)
+        #[arg(long)]
+        show_secrets: bool,
     },
+    /// Write a commented stack file to start from (never overwrites one)
+    Init {
+        /// Names every resource; asked for on a terminal when not given
+        #[arg(long)]
+        prefix: Option<String>,
+        /// The AWS region; asked for on a terminal when not given
+        #[arg(long)]
+        region: Option<String>,
+        /// The EC2 key pair for SSH; asked for on a terminal when not given
+        #[arg(long, value_name = "NAME")]
+        key_name: Option<String>,
+    },
+    /// Print a shell completion script (e.g. `ihp-infra completions bash > ~/.local/share/bash-completion/completions/ihp-infra`)
+    Completions {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+}
+
+/// The shells completions are written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }

@@ -10,6 +10,8 @@ pub mod aws;
 pub mod db_info;
 pub mod desired;
 pub mod executor;
+pub mod init;
+pub mod json;
 pub mod model;
 pub mod outputs;
 pub mod password;
@@ -35,6 +37,16 @@ pub enum Error {
     Plan(#[from] PlanError),
 }
 
+impl Error {
+    /// What to do next, when AWS's error code says.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            Error::Aws(e) => e.hint(),
+            _ => None,
+        }
+    }
+}
+
 /// What a run should leave behind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Goal {
@@ -45,8 +57,12 @@ pub enum Goal {
 }
 
 /// Connects to AWS, observes the stack's live resources and plans.
-pub async fn plan(stack: &Stack, goal: Goal) -> Result<(Aws, Plan), Error> {
-    let mut aws = Aws::connect(stack).await?;
+pub async fn plan(
+    stack: &Stack,
+    goal: Goal,
+    settings: &aws::Settings,
+) -> Result<(Aws, Plan), Error> {
+    let mut aws = Aws::connect(stack, settings).await?;
     let observed = aws.observe().await?;
     let plan = match goal {
         Goal::Converge => {

@@ -1,6 +1,31 @@
 //! The `ihp-infra` binary: parses the command line, asks for confirmation,
 //! renders. Every decision is made in the library.
 
+/// `println!` that never panics: a closed pipe (`ihp-infra plan | head`)
+/// only means nobody reads any more, and the run goes on to its end.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `print!` that never panics (see `outln!`).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that never panics (see `outln!`).
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 mod cli;
 mod progress;
 
@@ -11,7 +36,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
-use cli::{Cli, Command, LogFormat};
+use clap::CommandFactory;
+use cli::{Cli, Command, LogFormat, Shell};
 use ihp_infra::executor::{self, Outcome};
 use ihp_infra::model::Kind;
 use ihp_infra::plan::{Action, Plan};
@@ -32,11 +58,16 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
         }
     };
-    init_logging(cli.global.verbose, cli.global.log_format);
+    // NO_COLOR wins even over CLICOLOR_FORCE (no-color.org).
+    if cli.global.no_color || std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()) {
+        console::set_colors_enabled(false);
+        console::set_colors_enabled_stderr(false);
+    }
+    init_logging(&cli.global);
     match run(cli) {
         Ok(code) => code,
         Err(message) => {
-            eprintln!(
+            errln!(
                 "{} {message}",
                 Palette::new(colors_on_stderr()).err("error:")
             );
@@ -49,11 +80,12 @@ fn colors_on_stderr() -> bool {
     console::colors_enabled_stderr()
 }
 
-fn init_logging(verbose: u8, format: LogFormat) {
+fn init_logging(global: &cli::GlobalArgs) {
     use tracing_subscriber::EnvFilter;
-    let default = match verbose {
-        0 => "warn",
-        1 => "ihp_infra=info,warn",
+    let default = match (global.quiet, global.verbose) {
+        (true, _) => "error",
+        (_, 0) => "warn",
+        (_, 1) => "ihp_infra=info,warn",
         _ => "ihp_infra=debug,info",
     };
     let filter = EnvFilter::try_from_env("IHP_INFRA_LOG")
@@ -63,49 +95,98 @@ fn init_logging(verbose: u8, format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    match format {
+    match global.log_format {
         LogFormat::Text => builder.with_ansi(colors_on_stderr()).init(),
         LogFormat::Json => builder.json().init(),
     }
 }
 
-fn load_stack(cli: &Cli) -> Result<Stack, String> {
-    stack::load(&cli.global.stack, &|name| std::env::var(name).ok()).map_err(|e| e.to_string())
+fn load_stack(cli: &Cli, password: stack::Password) -> Result<Stack, String> {
+    stack::load_with(
+        &cli.global.stack,
+        &|name| std::env::var(name).ok(),
+        password,
+    )
+    .map_err(|e| e.to_string())
 }
 
 fn run(cli: Cli) -> Result<ExitCode, String> {
+    // Commands that need no stack file.
+    match &cli.command {
+        Command::Completions { shell } => {
+            let shell = match shell {
+                Shell::Bash => clap_complete::Shell::Bash,
+                Shell::Zsh => clap_complete::Shell::Zsh,
+                Shell::Fish => clap_complete::Shell::Fish,
+            };
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "ihp-infra", &mut script);
+            out!("{}", String::from_utf8_lossy(&script));
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Init {
+            prefix,
+            region,
+            key_name,
+        } => return init(&cli, prefix.clone(), region.clone(), key_name.clone()),
+        _ => {}
+    }
     // Validation comes first and needs no runtime: no AWS call before the stack is valid.
-    let stack = load_stack(&cli)?;
+    let password = match cli.command {
+        Command::Output {
+            show_secrets: false,
+            ..
+        } => stack::Password::Unused,
+        _ => stack::Password::Needed,
+    };
+    let stack = load_stack(&cli, password)?;
+    let quiet = cli.global.quiet;
+    let settings = aws::Settings {
+        profile: cli.global.profile.clone(),
+    };
     if let Command::Validate = cli.command {
-        println!(
-            "{} is valid: stack {} in {} ({}, {})",
-            cli.global.stack.display(),
-            stack.prefix,
-            stack.region,
-            stack.az_1,
-            stack.az_2
-        );
+        if !quiet {
+            outln!(
+                "{} is valid: stack {} in {} ({}, {})",
+                cli.global.stack.display(),
+                stack.prefix,
+                stack.region,
+                stack.az_1,
+                stack.az_2
+            );
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("failed to start: {e}"))?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Validate => unreachable!("handled above"),
-            Command::Plan { detailed_exitcode } => {
-                let (_, plan) = ihp_infra::plan(&stack, Goal::Converge)
+            Command::Validate | Command::Completions { .. } | Command::Init { .. } => {
+                unreachable!("handled above")
+            }
+            Command::Plan {
+                detailed_exitcode,
+                json,
+            } => {
+                let (_, plan) = ihp_infra::plan(&stack, Goal::Converge, &settings)
                     .await
-                    .map_err(|e| e.to_string())?;
-                print!(
-                    "{}",
-                    render::plan(&plan, &Palette::new(console::colors_enabled()))
-                );
-                Ok(if detailed_exitcode && plan.has_changes() {
+                    .map_err(explain)?;
+                if json {
+                    outln!("{}", ihp_infra::json::plan_text(&plan));
+                } else {
+                    out!(
+                        "{}",
+                        render::plan(&plan, &Palette::new(console::colors_enabled()))
+                    );
+                }
+                Ok(if (detailed_exitcode || json) && plan.has_changes() {
                     ExitCode::from(2)
                 } else {
                     ExitCode::SUCCESS
                 })
             }
-            Command::Apply { auto_approve } => execute(&stack, Goal::Converge, auto_approve).await,
+            Command::Apply { auto_approve } => {
+                execute(&stack, Goal::Converge, auto_approve, quiet, &settings).await
+            }
             Command::Destroy {
                 auto_approve,
                 skip_final_snapshot,
@@ -115,15 +196,25 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     skip_final_snapshot,
                     delete_bucket_contents,
                 };
-                execute(&stack, Goal::Destroy(options), auto_approve).await
+                execute(
+                    &stack,
+                    Goal::Destroy(options),
+                    auto_approve,
+                    quiet,
+                    &settings,
+                )
+                .await
             }
-            Command::Output { json } => {
-                let aws = aws::Aws::connect(&stack).await.map_err(|e| e.to_string())?;
-                let outputs = aws.outputs(&stack).await.map_err(|e| e.to_string())?;
+            Command::Output { json, show_secrets } => {
+                let aws = aws::Aws::connect(&stack, &settings)
+                    .await
+                    .map_err(explain)?;
+                let outputs = aws.outputs(&stack).await.map_err(explain)?;
+                let password = show_secrets.then_some(&stack.db_password);
                 if json {
-                    println!("{}", outputs.to_json());
+                    outln!("{}", outputs.to_json(password));
                 } else {
-                    print!("{}", outputs.to_env());
+                    out!("{}", outputs.to_text(password));
                 }
                 Ok(ExitCode::SUCCESS)
             }
@@ -131,32 +222,104 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
     })
 }
 
-async fn execute(stack: &Stack, goal: Goal, auto_approve: bool) -> Result<ExitCode, String> {
-    let (aws, plan) = ihp_infra::plan(stack, goal)
+/// `ihp-infra init`: the answers come from flags, or from prompts on a terminal.
+fn init(
+    cli: &Cli,
+    prefix: Option<String>,
+    region: Option<String>,
+    key_name: Option<String>,
+) -> Result<ExitCode, String> {
+    let path = &cli.global.stack;
+    if path.exists() {
+        return Err(ihp_infra::init::InitError::Exists {
+            path: path.display().to_string(),
+        }
+        .to_string());
+    }
+    let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    let ask = |value: Option<String>, flag: &str, prompt: &str, default: Option<&str>| {
+        if let Some(value) = value {
+            return Ok(value);
+        }
+        if !interactive {
+            return Err(format!(
+                "{flag} is needed: standard input is not a terminal to ask on \
+                 (e.g. ihp-infra init --prefix my-app --region eu-central-1 --key-name my-key)"
+            ));
+        }
+        let mut input = dialoguer::Input::<String>::new().with_prompt(prompt);
+        if let Some(default) = default {
+            input = input.default(default.to_string());
+        }
+        input
+            .interact_text()
+            .map_err(|e| format!("failed to read {flag}: {e}"))
+    };
+    let prefix = ask(
+        prefix,
+        "--prefix",
+        "Prefix (names every resource; lower-case letters, digits, hyphens)",
+        None,
+    )?;
+    let region = ask(region, "--region", "AWS region", Some("eu-central-1"))?;
+    let key_name = ask(
+        key_name,
+        "--key-name",
+        "EC2 key pair for SSH (must exist in the region)",
+        None,
+    )?;
+    ihp_infra::init::check(&prefix, &region, &key_name).map_err(|e| e.to_string())?;
+    ihp_infra::init::write(
+        path,
+        &ihp_infra::init::stack_file(&prefix, &region, &key_name),
+    )
+    .map_err(|e| e.to_string())?;
+    if !cli.global.quiet {
+        errln!(
+            "Wrote {}. Next: export IHP_INFRA_DB_PASSWORD='...' (8+ characters), \
+             then `ihp-infra plan`.",
+            path.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn execute(
+    stack: &Stack,
+    goal: Goal,
+    auto_approve: bool,
+    quiet: bool,
+    settings: &aws::Settings,
+) -> Result<ExitCode, String> {
+    let (aws, plan) = ihp_infra::plan(stack, goal, settings)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(explain)?;
     let colors = console::colors_enabled();
-    print!("{}", render::plan(&plan, &Palette::new(colors)));
+    // Quiet skips the plan only when nobody is asked to confirm it.
+    if !(quiet && auto_approve) {
+        out!("{}", render::plan(&plan, &Palette::new(colors)));
+    }
     let deletes_database = plan
         .changes
         .iter()
         .any(|c| c.address.kind == Kind::Database && c.action == Action::Delete);
     if let Goal::Destroy(options) = goal
         && deletes_database
+        && !quiet
     {
         if options.skip_final_snapshot {
-            println!(
+            outln!(
                 "\nThe database is deleted WITHOUT a final snapshot (--skip-final-snapshot): its data is lost."
             );
         } else {
-            println!(
+            outln!(
                 "\nThe database keeps a final snapshot; --skip-final-snapshot deletes it without one."
             );
         }
     }
     if !plan.has_changes() {
         if goal == Goal::Converge {
-            write_db_info(stack, &aws).await?;
+            write_db_info(stack, &aws, quiet).await?;
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -168,9 +331,15 @@ async fn execute(stack: &Stack, goal: Goal, auto_approve: bool) -> Result<ExitCo
         confirm(stack, verb)?;
     }
     let started = Instant::now();
-    let interactive = std::io::stderr().is_terminal();
-    let progress = Arc::new(progress::Progress::new(interactive, colors_on_stderr()));
-    eprintln!();
+    let display = match (quiet, std::io::stderr().is_terminal()) {
+        (true, _) => progress::Display::Quiet,
+        (false, true) => progress::Display::Live,
+        (false, false) => progress::Display::Lines,
+    };
+    let progress = Arc::new(progress::Progress::new(display, colors_on_stderr()));
+    if !quiet {
+        errln!();
+    }
     let heartbeat = tokio::spawn({
         let progress = progress.clone();
         async move {
@@ -185,42 +354,50 @@ async fn execute(stack: &Stack, goal: Goal, auto_approve: bool) -> Result<ExitCo
     let aws = Arc::new(aws);
     let outcome = executor::execute(&plan, aws.clone(), &*progress, interrupted()).await;
     heartbeat.abort();
-    let code = report(&plan, &outcome, verb, started.elapsed())?;
+    let code = report(&plan, &outcome, verb, started.elapsed(), quiet)?;
     if goal == Goal::Converge {
-        write_db_info(stack, &aws).await?;
+        write_db_info(stack, &aws, quiet).await?;
     }
     Ok(code)
 }
 
 /// After every successful apply: db_info.txt next to the stack file, and
 /// what the NixOS configuration needs.
-async fn write_db_info(stack: &Stack, aws: &aws::Aws) -> Result<(), String> {
-    let outputs = aws.outputs(stack).await.map_err(|e| e.to_string())?;
-    let missing =
-        || "the server or the database is missing after apply; run `ihp-infra plan` to see why";
-    let (Some(instance_dns), Some(db_endpoint), Some(db_username)) = (
-        &outputs.instance_dns,
-        &outputs.db_endpoint,
-        &outputs.db_username,
-    ) else {
-        return Err(missing().into());
+async fn write_db_info(stack: &Stack, aws: &aws::Aws, quiet: bool) -> Result<(), String> {
+    let outputs = aws.outputs(stack).await.map_err(explain)?;
+    let (Some(instance_dns), Some(database)) = (&outputs.instance_dns, &outputs.database) else {
+        return Err(
+            "the server or the database is missing after apply; run `ihp-infra plan` to see why"
+                .into(),
+        );
     };
     let path = db_info::path_for(&stack.path);
     db_info::write(
         &path,
         instance_dns,
-        db_endpoint,
-        db_username,
+        &database.endpoint,
+        &database.username,
         &stack.db_password,
     )
     .map_err(|e| format!("failed to write {}: {e}", path.display()))?;
-    eprintln!(
-        "\nWrote {} (mode 0600; it holds the password). For the NixOS configuration \
-         (also `ihp-infra output`):\n{}",
-        path.display(),
-        outputs.to_env()
-    );
+    if !quiet {
+        errln!(
+            "\nWrote {} (mode 0600; it holds the password). For the NixOS configuration \
+             (`ihp-infra output` shows these again, with SSH settings):\n{}",
+            path.display(),
+            outputs.to_env()
+        );
+    }
     Ok(())
+}
+
+/// The error, and what to do next when AWS's error code says.
+fn explain(e: impl Into<ihp_infra::Error>) -> String {
+    let e = e.into();
+    match e.hint() {
+        Some(hint) => format!("{e}\n  hint: {hint}"),
+        None => e.to_string(),
+    }
 }
 
 /// Resolves on the first Ctrl-C; a second one quits at once. Either way a
@@ -229,7 +406,7 @@ async fn interrupted() {
     if tokio::signal::ctrl_c().await.is_err() {
         return std::future::pending().await;
     }
-    eprintln!("\ninterrupted: letting the steps under way finish; press Ctrl-C again to quit now");
+    errln!("\ninterrupted: letting the steps under way finish; press Ctrl-C again to quit now");
     tokio::spawn(async {
         let _ = tokio::signal::ctrl_c().await;
         std::process::exit(130);
@@ -262,11 +439,15 @@ fn report(
     outcome: &Outcome<aws::Error>,
     verb: &str,
     elapsed: std::time::Duration,
+    quiet: bool,
 ) -> Result<ExitCode, String> {
     let p = Palette::new(colors_on_stderr());
+    if outcome.succeeded() && quiet {
+        return Ok(ExitCode::SUCCESS);
+    }
     if outcome.succeeded() {
         let s = plan.summary();
-        eprintln!(
+        errln!(
             "\n{} {verb} complete in {:.1}s: {} created, {} updated, {} replaced, {} deleted.",
             p.ok("✓"),
             elapsed.as_secs_f64(),
@@ -276,7 +457,7 @@ fn report(
             s.delete
         );
         for note in &outcome.notes {
-            eprintln!("  kept: {note}");
+            errln!("  kept: {note}");
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -290,6 +471,9 @@ fn report(
             step.phase.verb(),
             step.address
         ));
+        if let Some(hint) = e.hint() {
+            message.push_str(&format!("\n    hint: {hint}"));
+        }
     }
     if !outcome.skipped.is_empty() {
         let skipped: Vec<String> = outcome.skipped.iter().map(|s| s.to_string()).collect();

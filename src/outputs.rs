@@ -1,14 +1,30 @@
 //! What the next step needs after an apply: for deploy-to-nixos, the app
-//! and vector. Never the password or a secret key: those live only in their
-//! 0600 files.
+//! and vector. The password shows only when asked for (`--show-secrets`);
+//! a secret key never: it lives only in its 0600 file.
 
 use serde::Serialize;
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+use crate::stack::Secret;
+
+/// What DATABASE_URL shows instead of the password.
+pub const MASK: &str = "********";
+
+/// The host name IHP's deploy-to-nixos connects to.
+pub const SSH_HOST: &str = "production";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Database {
+    pub endpoint: String,
+    pub port: i32,
+    pub username: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Outputs {
     pub instance_dns: Option<String>,
-    pub db_endpoint: Option<String>,
-    pub db_username: Option<String>,
+    pub instance_ip: Option<String>,
+    pub key_name: String,
+    pub database: Option<Database>,
     pub region: String,
     pub bucket: String,
     pub log_group: String,
@@ -16,38 +32,162 @@ pub struct Outputs {
     pub access_key_file: Option<String>,
 }
 
+/// The outputs as `ihp-infra output --json` prints them.
+#[derive(Debug, Serialize)]
+struct Document<'a> {
+    region: &'a str,
+    instance_dns: Option<&'a str>,
+    instance_ip: Option<&'a str>,
+    ssh: Option<String>,
+    ssh_config: Option<String>,
+    db_endpoint: Option<&'a str>,
+    db_port: Option<i32>,
+    db_username: Option<&'a str>,
+    database_url: Option<String>,
+    bucket: &'a str,
+    log_group: &'a str,
+    access_key_file: Option<&'a str>,
+}
+
+/// Characters a password must not carry raw in a URL's user info.
+const USERINFO: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b':')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'@')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
 impl Outputs {
-    fn pairs(&self) -> Vec<(&'static str, &str)> {
+    /// `postgres://user:password@host:port/postgres`, the password masked
+    /// unless given. RDS creates the `postgres` database; the app's tables
+    /// go there unless the user makes another.
+    pub fn database_url(&self, password: Option<&Secret>) -> Option<String> {
+        let db = self.database.as_ref()?;
+        let password = match password {
+            Some(secret) => {
+                percent_encoding::utf8_percent_encode(secret.expose(), USERINFO).to_string()
+            }
+            None => MASK.to_string(),
+        };
+        Some(format!(
+            "postgres://{}:{password}@{}:{}/postgres",
+            percent_encoding::utf8_percent_encode(&db.username, USERINFO),
+            db.endpoint,
+            db.port
+        ))
+    }
+
+    pub fn ssh(&self) -> Option<String> {
+        Some(format!("ssh root@{}", self.instance_dns.as_ref()?))
+    }
+
+    /// A `~/.ssh/config` block for the host deploy-to-nixos uses.
+    pub fn ssh_config(&self) -> Option<String> {
+        Some(format!(
+            "Host {SSH_HOST}\n    HostName {}\n    User root\n    # the private key of key pair {:?}:\n    # IdentityFile ~/.ssh/{}.pem\n",
+            self.instance_dns.as_ref()?,
+            self.key_name,
+            self.key_name
+        ))
+    }
+
+    fn pairs(&self, password: Option<&Secret>) -> Vec<(&'static str, String)> {
+        let db = self.database.as_ref();
         [
-            ("INSTANCE_URL", self.instance_dns.as_deref()),
-            ("DB_ENDPOINT", self.db_endpoint.as_deref()),
-            ("DB_USERNAME", self.db_username.as_deref()),
-            ("AWS_REGION", Some(self.region.as_str())),
-            ("S3_BUCKET", Some(self.bucket.as_str())),
-            ("CLOUDWATCH_LOG_GROUP", Some(self.log_group.as_str())),
-            ("S3_ACCESS_KEY_FILE", self.access_key_file.as_deref()),
+            ("INSTANCE_URL", self.instance_dns.clone()),
+            ("INSTANCE_IP", self.instance_ip.clone()),
+            ("DB_ENDPOINT", db.map(|d| d.endpoint.clone())),
+            ("DB_USERNAME", db.map(|d| d.username.clone())),
+            ("DATABASE_URL", self.database_url(password)),
+            ("AWS_REGION", Some(self.region.clone())),
+            ("S3_BUCKET", Some(self.bucket.clone())),
+            ("CLOUDWATCH_LOG_GROUP", Some(self.log_group.clone())),
+            ("S3_ACCESS_KEY_FILE", self.access_key_file.clone()),
         ]
         .into_iter()
         .filter_map(|(k, v)| Some((k, v?)))
         .collect()
     }
 
-    /// `KEY=value` lines, for `eval` or an env file.
+    /// `KEY=value` lines, for `eval` or an env file; the password masked.
     pub fn to_env(&self) -> String {
-        self.pairs()
+        self.env_lines(None)
+    }
+
+    fn env_lines(&self, password: Option<&Secret>) -> String {
+        self.pairs(password)
             .iter()
             .map(|(k, v)| format!("{k}={v}\n"))
             .collect()
     }
 
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).unwrap_or_default()
+    /// What `ihp-infra output` prints: the variables, then SSH.
+    pub fn to_text(&self, password: Option<&Secret>) -> String {
+        let mut out = self.env_lines(password);
+        match (self.ssh(), self.ssh_config()) {
+            (Some(ssh), Some(config)) => {
+                out.push_str(&format!(
+                    "\n# Log in:\n{ssh}\n\n# For ~/.ssh/config (deploy-to-nixos connects to \"{SSH_HOST}\"):\n{config}"
+                ));
+            }
+            _ => out.push_str("\n# No running server yet: `ihp-infra apply` creates it.\n"),
+        }
+        out
+    }
+
+    pub fn to_json(&self, password: Option<&Secret>) -> String {
+        let db = self.database.as_ref();
+        let document = Document {
+            region: &self.region,
+            instance_dns: self.instance_dns.as_deref(),
+            instance_ip: self.instance_ip.as_deref(),
+            ssh: self.ssh(),
+            ssh_config: self.ssh_config(),
+            db_endpoint: db.map(|d| d.endpoint.as_str()),
+            db_port: db.map(|d| d.port),
+            db_username: db.map(|d| d.username.as_str()),
+            database_url: self.database_url(password),
+            bucket: &self.bucket,
+            log_group: &self.log_group,
+            access_key_file: self.access_key_file.as_deref(),
+        };
+        serde_json::to_string_pretty(&document).unwrap_or_default()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn outputs() -> Outputs {
+        Outputs {
+            instance_dns: Some("ec2-1.example".into()),
+            instance_ip: Some("203.0.113.7".into()),
+            key_name: "my-key".into(),
+            database: Some(Database {
+                endpoint: "demo-db.rds.example".into(),
+                port: 5432,
+                username: "postgres_user".into(),
+            }),
+            region: "eu-central-1".into(),
+            bucket: "demo-storage".into(),
+            log_group: "/ihp/demo".into(),
+            access_key_file: None,
+        }
+    }
 
     #[test]
     fn env_lines_skip_what_does_not_exist() {
@@ -62,8 +202,40 @@ mod tests {
             o.to_env(),
             "INSTANCE_URL=ec2-1.example\nAWS_REGION=eu-central-1\nS3_BUCKET=demo-storage\nCLOUDWATCH_LOG_GROUP=/ihp/demo\n"
         );
-        let json: serde_json::Value = serde_json::from_str(&o.to_json()).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&o.to_json(None)).unwrap();
         assert_eq!(json["bucket"], "demo-storage");
         assert_eq!(json["db_endpoint"], serde_json::Value::Null);
+        assert_eq!(json["database_url"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn database_url_is_masked_unless_the_password_is_given() {
+        let o = outputs();
+        assert_eq!(
+            o.database_url(None).unwrap(),
+            "postgres://postgres_user:********@demo-db.rds.example:5432/postgres"
+        );
+        let secret = Secret::new("pa:ss#w?rd%1");
+        assert_eq!(
+            o.database_url(Some(&secret)).unwrap(),
+            "postgres://postgres_user:pa%3Ass%23w%3Frd%251@demo-db.rds.example:5432/postgres"
+        );
+        assert!(!o.to_text(None).contains("pa:ss"));
+        assert!(!o.to_json(None).contains("pa%3Ass"));
+    }
+
+    #[test]
+    fn text_has_the_ssh_line_and_a_host_block_named_production() {
+        insta::assert_snapshot!(outputs().to_text(None));
+        let json: serde_json::Value = serde_json::from_str(&outputs().to_json(None)).unwrap();
+        assert_eq!(json["ssh"], "ssh root@ec2-1.example");
+        assert!(
+            json["ssh_config"]
+                .as_str()
+                .unwrap()
+                .starts_with("Host production\n    HostName ec2-1.example\n    User root\n")
+        );
+        assert_eq!(json["instance_ip"], "203.0.113.7");
+        assert_eq!(json["db_port"], 5432);
     }
 }

@@ -11,8 +11,20 @@ use ihp_infra::executor::{Observer, Phase, Step};
 use ihp_infra::plan::Change;
 use ihp_infra::render::Palette;
 
+/// How progress is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Display {
+    /// Spinners with elapsed time, on a terminal.
+    Live,
+    /// A line per finished step, and "still ..." lines (CI logs).
+    Lines,
+    /// Nothing but the log (`-q`).
+    Quiet,
+}
+
 pub struct Progress {
     multi: Option<MultiProgress>,
+    quiet: bool,
     bars: Mutex<HashMap<Step, ProgressBar>>,
     /// Steps under way, for the periodic "still waiting" lines in CI logs.
     running: Mutex<HashMap<Step, Instant>>,
@@ -20,9 +32,10 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(interactive: bool, colors: bool) -> Self {
+    pub fn new(display: Display, colors: bool) -> Self {
         Progress {
-            multi: interactive.then(MultiProgress::new),
+            multi: (display == Display::Live).then(MultiProgress::new),
+            quiet: display == Display::Quiet,
             bars: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
             colors,
@@ -32,9 +45,9 @@ impl Progress {
     /// Without a terminal there is no spinner: say which slow steps are
     /// still going (a database takes minutes), so a CI log never goes quiet.
     pub fn heartbeat(&self, older_than: Duration) {
-        if self.multi.is_none() {
+        if self.multi.is_none() && !self.quiet {
             for line in self.still_running(older_than) {
-                eprintln!("{line}");
+                errln!("{line}");
             }
         }
     }
@@ -149,7 +162,8 @@ impl Observer for Progress {
                 );
                 bar.finish_with_message(line);
             }
-            None => eprintln!("  {line}"),
+            None if self.quiet => {}
+            None => errln!("  {line}"),
         }
     }
 }
@@ -174,7 +188,7 @@ mod tests {
 
     #[test]
     fn slow_steps_are_reported_until_they_finish() {
-        let progress = Progress::new(false, false);
+        let progress = Progress::new(Display::Lines, false);
         let db = change(Kind::Database, "postgres-db");
         let vpc = change(Kind::Vpc, "vpc");
         let step = |c: &Change| Step {

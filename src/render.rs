@@ -158,7 +158,7 @@ fn attr(out: &mut String, a: &AttrChange, width: usize, action: Action, p: &Pale
         (Some(_), Value::Sensitive(_)) => {
             let _ = writeln!(
                 out,
-                "        {:width$}   (changed; value hidden){forces}",
+                "        {:width$}   (sensitive) -> (sensitive){forces}",
                 a.name
             );
         }
@@ -186,12 +186,11 @@ fn attr(out: &mut String, a: &AttrChange, width: usize, action: Action, p: &Pale
 pub fn summary(plan: &Plan, p: &Palette) -> String {
     let s = plan.summary();
     format!(
-        "Plan: {} to create, {} to update in place, {} to replace, {} to delete, {} unchanged.",
+        "Plan: {} to add, {} to change, {} to replace, {} to destroy.",
         p.create.apply_to(s.create),
         p.update.apply_to(s.update),
         p.replace.apply_to(s.replace),
         p.delete.apply_to(s.delete),
-        s.unchanged
     )
 }
 

@@ -311,11 +311,28 @@ struct RawDatabase {
 /// Reads and validates a stack file. Environment variables are read through
 /// `env`, so tests need not touch the process environment.
 pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Stack, StackError> {
+    load_with(path, env, Password::Needed)
+}
+
+/// Whether the run needs the database password itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Password {
+    Needed,
+    /// Reading outputs: a `{ env: NAME }` password whose variable is unset
+    /// is no problem (the stack's `db_password` is then empty and unused).
+    Unused,
+}
+
+pub fn load_with(
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    password: Password,
+) -> Result<Stack, StackError> {
     let text = std::fs::read_to_string(path).map_err(|source| StackError::Read {
         path: path.to_owned(),
         source,
     })?;
-    parse(path, &text, env).map_err(|problems| StackError::Invalid {
+    parse_with(path, &text, env, password).map_err(|problems| StackError::Invalid {
         path: path.to_owned(),
         problems,
     })
@@ -326,6 +343,15 @@ pub fn parse(
     path: &Path,
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Stack, Vec<Problem>> {
+    parse_with(path, text, env, Password::Needed)
+}
+
+fn parse_with(
+    path: &Path,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    need: Password,
 ) -> Result<Stack, Vec<Problem>> {
     if text.trim().is_empty() {
         return Err(vec![Problem {
@@ -394,6 +420,7 @@ pub fn parse(
             }
         },
         PasswordSource::Env(var) => match env(var) {
+            None if need == Password::Unused => Some(Secret::new(String::new())),
             None => {
                 problems.push(problem(
                     &raw.db_password,
@@ -991,6 +1018,15 @@ db_password: \"s3cret-pass\"
         let problems = parse(Path::new("s.yaml"), &text, &weak).unwrap_err();
         assert!(problems[0].message.contains("DB_PW"));
         assert!(!problems[0].message.contains("short\""));
+    }
+
+    #[test]
+    fn outputs_need_no_password_variable_but_still_a_valid_literal() {
+        let text = VALID.replace("\"s3cret-pass\"", "{ env: DB_PW }");
+        let stack = parse_with(Path::new("s.yaml"), &text, &no_env, Password::Unused).unwrap();
+        assert_eq!(stack.db_password.expose(), "");
+        let bad = VALID.replace("\"s3cret-pass\"", "\"short\"");
+        assert!(parse_with(Path::new("s.yaml"), &bad, &no_env, Password::Unused).is_err());
     }
 
     #[test]

@@ -9,7 +9,7 @@ pub use instance::{IMAGE_TAG, NIXOS_OWNER, client_token};
 use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_ec2::Client;
-use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{
     AttributeBooleanValue, Filter, IpPermission, IpRange, Ipv6Range, PrefixListId, ResourceType,
     Tag, TagSpecification, UserIdGroupPair, VpcAttributeName,
@@ -37,7 +37,8 @@ pub enum Error {
         attribute: &'static str,
     },
     #[error(
-        "key pair {name:?} does not exist in {region}; create or import it (EC2 console, Key pairs) or fix key_name"
+        "key pair {name:?} does not exist in {region}; fix key_name, or import your public key: \
+         aws ec2 import-key-pair --region {region} --key-name {name} --public-key-material fileb://~/.ssh/id_ed25519.pub"
     )]
     NoKeyPair { name: String, region: String },
     #[error(
@@ -84,12 +85,29 @@ impl Error {
 
 /// "Code: message" when AWS said something; the whole chain otherwise
 /// (e.g. a connection refused has no code).
-pub fn describe<E: ProvideErrorMetadata + std::error::Error + ?Sized>(e: &E) -> String {
+pub fn describe<E: ProvideErrorMetadata + std::error::Error + 'static>(e: &E) -> String {
     match (e.code(), e.message()) {
         (Some(code), Some(msg)) => format!("{code}: {msg}"),
         (Some(code), None) => code.to_string(),
-        _ => DisplayErrorContext(e).to_string(),
+        _ => causes(e),
     }
+}
+
+/// An error without an AWS code (no answer: connection, credentials,
+/// timeout) as its chain of causes, most specific last, without the SDK's
+/// debug dumps.
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let text = err.to_string();
+        // Wrappers often repeat their cause's text after their own.
+        if !text.is_empty() && !parts.last().is_some_and(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = err.source();
+    }
+    parts.join(": ")
 }
 
 fn call<E, R>(

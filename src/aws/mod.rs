@@ -3,6 +3,7 @@
 //! Configuration comes from the SDK's standard chain (environment,
 //! profiles, SSO, AWS_ENDPOINT_URL), so LocalStack and moto work unchanged.
 
+mod calls;
 pub mod ec2;
 pub mod iam;
 pub mod logs;
@@ -35,7 +36,7 @@ pub enum Error {
     #[error(transparent)]
     Iam(#[from] iam::Error),
     #[error(
-        "failed to find out which AWS account to use: {}\n  (check your credentials: AWS_PROFILE, \
+        "failed to find out which AWS account to use: {}\n  (check your credentials: --profile or AWS_PROFILE (~/.aws/config), \
          AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or `aws sso login`, and AWS_ENDPOINT_URL if you use an emulator)",
         ec2::describe(source)
     )]
@@ -45,7 +46,52 @@ pub enum Error {
     },
 }
 
+/// What to do next after an error AWS answered with this code, when that
+/// is knowable from the code alone.
+pub fn hint(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "UnauthorizedOperation" | "AccessDenied" | "AccessDeniedException" => {
+            "the credentials in use lack a permission this needs: check the IAM policy of your user or role (`aws sts get-caller-identity` shows which one is used)"
+        }
+        "AuthFailure"
+        | "InvalidClientTokenId"
+        | "SignatureDoesNotMatch"
+        | "UnrecognizedClientException" => {
+            "AWS does not accept these credentials: check AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+        }
+        "ExpiredToken" | "ExpiredTokenException" | "RequestExpired" => {
+            "the credentials have expired: log in again (e.g. `aws sso login`) and rerun"
+        }
+        "OptInRequired" => {
+            "the account is not opted in to this region or service: enable it in the AWS console"
+        }
+        "InstanceLimitExceeded"
+        | "VcpuLimitExceeded"
+        | "DBInstanceQuotaExceeded"
+        | "StorageQuotaExceeded"
+        | "VpcLimitExceeded"
+        | "AddressLimitExceeded"
+        | "LimitExceeded"
+        | "LimitExceededException"
+        | "TooManyBuckets" => {
+            "an AWS quota is reached: delete unused resources or ask for a higher quota (Service Quotas console), then rerun"
+        }
+        "InsufficientInstanceCapacity" | "InsufficientDBInstanceCapacity" | "Unsupported" => {
+            "AWS has no capacity for this type in this zone right now: pick another instance type or az_1, or retry later"
+        }
+        "BucketAlreadyExists" => {
+            "S3 bucket names are global and another account owns this one: set storage.bucket to another name"
+        }
+        _ => return None,
+    })
+}
+
 impl Error {
+    /// What to do next, when the error's code says.
+    pub fn hint(&self) -> Option<&'static str> {
+        self.code().and_then(hint)
+    }
+
     /// The AWS error code, when AWS answered with one.
     pub fn code(&self) -> Option<&str> {
         match self {
@@ -69,6 +115,14 @@ pub struct Aws {
     pub iam: iam::Iam,
 }
 
+/// How to reach AWS beyond the standard chain.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// `--profile`: this profile's credentials and settings, even when
+    /// AWS_ACCESS_KEY_ID is set.
+    pub profile: Option<String>,
+}
+
 /// What a destroy may also throw away.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DestroyOptions {
@@ -81,12 +135,23 @@ pub use crate::outputs::Outputs;
 impl Aws {
     /// Loads the SDK configuration for the stack's region and checks the
     /// credentials with one STS call, so a missing profile fails first.
-    pub async fn connect(stack: &Stack) -> Result<Self, Error> {
-        let config = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(stack.region.clone()))
-            .load()
-            .await;
-        let identity = aws_sdk_sts::Client::new(&config)
+    pub async fn connect(stack: &Stack, settings: &Settings) -> Result<Self, Error> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(stack.region.clone()));
+        if let Some(profile) = &settings.profile {
+            // As with the AWS CLI, an explicit --profile wins over credentials
+            // in the environment (the default chain would try those first).
+            loader = loader.profile_name(profile).credentials_provider(
+                aws_config::profile::ProfileFileCredentialsProvider::builder()
+                    .profile_name(profile)
+                    .build(),
+            );
+        }
+        let config = loader.load().await;
+        let sts = aws_sdk_sts::config::Builder::from(&config)
+            .interceptor(calls::CallLog)
+            .build();
+        let identity = aws_sdk_sts::Client::from_conf(sts)
             .get_caller_identity()
             .send()
             .await
@@ -108,8 +173,19 @@ impl Aws {
                 config.endpoint_url(),
                 std::env::var_os("AWS_ENDPOINT_URL_S3").is_some(),
             ))
+            .interceptor(calls::CallLog)
             .build();
-        let tagging_client = aws_sdk_resourcegroupstagging::Client::new(&config);
+        // Every client logs its calls at -v.
+        macro_rules! client {
+            ($sdk:ident) => {
+                $sdk::Client::from_conf(
+                    $sdk::config::Builder::from(&config)
+                        .interceptor(calls::CallLog)
+                        .build(),
+                )
+            };
+        }
+        let tagging_client = client!(aws_sdk_resourcegroupstagging);
         Ok(Aws {
             s3: s3::S3::new(
                 aws_sdk_s3::Client::from_conf(s3_config),
@@ -119,14 +195,14 @@ impl Aws {
                 &stack.region,
             ),
             logs: logs::Logs::new(
-                aws_sdk_cloudwatchlogs::Client::new(&config),
+                client!(aws_sdk_cloudwatchlogs),
                 tagging::Tagging::new(tagging_client, &stack.prefix),
                 &stack.prefix,
                 &stack.logs.group,
                 arns.log_group(&stack.logs.group),
             ),
             iam: iam::Iam::new(
-                aws_sdk_iam::Client::new(&config),
+                client!(aws_sdk_iam),
                 &stack.prefix,
                 arns.clone(),
                 iam::Names {
@@ -140,13 +216,9 @@ impl Aws {
                 &stack.storage.bucket,
             ),
             arns,
-            ec2: ec2::Ec2::new(
-                aws_sdk_ec2::Client::new(&config),
-                &stack.prefix,
-                Budgets::default(),
-            ),
+            ec2: ec2::Ec2::new(client!(aws_sdk_ec2), &stack.prefix, Budgets::default()),
             rds: rds::Rds::new(
-                aws_sdk_rds::Client::new(&config),
+                client!(aws_sdk_rds),
                 &stack.prefix,
                 stack.name("db-subnets"),
                 desired::database_identifier(stack),
@@ -210,13 +282,14 @@ impl Aws {
 
     /// What the server's configuration needs, from the stack and AWS.
     pub async fn outputs(&self, stack: &Stack) -> Result<Outputs, Error> {
-        let (dns, db) = tokio::join!(self.ec2.instance_dns(), self.rds.endpoint());
-        let db = db?;
+        let (server, database) = tokio::join!(self.ec2.server_address(), self.rds.endpoint());
+        let (instance_dns, instance_ip) = server?.unzip();
         let key_file = crate::db_info::access_key_path(&stack.path);
         Ok(Outputs {
-            instance_dns: dns?,
-            db_endpoint: db.as_ref().map(|(endpoint, _)| endpoint.clone()),
-            db_username: db.map(|(_, user)| user),
+            instance_dns,
+            instance_ip: instance_ip.flatten(),
+            key_name: stack.key_name.clone(),
+            database: database?,
             region: stack.region.clone(),
             bucket: stack.storage.bucket.clone(),
             log_group: stack.logs.group.clone(),
@@ -322,6 +395,22 @@ impl Operator for Aws {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn codes_that_say_what_to_do_next_have_a_hint() {
+        assert!(
+            hint("UnauthorizedOperation")
+                .unwrap()
+                .contains("permission")
+        );
+        assert!(hint("VcpuLimitExceeded").unwrap().contains("quota"));
+        assert!(
+            hint("BucketAlreadyExists")
+                .unwrap()
+                .contains("storage.bucket")
+        );
+        assert_eq!(hint("InvalidParameterValue"), None);
+    }
 
     #[test]
     fn buckets_by_path_only_behind_an_endpoint_override() {

@@ -318,13 +318,15 @@ impl Rds {
     }
 
     /// The endpoint address and master user name, once the database exists.
-    pub async fn endpoint(&self) -> Result<Option<(String, String)>, Error> {
+    /// Where the database answers, and as whom to log in.
+    pub async fn endpoint(&self) -> Result<Option<crate::outputs::Database>, Error> {
         Ok(self.describe().await?.and_then(|db| {
-            let address = db.endpoint()?.address()?.to_string();
-            Some((
-                address,
-                db.master_username().unwrap_or_default().to_string(),
-            ))
+            let endpoint = db.endpoint()?;
+            Some(crate::outputs::Database {
+                endpoint: endpoint.address()?.to_string(),
+                port: endpoint.port().unwrap_or(5432),
+                username: db.master_username().unwrap_or_default().to_string(),
+            })
         }))
     }
 

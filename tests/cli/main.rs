@@ -6,4 +6,5 @@ mod common;
 mod network;
 mod server;
 mod storage;
+mod ui;
 mod validate;

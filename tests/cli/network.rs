@@ -393,7 +393,7 @@ async fn plan_apply_noop_destroy() {
     assert!(moto.actions()[before..].len() >= 5, "the recording works");
 
     let destroy = p.run_ok(&["destroy", "--auto-approve"], 0);
-    assert!(destroy.stdout.contains("17 to delete"), "{destroy:?}");
+    assert!(destroy.stdout.contains("17 to destroy."), "{destroy:?}");
     assert!(tagged(&moto, "demo").await.is_empty(), "{destroy:?}");
     // Deletes run dependents first: the VPC goes last.
     let deletes: Vec<String> = moto
@@ -597,9 +597,8 @@ async fn partial_stack_converges_without_duplicates() {
 
     let plan = p.run_ok(&["plan"], 0);
     assert!(
-        plan.stdout.contains(
-            "Plan: 4 to create, 0 to update in place, 0 to replace, 0 to delete, 13 unchanged."
-        ),
+        plan.stdout
+            .contains("Plan: 4 to add, 0 to change, 0 to replace, 0 to destroy."),
         "{plan:?}"
     );
     p.run_ok(&["apply", "--auto-approve"], 0);
@@ -685,7 +684,7 @@ async fn apply_without_a_terminal_refuses_instead_of_hanging() {
     let out = p.run_ok(&["apply"], 1);
     assert!(out.stderr.contains("--auto-approve"), "{out:?}");
     assert!(
-        out.stdout.contains("17 to create"),
+        out.stdout.contains("Plan: 17 to add"),
         "the plan is shown first: {out:?}"
     );
     assert!(tagged(&moto, "tty").await.is_empty());

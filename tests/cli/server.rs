@@ -114,6 +114,13 @@ async fn missing_key_pair_is_refused_at_plan() {
             )),
             "{out:?}"
         );
+        // What to do next.
+        assert!(
+            out.stderr.contains(&format!(
+                "aws ec2 import-key-pair --region {REGION} --key-name {KEY_NAME}"
+            )),
+            "{out:?}"
+        );
     }
     assert!(tagged(&moto, "nokey").await.is_empty());
 }
@@ -358,9 +365,12 @@ async fn password_change_is_detected_and_applied_without_showing_it() {
 
     let (code, out) = run(&["plan", "--detailed-exitcode"], "second-pass-456");
     assert_eq!(code, Some(2), "{out}");
-    assert!(out.contains("password   (changed; value hidden)"), "{out}");
     assert!(
-        out.contains("Plan: 0 to create, 1 to update in place"),
+        out.contains("password   (sensitive) -> (sensitive)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Plan: 0 to add, 1 to change, 0 to replace, 0 to destroy."),
         "{out}"
     );
     assert_eq!(

@@ -328,14 +328,16 @@ impl Ec2 {
     }
 
     /// The public DNS name of the stack's running server.
-    pub async fn instance_dns(&self) -> Result<Option<String>, Error> {
+    /// The running server's public DNS name and IP address.
+    pub async fn server_address(&self) -> Result<Option<(String, Option<String>)>, Error> {
         Ok(self
             .stack_instances(&["running"])
             .await?
             .iter()
-            .filter_map(|i| i.public_dns_name())
-            .find(|d| !d.is_empty())
-            .map(str::to_string))
+            .find_map(|i| {
+                let dns = i.public_dns_name().filter(|d| !d.is_empty())?;
+                Some((dns.to_string(), i.public_ip_address().map(str::to_string)))
+            }))
     }
 
     pub(super) async fn create_instance(

@@ -1,0 +1,131 @@
+//! Logs every AWS call attempt at `-v` (target `ihp_infra::aws::calls`):
+//! service, operation, HTTP status, time taken, and the attempts the SDK
+//! retried (throttling, 5xx, dropped connections), so the faults a run
+//! survived are visible. Only names and statuses are logged, never a
+//! request or response body: the password travels in one.
+
+use std::time::Instant;
+
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef,
+};
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::retries::RequestAttempts;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
+
+#[derive(Debug, Clone, Copy)]
+pub struct CallLog;
+
+/// When the current attempt was sent.
+#[derive(Debug, Clone)]
+struct AttemptStarted(Instant);
+
+impl Storable for AttemptStarted {
+    type Storer = StoreReplace<Self>;
+}
+
+/// What one attempt came to, in a line.
+#[derive(Debug, PartialEq, Eq)]
+enum Answer {
+    Status(u16),
+    /// No HTTP answer: a timeout or a dropped connection.
+    Nothing(String),
+}
+
+fn fault(result: &Answer) -> bool {
+    match result {
+        Answer::Status(status) => *status == 429 || *status >= 500,
+        Answer::Nothing(_) => true,
+    }
+}
+
+impl Intercept for CallLog {
+    fn name(&self) -> &'static str {
+        "ihp-infra call log"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        cfg.interceptor_state()
+            .store_put(AttemptStarted(Instant::now()));
+        Ok(())
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let (service, operation) = cfg
+            .load::<Metadata>()
+            .map(|m| (m.service().to_string(), m.name().to_string()))
+            .unwrap_or_default();
+        let attempt = cfg.load::<RequestAttempts>().map_or(1, |a| a.attempts());
+        let elapsed_ms = cfg
+            .load::<AttemptStarted>()
+            .map_or(0, |s| s.0.elapsed().as_millis() as u64);
+        let answer = match context.response() {
+            Some(response) => Answer::Status(response.status().as_u16()),
+            None => Answer::Nothing(match context.output_or_error() {
+                Some(Err(e)) => no_response_reason(e),
+                _ => "no response".into(),
+            }),
+        };
+        match &answer {
+            Answer::Status(status) if fault(&answer) => tracing::info!(
+                target: "ihp_infra::aws::calls",
+                service, operation, attempt, status, elapsed_ms,
+                "aws call failed; the SDK retries it if it may"
+            ),
+            Answer::Status(status) if attempt > 1 => tracing::info!(
+                target: "ihp_infra::aws::calls",
+                service, operation, attempt, status, elapsed_ms,
+                "aws call answered after a retry"
+            ),
+            Answer::Status(status) => tracing::info!(
+                target: "ihp_infra::aws::calls",
+                service, operation, status, elapsed_ms, "aws call"
+            ),
+            Answer::Nothing(reason) => tracing::info!(
+                target: "ihp_infra::aws::calls",
+                service, operation, attempt, reason, elapsed_ms,
+                "aws call got no answer; the SDK retries it if it may"
+            ),
+        }
+        Ok(())
+    }
+}
+
+fn no_response_reason<E>(
+    e: &aws_smithy_runtime_api::client::orchestrator::OrchestratorError<E>,
+) -> String {
+    if e.is_timeout_error() {
+        "timeout".into()
+    } else if e.is_connector_error() {
+        "connection failed".into()
+    } else {
+        "no response".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttling_server_errors_and_lost_connections_are_faults() {
+        assert!(fault(&Answer::Status(429)));
+        assert!(fault(&Answer::Status(503)));
+        assert!(fault(&Answer::Nothing("timeout".into())));
+        assert!(!fault(&Answer::Status(200)));
+        assert!(!fault(&Answer::Status(400)), "a client error is final");
+    }
+}

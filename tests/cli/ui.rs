@@ -1,0 +1,426 @@
+//! What users see: plans for every kind of change, the JSON plan's shape,
+//! outputs, init, completions, colours, verbosity, and the password never
+//! shown anywhere unless asked for.
+
+use std::collections::BTreeSet;
+use std::process::Stdio;
+
+use crate::common::{KEY_NAME, Moto, PASSWORD, Project, id_filters, stack_yaml};
+use crate::network::tagged;
+
+const REGION: &str = "eu-central-1";
+
+#[tokio::test]
+async fn plan_outputs_for_delete_and_no_change() {
+    // Create, update and replace are snapshotted in network.rs and server.rs.
+    let moto = Moto::start();
+    moto.ec2_with_key(REGION).await;
+    let p = Project::with_stack(&moto.endpoint(), "shown", REGION);
+    p.run_ok(&["apply", "--auto-approve"], 0);
+
+    let plan = p.run_ok(&["plan", "--detailed-exitcode"], 0);
+    assert_eq!(
+        plan.stdout,
+        "No changes. Stack shown in eu-central-1 matches its file (17 resources).\n"
+    );
+
+    // Without a terminal destroy shows its plan, then refuses.
+    let destroy = p.run_ok(&["destroy"], 1);
+    insta::with_settings!({ filters => id_filters() }, {
+        insta::assert_snapshot!("plan_destroy", destroy.stdout);
+    });
+    assert!(
+        destroy.stderr.contains("refusing to destroy"),
+        "{destroy:?}"
+    );
+    assert_eq!(tagged(&moto, "shown").await.len(), 17);
+}
+
+/// The keys the README documents for `plan --json`, at each level.
+const DOCUMENT_KEYS: &[&str] = &[
+    "format_version",
+    "stack",
+    "region",
+    "has_changes",
+    "summary",
+    "resources",
+];
+const SUMMARY_KEYS: &[&str] = &["add", "change", "replace", "destroy", "unchanged"];
+const RESOURCE_KEYS: &[&str] = &[
+    "address",
+    "kind",
+    "role",
+    "name",
+    "id",
+    "action",
+    "depends_on",
+    "changes",
+];
+const ATTRIBUTE_KEYS: &[&str] = &[
+    "name",
+    "before",
+    "after",
+    "after_unknown",
+    "sensitive",
+    "forces_replacement",
+];
+const ACTIONS: &[&str] = &["create", "update", "replace", "delete", "no-op"];
+
+fn keys(value: &serde_json::Value) -> BTreeSet<&str> {
+    value
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {value}"))
+        .keys()
+        .map(String::as_str)
+        .collect()
+}
+
+fn expect_keys(value: &serde_json::Value, expected: &[&str]) {
+    assert_eq!(
+        keys(value),
+        expected.iter().copied().collect(),
+        "in {value:#}"
+    );
+}
+
+/// Checks a JSON plan against the shape the README documents.
+fn check_plan_document(doc: &serde_json::Value) {
+    expect_keys(doc, DOCUMENT_KEYS);
+    assert_eq!(doc["format_version"], "1.0");
+    assert!(doc["stack"].is_string() && doc["region"].is_string());
+    assert!(doc["has_changes"].is_boolean());
+    expect_keys(&doc["summary"], SUMMARY_KEYS);
+    for key in SUMMARY_KEYS {
+        assert!(doc["summary"][key].is_u64(), "summary.{key}");
+    }
+    let resources = doc["resources"].as_array().expect("resources is an array");
+    let mut counted = 0;
+    for r in resources {
+        expect_keys(r, RESOURCE_KEYS);
+        let action = r["action"].as_str().expect("action is a string");
+        assert!(ACTIONS.contains(&action), "{action}");
+        if action != "no-op" {
+            counted += 1;
+        }
+        assert_eq!(
+            r["address"].as_str().unwrap(),
+            format!(
+                "{}.{}",
+                r["kind"].as_str().unwrap(),
+                r["role"].as_str().unwrap()
+            )
+        );
+        assert!(r["name"].is_string());
+        assert!(r["id"].is_string() || (r["id"].is_null() && action == "create"));
+        assert!(
+            r["depends_on"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|d| d.is_string())
+        );
+        for a in r["changes"].as_array().expect("changes is an array") {
+            expect_keys(a, ATTRIBUTE_KEYS);
+            assert!(a["name"].is_string());
+            for flag in ["after_unknown", "sensitive", "forces_replacement"] {
+                assert!(a[flag].is_boolean(), "{flag} in {a}");
+            }
+            if a["sensitive"] == true {
+                assert!(a["before"].is_null() && a["after"].is_null(), "{a}");
+            }
+            if a["after_unknown"] == true {
+                assert!(a["after"].is_null() || a["after"].is_array(), "{a}");
+            }
+        }
+    }
+    let s = &doc["summary"];
+    let sum: u64 = ["add", "change", "replace", "destroy"]
+        .iter()
+        .map(|k| s[k].as_u64().unwrap())
+        .sum();
+    assert_eq!(sum, counted);
+    assert_eq!(doc["has_changes"], counted > 0);
+}
+
+#[tokio::test]
+async fn plan_json_has_the_documented_shape_and_detailed_exit_codes() {
+    let moto = Moto::start();
+    moto.ec2_with_key(REGION).await;
+    let p = Project::with_stack(&moto.endpoint(), "js", REGION);
+
+    let out = p.run_ok(&["plan", "--json"], 2);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).expect("one JSON document");
+    check_plan_document(&doc);
+    assert_eq!(doc["summary"]["add"], 17);
+    let db = doc["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "database")
+        .unwrap();
+    assert!(
+        db["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["name"] == "password" && a["sensitive"] == true)
+    );
+
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    let out = p.run_ok(&["plan", "--json"], 0);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    check_plan_document(&doc);
+    assert_eq!(doc["has_changes"], false);
+
+    // A change on the live side: one update, in the document.
+    p.write(
+        "stack.yaml",
+        &format!("{}logs:\n  retention_days: 90\n", stack_yaml("js", REGION)),
+    );
+    let out = p.run_ok(&["plan", "--json"], 2);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    check_plan_document(&doc);
+    let update = doc["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["action"] == "update")
+        .expect("an update");
+    assert_eq!(update["kind"], "log_group");
+    assert_eq!(update["changes"][0]["before"], 30);
+    assert_eq!(update["changes"][0]["after"], 90);
+
+    // Errors go to stderr; stdout stays empty, not half a document.
+    p.write("stack.yaml", "prefix: js\n");
+    let out = p.run(&["plan", "--json"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+}
+
+#[tokio::test]
+async fn every_command_at_every_verbosity_never_shows_the_password() {
+    let moto = Moto::start();
+    moto.ec2_with_key(REGION).await;
+    let p = Project::with_stack(&moto.endpoint(), "hush", REGION);
+    let verbosities: [&[&str]; 5] = [
+        &["-q"],
+        &[],
+        &["-v"],
+        &["-vv"],
+        &["-vv", "--log-format", "json"],
+    ];
+    for verbosity in verbosities {
+        for command in [
+            &["validate"][..],
+            &["plan"],
+            &["plan", "--json"],
+            &["apply", "--auto-approve"],
+            &["plan"],
+            &["output"],
+            &["output", "--json"],
+            &["destroy", "--auto-approve"],
+        ] {
+            let args = [command, verbosity].concat();
+            let out = p.run(&args);
+            assert!([0, 2].contains(&out.code), "ihp-infra {args:?}: {out:?}");
+            assert!(
+                !out.all().contains(PASSWORD),
+                "ihp-infra {args:?} showed the password: {out:?}"
+            );
+            assert!(!out.all().contains("panicked"), "{out:?}");
+            if verbosity == ["-q"] && command[0] == "apply" {
+                assert_eq!(out.stderr, "", "quiet apply: {out:?}");
+            }
+            if verbosity.contains(&"-v") && command[0] == "apply" {
+                assert!(
+                    out.stderr.contains("operation=\"RunInstances\"")
+                        || out.stderr.contains("\"operation\":\"RunInstances\""),
+                    "-v logs every AWS call: {out:?}"
+                );
+            }
+        }
+    }
+    // Only when asked.
+    p.run_ok(&["apply", "--auto-approve", "-q"], 0);
+    let out = p.run(&["output", "--show-secrets"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let url = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("DATABASE_URL="))
+        .expect("a DATABASE_URL line");
+    // The password's '!' is kept; nothing in it needs escaping in a URL.
+    assert!(url.contains(&format!("postgres_user:{PASSWORD}@")), "{url}");
+}
+
+#[tokio::test]
+async fn output_hands_over_ssh_and_database_url_without_the_password_variable() {
+    let moto = Moto::start();
+    moto.ec2_with_key(REGION).await;
+    let p = Project::new(&moto.endpoint());
+    let stack =
+        stack_yaml("hand", REGION).replace(&format!("\"{PASSWORD}\""), "{ env: HAND_DB_PASSWORD }");
+    p.write("stack.yaml", &stack);
+    let out = p
+        .command(&["apply", "--auto-approve", "-q"])
+        .env("HAND_DB_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    // The password variable is not set: output needs it only for --show-secrets.
+    let out = p.run_ok(&["output"], 0);
+    let dns = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("INSTANCE_URL="))
+        .expect("INSTANCE_URL")
+        .to_string();
+    assert!(
+        out.stdout.contains(&format!("\nssh root@{dns}\n")),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout.contains(&format!(
+            "Host production\n    HostName {dns}\n    User root\n"
+        )),
+        "{out:?}"
+    );
+    assert!(out.stdout.contains("INSTANCE_IP="), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("DATABASE_URL=postgres://postgres_user:********@hand-postgres-db."),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout
+            .contains(&format!("IdentityFile ~/.ssh/{KEY_NAME}.pem"))
+    );
+
+    let out = p.run(&["output", "--show-secrets"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("HAND_DB_PASSWORD is not set"),
+        "{out:?}"
+    );
+
+    let out = p.run_ok(&["output", "--json"], 0);
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(json["ssh"], format!("ssh root@{dns}"));
+    assert_eq!(json["region"], REGION);
+    assert_eq!(json["bucket"], "hand-storage");
+    assert_eq!(json["log_group"], "/ihp/hand");
+    assert!(json["instance_ip"].is_string());
+    assert!(
+        json["database_url"]
+            .as_str()
+            .unwrap()
+            .contains(":********@")
+    );
+}
+
+#[test]
+fn init_writes_a_valid_stack_file_and_never_overwrites_one() {
+    let p = Project::new("http://127.0.0.1:9");
+    // No terminal to ask on: the flags are needed, and named.
+    let out = p.run(&["init"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("--prefix is needed"), "{out:?}");
+    assert!(!p.dir.path().join("stack.yaml").exists());
+
+    let out = p.run(&[
+        "init",
+        "--prefix",
+        "Bad_Prefix",
+        "--region",
+        "eu-central-1",
+        "--key-name",
+        "k",
+    ]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("prefix \"Bad_Prefix\""), "{out:?}");
+
+    let args = [
+        "init",
+        "--prefix",
+        "fresh",
+        "--region",
+        "us-west-2",
+        "--key-name",
+        "laptop",
+    ];
+    p.run_ok(&args, 0);
+    let text = std::fs::read_to_string(p.dir.path().join("stack.yaml")).unwrap();
+    assert!(text.contains("prefix: fresh\n") && text.contains("az_2: us-west-2b\n"));
+    assert!(text.contains("db_password: { env: IHP_INFRA_DB_PASSWORD }"));
+    let out = p
+        .command(&["validate"])
+        .env("IHP_INFRA_DB_PASSWORD", "long-enough-pw")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    let out = p.run(&args);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("already exists"), "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string(p.dir.path().join("stack.yaml")).unwrap(),
+        text
+    );
+}
+
+#[test]
+fn completions_for_bash_zsh_and_fish() {
+    let p = Project::new("http://127.0.0.1:9");
+    for shell in ["bash", "zsh", "fish"] {
+        let out = p.run_ok(&["completions", shell], 0);
+        assert!(out.stdout.contains("ihp-infra"), "{shell}: {out:?}");
+        // fish names long flags without their dashes.
+        for word in ["destroy", "auto-approve", "skip-final-snapshot", "stack"] {
+            assert!(out.stdout.contains(word), "{shell} lacks {word}");
+        }
+    }
+    let out = p.run(&["completions", "powershell"]);
+    assert_eq!(out.code, 1, "{out:?}");
+}
+
+#[tokio::test]
+async fn colours_only_when_wanted() {
+    let moto = Moto::start();
+    moto.ec2_with_key(REGION).await;
+    let p = Project::with_stack(&moto.endpoint(), "hue", REGION);
+    let plan = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = p.command(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        String::from_utf8(cmd.output().unwrap().stdout).unwrap()
+    };
+    // Piped: none.
+    assert!(!plan(&["plan"], &[]).contains('\x1b'));
+    // Forced as on a terminal: colours...
+    assert!(plan(&["plan"], &[("CLICOLOR_FORCE", "1")]).contains("\x1b["));
+    // ...unless the user says no.
+    assert!(!plan(&["plan", "--no-color"], &[("CLICOLOR_FORCE", "1")]).contains('\x1b'));
+    assert!(!plan(&["plan"], &[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")]).contains('\x1b'));
+}
+
+#[test]
+fn output_into_a_closed_pipe_does_not_panic() {
+    // Regression: `ihp-infra completions bash | head -1` (and plan | head)
+    // panicked with "failed printing to stdout: Broken pipe".
+    let p = Project::new("http://127.0.0.1:9");
+    for _ in 0..5 {
+        let mut child = p
+            .command(&["completions", "bash"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+    }
+}
