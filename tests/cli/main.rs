@@ -4,6 +4,7 @@
 
 mod common;
 mod network;
+mod proxy;
 mod server;
 mod storage;
 mod ui;

@@ -424,3 +424,55 @@ fn output_into_a_closed_pipe_does_not_panic() {
         assert_eq!(out.status.code(), Some(0), "{stderr}");
     }
 }
+
+#[tokio::test]
+async fn ctrl_c_finishes_what_is_in_flight_and_a_rerun_finishes_the_job() {
+    use std::io::{BufRead, BufReader};
+    let moto = Moto::start();
+    moto.ec2_with_key(REGION).await;
+    // 150 ms a call: the apply takes seconds, long enough to interrupt.
+    let proxy = crate::proxy::SlowProxy::start(moto.port, std::time::Duration::from_millis(150));
+    let p = Project::with_stack(&proxy.endpoint(), "intr", REGION);
+    let mut child = p
+        .command(&["apply", "--auto-approve"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap() > 0 {
+        seen.push_str(&line);
+        if line.contains("✓ created") {
+            // SAFETY: signals our own child, which has not been waited for.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            break;
+        }
+        line.clear();
+    }
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    seen.push_str(&rest);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{seen}");
+    assert!(
+        seen.contains("interrupted: letting the steps under way finish"),
+        "{seen}"
+    );
+    assert!(seen.contains("apply did not complete"), "{seen}");
+    assert!(seen.contains("not started: "), "{seen}");
+    assert!(
+        seen.contains("run `ihp-infra apply` again to finish"),
+        "{seen}"
+    );
+    let made = tagged(&moto, "intr").await.len();
+    assert!(
+        made > 0 && made < 17,
+        "interrupted half-way: {made}\n{seen}"
+    );
+
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    assert_eq!(tagged(&moto, "intr").await.len(), 17);
+    p.run_ok(&["plan", "--detailed-exitcode"], 0);
+}
