@@ -74,6 +74,8 @@ pub enum Command {
         /// Do not ask for confirmation
         #[arg(long)]
         auto_approve: bool,
+        #[command(flatten)]
+        lock: LockArgs,
     },
     /// Delete every resource of the stack
     Destroy {
@@ -87,6 +89,15 @@ pub enum Command {
         /// with objects stops the destroy before anything is deleted
         #[arg(long)]
         delete_bucket_contents: bool,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
+    /// Break the stack's lock, left behind by a run that was killed or whose
+    /// machine was lost (see README, "Two runs at once")
+    Unlock {
+        /// Do not ask for confirmation
+        #[arg(long)]
+        force: bool,
     },
     /// Print what the next step needs: the server's address, an SSH line and
     /// ~/.ssh/config block, DATABASE_URL (password masked), bucket, log group
@@ -115,6 +126,14 @@ pub enum Command {
         #[arg(value_enum)]
         shell: Shell,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// When another apply or destroy of the stack runs: wait this long for it
+    /// (e.g. 30s, 10m) instead of stopping at once
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "0s")]
+    pub lock_timeout: std::time::Duration,
 }
 
 /// The shells completions are written for.

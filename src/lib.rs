@@ -37,6 +37,12 @@ pub enum Error {
     Plan(#[from] PlanError),
 }
 
+impl From<aws::lock::Error> for Error {
+    fn from(e: aws::lock::Error) -> Self {
+        Error::Aws(e.into())
+    }
+}
+
 impl Error {
     /// What to do next, when AWS's error code says.
     pub fn hint(&self) -> Option<&'static str> {
@@ -63,6 +69,12 @@ pub async fn plan(
     settings: &aws::Settings,
 ) -> Result<(Aws, Plan), Error> {
     let mut aws = Aws::connect(stack, settings).await?;
+    let plan = plan_with(&mut aws, stack, goal).await?;
+    Ok((aws, plan))
+}
+
+/// Observes the stack's live resources through `aws` and plans.
+pub async fn plan_with(aws: &mut Aws, stack: &Stack, goal: Goal) -> Result<Plan, Error> {
     let observed = aws.observe().await?;
     let plan = match goal {
         Goal::Converge => {
@@ -112,5 +124,5 @@ pub async fn plan(
                 .map_err(aws::Error::from)?;
         }
     }
-    Ok((aws, plan))
+    Ok(plan)
 }

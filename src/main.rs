@@ -64,7 +64,15 @@ fn main() -> ExitCode {
         console::set_colors_enabled_stderr(false);
     }
     init_logging(&cli.global);
-    match run(cli) {
+    let result = run(cli);
+    let retried = aws::calls::retries();
+    if retried > 0 {
+        tracing::info!(
+            retried,
+            "survived faults: AWS calls sent again after throttling, server errors or lost connections"
+        );
+    }
+    match result {
         Ok(code) => code,
         Err(message) => {
             errln!(
@@ -184,27 +192,38 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     ExitCode::SUCCESS
                 })
             }
-            Command::Apply { auto_approve } => {
-                execute(&stack, Goal::Converge, auto_approve, quiet, &settings).await
+            Command::Apply { auto_approve, lock } => {
+                let run = Run {
+                    stack: &stack,
+                    goal: Goal::Converge,
+                    auto_approve,
+                    quiet,
+                    settings: &settings,
+                    lock_timeout: lock.lock_timeout,
+                };
+                execute(run).await
             }
             Command::Destroy {
                 auto_approve,
                 skip_final_snapshot,
                 delete_bucket_contents,
+                lock,
             } => {
                 let options = aws::DestroyOptions {
                     skip_final_snapshot,
                     delete_bucket_contents,
                 };
-                execute(
-                    &stack,
-                    Goal::Destroy(options),
+                let run = Run {
+                    stack: &stack,
+                    goal: Goal::Destroy(options),
                     auto_approve,
                     quiet,
-                    &settings,
-                )
-                .await
+                    settings: &settings,
+                    lock_timeout: lock.lock_timeout,
+                };
+                execute(run).await
             }
+            Command::Unlock { force } => unlock(&stack, &settings, force).await,
             Command::Output { json, show_secrets } => {
                 let aws = aws::Aws::connect(&stack, &settings)
                     .await
@@ -284,19 +303,60 @@ fn init(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn execute(
-    stack: &Stack,
+/// An apply or a destroy, as asked for.
+struct Run<'a> {
+    stack: &'a Stack,
     goal: Goal,
     auto_approve: bool,
     quiet: bool,
-    settings: &aws::Settings,
+    settings: &'a aws::Settings,
+    lock_timeout: Duration,
+}
+
+impl Run<'_> {
+    fn verb(&self) -> &'static str {
+        match self.goal {
+            Goal::Converge => "apply",
+            Goal::Destroy(_) => "destroy",
+        }
+    }
+}
+
+/// Takes the stack's lock, runs, and releases the lock however the run
+/// ends (an error, a refusal, Ctrl-C).
+async fn execute(run: Run<'_>) -> Result<ExitCode, String> {
+    let aws = aws::Aws::connect(run.stack, run.settings)
+        .await
+        .map_err(explain)?;
+    let me = aws::lock::Holder::me(run.verb());
+    let lock = aws
+        .locks
+        .acquire(&me, run.lock_timeout)
+        .await
+        .map_err(explain)?;
+    let interrupts = Interrupts::listen(lock.clone());
+    let result = execute_locked(&run, aws, &interrupts).await;
+    if let Err(e) = lock.release().await {
+        errln!(
+            "{} {e}\n  break it with `ihp-infra unlock`",
+            Palette::new(colors_on_stderr()).err("warning:")
+        );
+    }
+    result
+}
+
+async fn execute_locked(
+    run: &Run<'_>,
+    mut aws: aws::Aws,
+    interrupts: &Interrupts,
 ) -> Result<ExitCode, String> {
-    let (aws, plan) = ihp_infra::plan(stack, goal, settings)
+    let (stack, goal, quiet) = (run.stack, run.goal, run.quiet);
+    let plan = ihp_infra::plan_with(&mut aws, stack, goal)
         .await
         .map_err(explain)?;
     let colors = console::colors_enabled();
     // Quiet skips the plan only when nobody is asked to confirm it.
-    if !(quiet && auto_approve) {
+    if !(quiet && run.auto_approve) {
         out!("{}", render::plan(&plan, &Palette::new(colors)));
     }
     let deletes_database = plan
@@ -323,11 +383,8 @@ async fn execute(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let verb = match goal {
-        Goal::Converge => "apply",
-        Goal::Destroy(_) => "destroy",
-    };
-    if !auto_approve {
+    let verb = run.verb();
+    if !run.auto_approve {
         confirm(stack, verb)?;
     }
     let started = Instant::now();
@@ -351,8 +408,9 @@ async fn execute(
             }
         }
     });
+    interrupts.executing();
     let aws = Arc::new(aws);
-    let outcome = executor::execute(&plan, aws.clone(), &*progress, interrupted()).await;
+    let outcome = executor::execute(&plan, aws.clone(), &*progress, interrupts.first()).await;
     heartbeat.abort();
     let code = report(&plan, &outcome, verb, started.elapsed(), quiet)?;
     if goal == Goal::Converge {
@@ -400,17 +458,100 @@ fn explain(e: impl Into<ihp_infra::Error>) -> String {
     }
 }
 
-/// Resolves on the first Ctrl-C; a second one quits at once. Either way a
-/// later run converges: every step is idempotent and tags are set at creation.
-async fn interrupted() {
-    if tokio::signal::ctrl_c().await.is_err() {
-        return std::future::pending().await;
+/// Ctrl-C while the lock is held. Before any change is made, the first one
+/// releases the lock and quits. Once changes are under way, the first one
+/// starts no new step and lets those under way finish (the run then ends
+/// normally, releasing the lock); a second one releases the lock and quits
+/// at once. Either way a later run converges: every step is idempotent and
+/// tags are set at creation.
+struct Interrupts {
+    pressed: tokio::sync::watch::Receiver<u32>,
+    executing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Interrupts {
+    fn listen(lock: aws::lock::Lock) -> Interrupts {
+        let (tx, rx) = tokio::sync::watch::channel(0u32);
+        let executing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let started = executing.clone();
+        tokio::spawn(async move {
+            let mut count = 0;
+            while tokio::signal::ctrl_c().await.is_ok() {
+                count += 1;
+                if count == 1 && started.load(std::sync::atomic::Ordering::SeqCst) {
+                    errln!(
+                        "\ninterrupted: letting the steps under way finish; press Ctrl-C again to quit now"
+                    );
+                    let _ = tx.send(count);
+                    continue;
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(5), lock.release()).await;
+                if count == 1 {
+                    errln!("\ninterrupted: nothing was changed");
+                } else {
+                    errln!("\nquit: run the command again to finish");
+                }
+                std::process::exit(130);
+            }
+        });
+        Interrupts {
+            pressed: rx,
+            executing,
+        }
     }
-    errln!("\ninterrupted: letting the steps under way finish; press Ctrl-C again to quit now");
-    tokio::spawn(async {
-        let _ = tokio::signal::ctrl_c().await;
-        std::process::exit(130);
-    });
+
+    /// From now on the first Ctrl-C stops gracefully.
+    fn executing(&self) {
+        self.executing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Resolves on the first Ctrl-C during execution.
+    fn first(&self) -> impl std::future::Future<Output = ()> + use<> {
+        let mut pressed = self.pressed.clone();
+        async move {
+            if pressed.wait_for(|n| *n >= 1).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+/// `ihp-infra unlock`: breaks a lock a killed run left behind.
+async fn unlock(stack: &Stack, settings: &aws::Settings, force: bool) -> Result<ExitCode, String> {
+    let aws = aws::Aws::connect(stack, settings).await.map_err(explain)?;
+    let Some(taken) = aws.locks.taken().await.map_err(explain)? else {
+        errln!("stack {} is not locked", stack.prefix);
+        return Ok(ExitCode::SUCCESS);
+    };
+    let holder = taken
+        .holder
+        .as_ref()
+        .map_or("an unknown run".to_string(), |h| h.describe());
+    let since = taken.since.as_deref().unwrap_or("(unknown)");
+    errln!("stack {} is locked by {holder} since {since}", stack.prefix);
+    if !force {
+        if !std::io::stdin().is_terminal() {
+            return Err(
+                "refusing to break the lock without confirmation: standard input is not a \
+                 terminal; make sure that run is gone, then pass --force"
+                    .into(),
+            );
+        }
+        let answer: String = dialoguer::Input::new()
+            .with_prompt(
+                "Break it? Only if that run is gone: two runs at once can leave duplicates. Only 'yes' is accepted",
+            )
+            .allow_empty(true)
+            .interact_text()
+            .map_err(|e| format!("failed to read the confirmation: {e}"))?;
+        if answer.trim() != "yes" {
+            return Err("unlock cancelled: the lock is still held".into());
+        }
+    }
+    aws.locks.break_lock().await.map_err(explain)?;
+    errln!("lock of stack {} broken", stack.prefix);
+    Ok(ExitCode::SUCCESS)
 }
 
 fn confirm(stack: &Stack, verb: &str) -> Result<(), String> {

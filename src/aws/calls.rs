@@ -4,6 +4,7 @@
 //! survived are visible. Only names and statuses are logged, never a
 //! request or response body: the password travels in one.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use aws_smithy_runtime_api::box_error::BoxError;
@@ -18,6 +19,15 @@ use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 
 #[derive(Debug, Clone, Copy)]
 pub struct CallLog;
+
+/// Attempts the SDK made again after a fault, in this process.
+static RETRIES: AtomicUsize = AtomicUsize::new(0);
+
+/// How many calls the SDK has sent again so far (throttling, 5xx, lost
+/// connections): the faults this run survived.
+pub fn retries() -> usize {
+    RETRIES.load(Ordering::Relaxed)
+}
 
 /// When the current attempt was sent.
 #[derive(Debug, Clone)]
@@ -55,6 +65,12 @@ impl Intercept for CallLog {
     ) -> Result<(), BoxError> {
         cfg.interceptor_state()
             .store_put(AttemptStarted(Instant::now()));
+        if cfg
+            .load::<RequestAttempts>()
+            .is_some_and(|a| a.attempts() > 1)
+        {
+            RETRIES.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(())
     }
 
@@ -89,6 +105,11 @@ impl Intercept for CallLog {
                 target: "ihp_infra::aws::calls",
                 service, operation, attempt, status, elapsed_ms,
                 "aws call answered after a retry"
+            ),
+            Answer::Status(status) if *status >= 400 => tracing::info!(
+                target: "ihp_infra::aws::calls",
+                service, operation, attempt, status, elapsed_ms,
+                "aws call answered with an error; the SDK retries it if it may"
             ),
             Answer::Status(status) => tracing::info!(
                 target: "ihp_infra::aws::calls",

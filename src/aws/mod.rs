@@ -3,9 +3,10 @@
 //! Configuration comes from the SDK's standard chain (environment,
 //! profiles, SSO, AWS_ENDPOINT_URL), so LocalStack and moto work unchanged.
 
-mod calls;
+pub mod calls;
 pub mod ec2;
 pub mod iam;
+pub mod lock;
 pub mod logs;
 pub mod rds;
 pub mod s3;
@@ -35,6 +36,8 @@ pub enum Error {
     Logs(#[from] logs::Error),
     #[error(transparent)]
     Iam(#[from] iam::Error),
+    #[error(transparent)]
+    Lock(#[from] lock::Error),
     #[error(
         "failed to find out which AWS account to use: {}\n  (check your credentials: --profile or AWS_PROFILE (~/.aws/config), \
          AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or `aws sso login`, and AWS_ENDPOINT_URL if you use an emulator)",
@@ -67,6 +70,7 @@ pub fn hint(code: &str) -> Option<&'static str> {
         }
         "InstanceLimitExceeded"
         | "VcpuLimitExceeded"
+        | "InstanceQuotaExceeded"
         | "DBInstanceQuotaExceeded"
         | "StorageQuotaExceeded"
         | "VpcLimitExceeded"
@@ -100,6 +104,7 @@ impl Error {
             Error::S3(e) => e.code(),
             Error::Logs(e) => e.code(),
             Error::Iam(e) => e.code(),
+            Error::Lock(e) => e.code(),
             Error::Identity { source } => source.code(),
         }
     }
@@ -108,6 +113,8 @@ impl Error {
 /// Clients for one stack in one region.
 pub struct Aws {
     pub arns: Arns,
+    /// The stack's lock (see `lock`).
+    pub locks: lock::Locks,
     pub ec2: ec2::Ec2,
     pub rds: rds::Rds,
     pub s3: s3::S3,
@@ -186,6 +193,7 @@ impl Aws {
             };
         }
         let tagging_client = client!(aws_sdk_resourcegroupstagging);
+        let logs_client = client!(aws_sdk_cloudwatchlogs);
         Ok(Aws {
             s3: s3::S3::new(
                 aws_sdk_s3::Client::from_conf(s3_config),
@@ -194,8 +202,13 @@ impl Aws {
                 &stack.storage.bucket,
                 &stack.region,
             ),
+            locks: lock::Locks::new(
+                logs_client.clone(),
+                &stack.prefix,
+                arns.log_group(&lock::Locks::group_name(&stack.prefix)),
+            ),
             logs: logs::Logs::new(
-                client!(aws_sdk_cloudwatchlogs),
+                logs_client,
                 tagging::Tagging::new(tagging_client, &stack.prefix),
                 &stack.prefix,
                 &stack.logs.group,
@@ -404,6 +417,10 @@ mod tests {
                 .contains("permission")
         );
         assert!(hint("VcpuLimitExceeded").unwrap().contains("quota"));
+        assert!(
+            hint("InstanceQuotaExceeded").unwrap().contains("quota"),
+            "RDS spells it so"
+        );
         assert!(
             hint("BucketAlreadyExists")
                 .unwrap()

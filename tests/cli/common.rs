@@ -139,7 +139,12 @@ impl Moto {
                         .and_then(|(_, v)| v.as_str())
                 });
                 if let Some(target) = target {
-                    return Some(target.rsplit('.').next().unwrap_or_default().to_string());
+                    let action = target.rsplit('.').next().unwrap_or_default();
+                    // The stack's lock is a log group of its own.
+                    if body.contains("/ihp-infra/locks/") {
+                        return Some(format!("{action} (lock)"));
+                    }
+                    return Some(action.to_string());
                 }
                 let url = entry["url"].as_str().unwrap_or("");
                 let path = url.splitn(4, '/').nth(3).unwrap_or("");
@@ -231,8 +236,12 @@ impl Drop for Moto {
     }
 }
 
-/// Whether an action changes something (everything but reads).
+/// Whether an action changes a resource (everything but reads, and but
+/// taking and releasing the stack's lock).
 pub fn is_write(action: &str) -> bool {
+    if action.ends_with(" (lock)") {
+        return false;
+    }
     if let Some(call) = action.strip_prefix("S3 ") {
         return !(call.starts_with("GET ") || call.starts_with("HEAD "));
     }

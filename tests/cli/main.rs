@@ -5,6 +5,7 @@
 mod common;
 mod network;
 mod proxy;
+mod safety;
 mod server;
 mod storage;
 mod ui;

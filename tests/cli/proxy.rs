@@ -1,23 +1,96 @@
-//! A TCP proxy in front of moto that holds every request back for a fixed
-//! delay, as real AWS's round trips do: moto answers in milliseconds, too
-//! fast to interrupt a run half-way on purpose.
+//! An HTTP proxy in front of moto, request by request: it can hold each
+//! request back (AWS's round trips; moto answers in milliseconds), answer
+//! instead of moto with the faults AWS has (throttling, 500, 503, a dropped
+//! connection) on a seeded fraction of calls, refuse one operation for good
+//! (access denied, a quota), and call back before and after forwarding
+//! (to kill the client at an exact point).
+//!
+//! Every request goes to moto on a connection of its own with
+//! `Connection: close`, and the answer goes back with `Connection: close`:
+//! no framing to get wrong, at the cost of a connection per call.
 
-use std::io::{Read, Write};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub struct SlowProxy {
-    pub port: u16,
-    stopped: Arc<AtomicBool>,
+/// One request as the proxy saw it.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// Counted from 1 in arrival order.
+    pub number: usize,
+    /// From the signature's scope: ec2, rds, s3, iam, sts, logs, tagging.
+    pub service: String,
+    /// e.g. RunInstances; "S3 PUT /bucket" for S3's REST calls.
+    pub operation: String,
+    /// The SDK's attempt number (1 for the first try).
+    pub attempt: u32,
 }
 
-impl SlowProxy {
-    pub fn start(upstream: u16, delay: Duration) -> SlowProxy {
+impl Request {
+    /// Whether it only reads (safe to lose the answer of and send again).
+    pub fn is_read(&self) -> bool {
+        if let Some(call) = self.operation.strip_prefix("S3 ") {
+            return call.starts_with("GET ") || call.starts_with("HEAD ");
+        }
+        ["Describe", "Get", "List"]
+            .iter()
+            .any(|p| self.operation.starts_with(p))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    Throttle,
+    Internal500,
+    Unavailable503,
+    /// Closed without an answer, before the request reached moto.
+    Drop,
+    /// A read reached moto, and its answer was lost on the way back.
+    LoseAnswer,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    Received,
+    Answered,
+}
+
+pub type Hook = Arc<dyn Fn(&Request, Stage) + Send + Sync>;
+
+#[derive(Clone, Default)]
+pub struct Options {
+    pub delay: Duration,
+    /// (seed, fraction of calls) for transient faults. Only first and
+    /// second attempts are hit, so the SDK's third attempt gets through.
+    pub faults: Option<(u64, f64)>,
+    /// Operations answered with this AWS error code, always.
+    pub deny: HashMap<String, &'static str>,
+    pub hook: Option<Hook>,
+}
+
+pub struct Proxy {
+    pub port: u16,
+    stopped: Arc<AtomicBool>,
+    injected: Arc<Mutex<Vec<(Request, Fault)>>>,
+    requests: Arc<AtomicUsize>,
+}
+
+impl Proxy {
+    pub fn start(upstream: u16, options: Options) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let stopped = Arc::new(AtomicBool::new(false));
+        let injected = Arc::new(Mutex::new(Vec::new()));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let shared = Arc::new(Shared {
+            upstream,
+            options,
+            injected: injected.clone(),
+            requests: requests.clone(),
+        });
         let stop = stopped.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
@@ -25,23 +98,44 @@ impl SlowProxy {
                     break;
                 }
                 let Ok(client) = client else { continue };
-                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
-                    continue;
-                };
-                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                std::thread::spawn(move || pipe(client, server, delay));
-                std::thread::spawn(move || pipe(s2, c2, Duration::ZERO));
+                let shared = shared.clone();
+                std::thread::spawn(move || shared.serve(client));
             }
         });
-        SlowProxy { port, stopped }
+        Proxy {
+            port,
+            stopped,
+            injected,
+            requests,
+        }
+    }
+
+    /// Only delays every request.
+    pub fn slow(upstream: u16, delay: Duration) -> Proxy {
+        Proxy::start(
+            upstream,
+            Options {
+                delay,
+                ..Options::default()
+            },
+        )
     }
 
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
+
+    /// The faults injected so far.
+    pub fn injected(&self) -> Vec<(Request, Fault)> {
+        self.injected.lock().unwrap().clone()
+    }
+
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
 }
 
-impl Drop for SlowProxy {
+impl Drop for Proxy {
     fn drop(&mut self) {
         self.stopped.store(true, Ordering::SeqCst);
         // Wake the accept loop so it sees the flag.
@@ -49,22 +143,258 @@ impl Drop for SlowProxy {
     }
 }
 
-/// Copies `from` to `to`, waiting `delay` before passing on each chunk: a
-/// request arrives as one chunk or a few, so each is held back about once.
-fn pipe(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
-    let mut buf = [0u8; 64 * 1024];
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if !delay.is_zero() {
-                    std::thread::sleep(delay);
-                }
-                if to.write_all(&buf[..n]).is_err() {
-                    break;
-                }
+struct Shared {
+    upstream: u16,
+    options: Options,
+    injected: Arc<Mutex<Vec<(Request, Fault)>>>,
+    requests: Arc<AtomicUsize>,
+}
+
+/// splitmix64: a seeded, well-spread number per request.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+impl Shared {
+    fn serve(&self, mut client: TcpStream) {
+        let Some((head, body)) = read_request(&mut client) else {
+            return;
+        };
+        let number = self.requests.fetch_add(1, Ordering::SeqCst) + 1;
+        let request = describe(number, &head, &body);
+        if !self.options.delay.is_zero() {
+            std::thread::sleep(self.options.delay);
+        }
+        if let Some(hook) = &self.options.hook {
+            hook(&request, Stage::Received);
+        }
+        if let Some(code) = self.options.deny.get(&request.operation) {
+            let _ = client.write_all(&error_response(
+                &request.service,
+                400,
+                code,
+                "denied by the test proxy",
+            ));
+            return;
+        }
+        let fault = self.fault(&request);
+        if let Some(fault) = fault {
+            self.injected.lock().unwrap().push((request.clone(), fault));
+        }
+        let answer = match fault {
+            Some(Fault::Drop) => {
+                let _ = client.shutdown(Shutdown::Both);
+                return;
+            }
+            Some(Fault::Throttle) => {
+                let (status, code) = match request.service.as_str() {
+                    "ec2" => (503, "RequestLimitExceeded"),
+                    "s3" => (503, "SlowDown"),
+                    "logs" | "tagging" => (400, "ThrottlingException"),
+                    _ => (400, "Throttling"),
+                };
+                error_response(&request.service, status, code, "Rate exceeded")
+            }
+            Some(Fault::Internal500) => error_response(
+                &request.service,
+                500,
+                "InternalError",
+                "We encountered an internal error",
+            ),
+            Some(Fault::Unavailable503) => error_response(
+                &request.service,
+                503,
+                "ServiceUnavailable",
+                "Service is unavailable",
+            ),
+            Some(Fault::LoseAnswer) | None => match self.forward(&head, &body) {
+                Some(answer) => answer,
+                None => return,
+            },
+        };
+        if let Some(hook) = &self.options.hook {
+            hook(&request, Stage::Answered);
+        }
+        if fault == Some(Fault::LoseAnswer) {
+            let _ = client.shutdown(Shutdown::Both);
+            return;
+        }
+        let _ = client.write_all(&answer);
+        let _ = client.shutdown(Shutdown::Write);
+    }
+
+    fn fault(&self, request: &Request) -> Option<Fault> {
+        let (seed, rate) = self.options.faults?;
+        if request.attempt >= 3 {
+            return None;
+        }
+        let roll = mix(seed ^ mix(request.number as u64));
+        if (roll % 10_000) as f64 >= rate * 10_000.0 {
+            return None;
+        }
+        let kinds: &[Fault] = if request.is_read() {
+            &[
+                Fault::Throttle,
+                Fault::Internal500,
+                Fault::Unavailable503,
+                Fault::Drop,
+                Fault::LoseAnswer,
+            ]
+        } else {
+            // A write whose answer is lost may be done twice by the SDK's
+            // retry, on AWS as here: only faults before it arrives.
+            &[
+                Fault::Throttle,
+                Fault::Internal500,
+                Fault::Unavailable503,
+                Fault::Drop,
+            ]
+        };
+        Some(kinds[(mix(roll) % kinds.len() as u64) as usize])
+    }
+
+    fn forward(&self, head: &str, body: &[u8]) -> Option<Vec<u8>> {
+        let mut server = TcpStream::connect(("127.0.0.1", self.upstream)).ok()?;
+        let mut out = String::new();
+        for (i, line) in head.split("\r\n").enumerate() {
+            if i > 0 && line.to_ascii_lowercase().starts_with("connection:") {
+                continue;
+            }
+            if !line.is_empty() {
+                out.push_str(line);
+                out.push_str("\r\n");
             }
         }
+        out.push_str("Connection: close\r\n\r\n");
+        server.write_all(out.as_bytes()).ok()?;
+        server.write_all(body).ok()?;
+        let mut answer = Vec::new();
+        server.read_to_end(&mut answer).ok()?;
+        Some(with_connection_close(answer))
     }
-    let _ = to.shutdown(Shutdown::Write);
+}
+
+/// Reads one request: its head (up to the blank line) and its body.
+fn read_request(client: &mut TcpStream) -> Option<(String, Vec<u8>)> {
+    let mut reader = BufReader::new(client.try_clone().ok()?);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let length = header(&head, "content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some((head, body))
+}
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.split("\r\n").skip(1).find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
+    })
+}
+
+fn describe(number: usize, head: &str, body: &[u8]) -> Request {
+    // Credential=test/20261125/eu-central-1/ec2/aws4_request
+    let service = header(head, "authorization")
+        .and_then(|a| a.split("Credential=").nth(1))
+        .and_then(|c| c.split('/').nth(3))
+        .unwrap_or("unknown")
+        .to_string();
+    let body_text = String::from_utf8_lossy(body);
+    let operation = if let Some(target) = header(head, "x-amz-target") {
+        target.rsplit('.').next().unwrap_or_default().to_string()
+    } else if let Some(action) = body_text
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("Action="))
+    {
+        action.to_string()
+    } else {
+        let mut first = head.split_whitespace();
+        let method = first.next().unwrap_or("");
+        let path = first.next().unwrap_or("");
+        format!("S3 {method} {}", path.split('?').next().unwrap_or(""))
+    };
+    // amz-sdk-request: attempt=2; max=3
+    let attempt = header(head, "amz-sdk-request")
+        .and_then(|v| v.split(';').find_map(|p| p.trim().strip_prefix("attempt=")))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    Request {
+        number,
+        service,
+        operation,
+        attempt,
+    }
+}
+
+/// An AWS error answer in the service's protocol.
+fn error_response(service: &str, status: u16, code: &str, message: &str) -> Vec<u8> {
+    let (content_type, body) = match service {
+        "logs" | "tagging" => (
+            "application/x-amz-json-1.1",
+            format!(r#"{{"__type":"{code}","message":"{message}"}}"#),
+        ),
+        "ec2" => (
+            "text/xml",
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>proxy</RequestID></Response>"
+            ),
+        ),
+        "s3" => (
+            "application/xml",
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message><RequestId>proxy</RequestId></Error>"
+            ),
+        ),
+        _ => (
+            "text/xml",
+            format!(
+                "<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>proxy</RequestId></ErrorResponse>"
+            ),
+        ),
+    };
+    let reason = match status {
+        400 => "Bad Request",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Error",
+    };
+    format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nx-amzn-ErrorType: {code}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Makes sure the client opens a new connection for its next call.
+fn with_connection_close(answer: Vec<u8>) -> Vec<u8> {
+    let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return answer;
+    };
+    let head = String::from_utf8_lossy(&answer[..end]);
+    let mut out = String::new();
+    for line in head.split("\r\n") {
+        if line.to_ascii_lowercase().starts_with("connection:") {
+            continue;
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(&answer[end + 4..]);
+    bytes
 }

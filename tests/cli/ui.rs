@@ -431,7 +431,7 @@ async fn ctrl_c_finishes_what_is_in_flight_and_a_rerun_finishes_the_job() {
     let moto = Moto::start();
     moto.ec2_with_key(REGION).await;
     // 150 ms a call: the apply takes seconds, long enough to interrupt.
-    let proxy = crate::proxy::SlowProxy::start(moto.port, std::time::Duration::from_millis(150));
+    let proxy = crate::proxy::Proxy::slow(moto.port, std::time::Duration::from_millis(150));
     let p = Project::with_stack(&proxy.endpoint(), "intr", REGION);
     let mut child = p
         .command(&["apply", "--auto-approve"])

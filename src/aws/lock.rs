@@ -1,0 +1,360 @@
+//! One apply or destroy per stack at a time, with the lock kept in AWS
+//! (two people may run from two machines).
+//!
+//! The lock of stack `<prefix>` is the log group `/ihp-infra/locks/<prefix>`
+//! in the stack's region: CloudWatch Logs, which the stack uses anyway. The
+//! group is created together with tags that say who holds it, in one atomic
+//! call (a second create fails with ResourceAlreadyExistsException), so there
+//! is never a lock without its holder; the group's creation time says since
+//! when. Releasing deletes the group. A run killed on this machine is seen to
+//! be gone (its pid no longer runs ihp-infra) and its lock taken over; one
+//! from a lost machine is broken with `ihp-infra unlock`. The group carries no
+//! stack tag, so no stack ever plans to delete it.
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_cloudwatchlogs::Client;
+use aws_sdk_cloudwatchlogs::error::{ProvideErrorMetadata, SdkError};
+
+/// Where the locks live: one log group per stack under this prefix.
+pub const LOCK_GROUPS: &str = "/ihp-infra/locks/";
+const TAG_LOCK: &str = "ihp-infra:lock";
+const TAG_WHO: &str = "ihp-infra:holder";
+const TAG_PID: &str = "ihp-infra:pid";
+const TAG_COMMAND: &str = "ihp-infra:command";
+
+/// How often a waiting run looks again.
+const POLL: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "stack {prefix} is locked: {} is running since {}{}\n  \
+         wait for it with --lock-timeout (e.g. --lock-timeout 10m); if that run is gone \
+         (crashed, killed, machine lost), break the lock with `ihp-infra unlock`",
+        holder.as_ref().map_or("another ihp-infra".to_string(), Holder::describe),
+        since.as_deref().unwrap_or("(unknown)"),
+        if *waited > Duration::ZERO { format!(" (waited {})", humantime::format_duration(Duration::from_secs(waited.as_secs()))) } else { String::new() }
+    )]
+    Held {
+        prefix: String,
+        holder: Option<Holder>,
+        since: Option<String>,
+        waited: Duration,
+    },
+    #[error("failed to {action} the lock of stack {prefix}: {}", super::ec2::describe(source.as_ref()))]
+    Call {
+        action: &'static str,
+        prefix: String,
+        #[source]
+        source: Box<aws_sdk_cloudwatchlogs::Error>,
+    },
+}
+
+impl Error {
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Error::Call { source, .. } => source.code(),
+            Error::Held { .. } => None,
+        }
+    }
+}
+
+/// Who holds a lock: written into the lock when taken, shown to whoever
+/// finds it taken.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Holder {
+    /// user@host
+    pub who: String,
+    pub pid: u32,
+    /// e.g. "apply"
+    pub command: String,
+}
+
+impl Holder {
+    /// This process.
+    pub fn me(command: &str) -> Holder {
+        let user = std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_else(|_| "someone".into());
+        let host = gethostname::gethostname().to_string_lossy().into_owned();
+        Holder {
+            who: format!("{user}@{host}"),
+            pid: std::process::id(),
+            command: command.to_string(),
+        }
+    }
+
+    /// Whether this holder was a process on this machine that no longer
+    /// runs (or whose pid now belongs to another program). A holder on
+    /// another machine is never known to be gone: `ihp-infra unlock` is for
+    /// that.
+    pub fn is_gone(&self) -> bool {
+        let me = Holder::me("");
+        if self.who != me.who || self.pid == me.pid {
+            return false;
+        }
+        let Ok(pid) = i32::try_from(self.pid) else {
+            return false;
+        };
+        // SAFETY: signal 0 only checks that the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if !alive {
+            return true;
+        }
+        // Linux: a reused pid runs another program.
+        match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+            Ok(comm) => !comm.trim_end().starts_with("ihp-infra"),
+            Err(_) => false,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "`ihp-infra {}` of {} (pid {})",
+            self.command, self.who, self.pid
+        )
+    }
+}
+
+/// What is known about a taken lock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Taken {
+    pub holder: Option<Holder>,
+    /// RFC 3339, UTC.
+    pub since: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Locks {
+    client: Client,
+    prefix: String,
+    group: String,
+    /// The group's ARN, for its tags.
+    arn: String,
+}
+
+/// A lock this process holds. Release it with [`Lock::release`]; a clone
+/// may release it from a signal handler.
+#[derive(Clone)]
+pub struct Lock {
+    locks: Locks,
+}
+
+fn call<E, R>(action: &'static str, prefix: &str) -> impl FnOnce(SdkError<E, R>) -> Error
+where
+    aws_sdk_cloudwatchlogs::Error: From<SdkError<E, R>>,
+{
+    let prefix = prefix.to_string();
+    move |e| Error::Call {
+        action,
+        prefix,
+        source: Box::new(e.into()),
+    }
+}
+
+impl Locks {
+    /// `arn` is the ARN of log group [`Locks::group_name`]`(prefix)`.
+    pub fn new(client: Client, prefix: &str, arn: String) -> Self {
+        Locks {
+            client,
+            prefix: prefix.to_string(),
+            group: Locks::group_name(prefix),
+            arn,
+        }
+    }
+
+    pub fn group_name(prefix: &str) -> String {
+        format!("{LOCK_GROUPS}{prefix}")
+    }
+
+    /// Takes the lock, waiting up to `timeout` while someone else holds it.
+    pub async fn acquire(&self, me: &Holder, timeout: Duration) -> Result<Lock, Error> {
+        let started = Instant::now();
+        loop {
+            let created = self
+                .client
+                .create_log_group()
+                .log_group_name(&self.group)
+                .tags(TAG_LOCK, &self.prefix)
+                .tags(TAG_WHO, &me.who)
+                .tags(TAG_PID, me.pid.to_string())
+                .tags(TAG_COMMAND, &me.command)
+                .send()
+                .await;
+            match created {
+                Ok(_) => {
+                    tracing::info!(stack = %self.prefix, "lock taken");
+                    return Ok(Lock {
+                        locks: self.clone(),
+                    });
+                }
+                Err(e) if e.code() == Some("ResourceAlreadyExistsException") => {
+                    let taken = self.taken().await?;
+                    if let Some(Taken {
+                        holder: Some(holder),
+                        ..
+                    }) = &taken
+                        && holder.is_gone()
+                    {
+                        // A run on this machine that was killed (-9, power
+                        // loss): nobody else can be using the lock.
+                        tracing::warn!(stack = %self.prefix, pid = holder.pid, "taking over the lock of a run on this machine that is gone");
+                        self.delete().await?;
+                        continue;
+                    }
+                    let waited = started.elapsed();
+                    if waited >= timeout {
+                        let taken = taken.unwrap_or(Taken {
+                            holder: None,
+                            since: None,
+                        });
+                        return Err(Error::Held {
+                            prefix: self.prefix.clone(),
+                            holder: taken.holder,
+                            since: taken.since,
+                            waited,
+                        });
+                    }
+                    tracing::info!(stack = %self.prefix, "waiting for the lock");
+                    tokio::time::sleep(POLL.min(timeout - waited)).await;
+                }
+                Err(e) => return Err(call("take", &self.prefix)(e)),
+            }
+        }
+    }
+
+    /// Who holds the lock, if anyone.
+    pub async fn taken(&self) -> Result<Option<Taken>, Error> {
+        let groups = self
+            .client
+            .describe_log_groups()
+            .log_group_name_prefix(&self.group)
+            .send()
+            .await
+            .map_err(call("read", &self.prefix))?;
+        let Some(group) = groups
+            .log_groups()
+            .iter()
+            .find(|g| g.log_group_name() == Some(self.group.as_str()))
+        else {
+            return Ok(None);
+        };
+        let since = group.creation_time().map(|ms| {
+            aws_smithy_types::DateTime::from_millis(ms)
+                .fmt(aws_smithy_types::date_time::Format::DateTime)
+                .unwrap_or_default()
+        });
+        let tags = match self
+            .client
+            .list_tags_for_resource()
+            .resource_arn(&self.arn)
+            .send()
+            .await
+        {
+            Ok(out) => out.tags().cloned().unwrap_or_default(),
+            // Released between the two calls.
+            Err(e) if e.code() == Some("ResourceNotFoundException") => return Ok(None),
+            Err(e) => return Err(call("read", &self.prefix)(e)),
+        };
+        let holder = match (tags.get(TAG_WHO), tags.get(TAG_PID), tags.get(TAG_COMMAND)) {
+            (Some(who), Some(pid), Some(command)) => pid.parse().ok().map(|pid| Holder {
+                who: who.clone(),
+                pid,
+                command: command.clone(),
+            }),
+            _ => None,
+        };
+        Ok(Some(Taken { holder, since }))
+    }
+
+    /// Deletes the lock whoever holds it; returns what it said.
+    pub async fn break_lock(&self) -> Result<Option<Taken>, Error> {
+        let taken = self.taken().await?;
+        if taken.is_some() {
+            self.delete().await?;
+        }
+        Ok(taken)
+    }
+
+    async fn delete(&self) -> Result<(), Error> {
+        match self
+            .client
+            .delete_log_group()
+            .log_group_name(&self.group)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(()),
+            Err(e) => Err(call("release", &self.prefix)(e)),
+        }
+    }
+}
+
+impl Lock {
+    pub async fn release(&self) -> Result<(), Error> {
+        self.locks.delete().await?;
+        tracing::info!(stack = %self.locks.prefix, "lock released");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_lock_says_who_since_when_and_what_to_do() {
+        let e = Error::Held {
+            prefix: "demo".into(),
+            holder: Some(Holder {
+                who: "ana@laptop".into(),
+                pid: 4242,
+                command: "apply".into(),
+            }),
+            since: Some("2026-11-25T20:31:02Z".into()),
+            waited: Duration::from_millis(30_400),
+        };
+        let text = e.to_string();
+        assert!(
+            text.starts_with(
+                "stack demo is locked: `ihp-infra apply` of ana@laptop (pid 4242) is running since 2026-11-25T20:31:02Z (waited 30s)"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("--lock-timeout") && text.contains("ihp-infra unlock"));
+    }
+
+    #[test]
+    fn only_a_dead_run_on_this_machine_is_gone() {
+        let me = Holder::me("apply");
+        assert!(!me.is_gone(), "this process runs");
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead_pid = child.id();
+        child.wait().unwrap();
+        let dead = Holder {
+            pid: dead_pid,
+            ..me.clone()
+        };
+        assert!(dead.is_gone());
+        let elsewhere = Holder {
+            who: "ana@another-machine".into(),
+            ..dead.clone()
+        };
+        assert!(!elsewhere.is_gone(), "other machines are never guessed at");
+        // A live pid running another program: the pid was reused.
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let reused = Holder {
+            pid: sleeper.id(),
+            ..me
+        };
+        assert!(reused.is_gone());
+        sleeper.kill().unwrap();
+        sleeper.wait().unwrap();
+    }
+}

@@ -1,0 +1,532 @@
+//! Crashes, faults and two people at once: kill -9 at exact calls, AWS
+//! faults on a seeded tenth of the calls, errors that won't pass, and the
+//! stack's lock.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::common::{Moto, Project, stack_yaml};
+use crate::network::tagged;
+use crate::proxy::{Options, Proxy, Request, Stage};
+
+const REGION: &str = "eu-central-1";
+
+/// Whether the stack's lock (a log group) exists.
+pub async fn locked(moto: &Moto, prefix: &str) -> bool {
+    let name = format!("/ihp-infra/locks/{prefix}");
+    moto.logs(REGION)
+        .await
+        .describe_log_groups()
+        .log_group_name_prefix(&name)
+        .send()
+        .await
+        .unwrap()
+        .log_groups()
+        .iter()
+        .any(|g| g.log_group_name() == Some(name.as_str()))
+}
+
+/// Everything in the account (this region, IAM, S3) that is not AWS's own
+/// default and does not carry the stack's tag: what a crash could orphan.
+async fn orphans(moto: &Moto, prefix: &str) -> Vec<String> {
+    let ec2 = moto.ec2(REGION).await;
+    let ours = |tags: &[aws_sdk_ec2::types::Tag]| {
+        tags.iter()
+            .any(|t| t.key() == Some("ihp-infra:stack") && t.value() == Some(prefix))
+    };
+    let mut found = Vec::new();
+    let vpcs = ec2.describe_vpcs().send().await.unwrap();
+    let default_vpcs: Vec<&str> = vpcs
+        .vpcs()
+        .iter()
+        .filter(|v| v.is_default() == Some(true))
+        .filter_map(|v| v.vpc_id())
+        .collect();
+    for v in vpcs.vpcs() {
+        if v.is_default() != Some(true) && !ours(v.tags()) {
+            found.push(format!("vpc {:?}", v.vpc_id()));
+        }
+    }
+    let not_default = |vpc: Option<&str>| !vpc.is_some_and(|v| default_vpcs.contains(&v));
+    for s in ec2.describe_subnets().send().await.unwrap().subnets() {
+        if not_default(s.vpc_id()) && !ours(s.tags()) {
+            found.push(format!("subnet {:?}", s.subnet_id()));
+        }
+    }
+    for g in ec2
+        .describe_internet_gateways()
+        .send()
+        .await
+        .unwrap()
+        .internet_gateways()
+    {
+        let in_default = g.attachments().iter().any(|a| !not_default(a.vpc_id()));
+        if !in_default && !ours(g.tags()) {
+            found.push(format!("internet gateway {:?}", g.internet_gateway_id()));
+        }
+    }
+    for r in ec2
+        .describe_route_tables()
+        .send()
+        .await
+        .unwrap()
+        .route_tables()
+    {
+        let main = r.associations().iter().any(|a| a.main() == Some(true));
+        if not_default(r.vpc_id()) && !main && !ours(r.tags()) {
+            found.push(format!("route table {:?}", r.route_table_id()));
+        }
+    }
+    for g in ec2
+        .describe_security_groups()
+        .send()
+        .await
+        .unwrap()
+        .security_groups()
+    {
+        if g.group_name() != Some("default") && !ours(g.tags()) {
+            found.push(format!("security group {:?}", g.group_id()));
+        }
+    }
+    for r in ec2
+        .describe_instances()
+        .send()
+        .await
+        .unwrap()
+        .reservations()
+    {
+        for i in r.instances() {
+            let gone = i
+                .state()
+                .and_then(|s| s.name())
+                .is_some_and(|n| n.as_str() == "terminated");
+            if !gone && !ours(i.tags()) {
+                found.push(format!("instance {:?}", i.instance_id()));
+            }
+        }
+    }
+    for v in ec2.describe_volumes().send().await.unwrap().volumes() {
+        if !ours(v.tags()) {
+            found.push(format!("volume {:?}", v.volume_id()));
+        }
+    }
+    let rds = moto.rds(REGION).await;
+    for d in rds
+        .describe_db_instances()
+        .send()
+        .await
+        .unwrap()
+        .db_instances()
+    {
+        let tagged = d
+            .tag_list()
+            .iter()
+            .any(|t| t.key() == Some("ihp-infra:stack") && t.value() == Some(prefix));
+        if !tagged {
+            found.push(format!("database {:?}", d.db_instance_identifier()));
+        }
+    }
+    for g in rds
+        .describe_db_subnet_groups()
+        .send()
+        .await
+        .unwrap()
+        .db_subnet_groups()
+    {
+        if g.db_subnet_group_name() != Some(&format!("{prefix}-db-subnets")) {
+            found.push(format!("db subnet group {:?}", g.db_subnet_group_name()));
+        }
+    }
+    let s3 = moto.s3(REGION).await;
+    for b in s3.list_buckets().send().await.unwrap().buckets() {
+        let name = b.name().unwrap_or_default();
+        let tagged = s3
+            .get_bucket_tagging()
+            .bucket(name)
+            .send()
+            .await
+            .is_ok_and(|t| {
+                t.tag_set()
+                    .iter()
+                    .any(|t| t.key() == "ihp-infra:stack" && t.value() == prefix)
+            });
+        if !tagged {
+            found.push(format!("bucket {name}"));
+        }
+    }
+    let logs = moto.logs(REGION).await;
+    for g in logs
+        .describe_log_groups()
+        .send()
+        .await
+        .unwrap()
+        .log_groups()
+    {
+        let name = g.log_group_name().unwrap_or_default();
+        if !name.starts_with("/ihp-infra/locks/") && name != format!("/ihp/{prefix}") {
+            found.push(format!("log group {name}"));
+        }
+    }
+    let iam = moto.iam().await;
+    for r in iam.list_roles().send().await.unwrap().roles() {
+        let tags = iam
+            .list_role_tags()
+            .role_name(r.role_name())
+            .send()
+            .await
+            .unwrap();
+        if !tags
+            .tags()
+            .iter()
+            .any(|t| t.key() == "ihp-infra:stack" && t.value() == prefix)
+        {
+            found.push(format!("role {}", r.role_name()));
+        }
+    }
+    for p in iam
+        .list_policies()
+        .scope(aws_sdk_iam::types::PolicyScopeType::Local)
+        .send()
+        .await
+        .unwrap()
+        .policies()
+    {
+        let name = p.policy_name().unwrap_or_default();
+        if !name.starts_with(&format!("{prefix}-")) {
+            found.push(format!("policy {name}"));
+        }
+    }
+    for p in iam
+        .list_instance_profiles()
+        .send()
+        .await
+        .unwrap()
+        .instance_profiles()
+    {
+        if p.instance_profile_name() != format!("{prefix}-app-profile") {
+            found.push(format!("instance profile {}", p.instance_profile_name()));
+        }
+    }
+    found.sort();
+    found
+}
+
+/// A proxy that kills the process whose pid is in `pid` when request
+/// `at` reaches `stage`, and counts the requests it sees.
+fn killer(moto: &Moto, at: usize, stage: Stage, pid: Arc<AtomicU32>) -> Proxy {
+    Proxy::start(
+        moto.port,
+        Options {
+            hook: Some(Arc::new(move |r: &Request, s: Stage| {
+                if r.number == at && s == stage {
+                    let pid = pid.load(Ordering::SeqCst);
+                    if pid != 0 {
+                        // SAFETY: a signal to the child under test.
+                        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                    }
+                }
+            })),
+            ..Options::default()
+        },
+    )
+}
+
+/// Runs a command through the proxy, killed by it at `at`; returns how many
+/// requests the proxy saw, and whether the process was killed.
+fn run_killed(p: &Project, moto: &Moto, args: &[&str], at: usize, stage: Stage) -> (usize, bool) {
+    let pid = Arc::new(AtomicU32::new(0));
+    let proxy = killer(moto, at, stage, pid.clone());
+    let mut child = p
+        .command(args)
+        .env("AWS_ENDPOINT_URL", proxy.endpoint())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    pid.store(child.id(), Ordering::SeqCst);
+    let status = child.wait().unwrap();
+    pid.store(0, Ordering::SeqCst);
+    use std::os::unix::process::ExitStatusExt;
+    (proxy.requests(), status.signal() == Some(libc::SIGKILL))
+}
+
+#[tokio::test]
+async fn killed_at_exact_calls_a_rerun_converges_with_nothing_orphaned() {
+    let moto = Moto::start();
+    moto.ec2_with_key(REGION).await;
+    let p = Project::with_stack(&moto.endpoint(), "crash", REGION);
+
+    // How many calls a whole apply and destroy make (kill point beyond the end).
+    let (apply_calls, _) = run_killed(
+        &p,
+        &moto,
+        &["apply", "--auto-approve"],
+        usize::MAX,
+        Stage::Received,
+    );
+    assert_eq!(tagged(&moto, "crash").await.len(), 17);
+    let (destroy_calls, _) = run_killed(
+        &p,
+        &moto,
+        &["destroy", "--auto-approve"],
+        usize::MAX,
+        Stage::Received,
+    );
+    assert!(tagged(&moto, "crash").await.is_empty());
+    assert!(
+        apply_calls > 40 && destroy_calls > 40,
+        "{apply_calls} {destroy_calls}"
+    );
+
+    // Kill points spread over each run; before a call reaches AWS, and after
+    // AWS did it but before the answer arrives (the harder case).
+    let points = 12;
+    for i in 0..points {
+        let stage = if i % 2 == 0 {
+            Stage::Received
+        } else {
+            Stage::Answered
+        };
+        let at = 1 + i * apply_calls / points;
+        let (_, killed) = run_killed(&p, &moto, &["apply", "--auto-approve"], at, stage);
+        assert!(killed, "apply was killed at call {at}");
+        let rerun = p.run(&["apply", "--auto-approve"]);
+        assert_eq!(
+            rerun.code, 0,
+            "apply killed at call {at} ({stage:?}), rerun: {rerun:?}"
+        );
+        let live = tagged(&moto, "crash").await;
+        assert_eq!(live.len(), 17, "killed at {at} ({stage:?}): {live:?}");
+        assert_eq!(
+            orphans(&moto, "crash").await,
+            Vec::<String>::new(),
+            "killed at {at}"
+        );
+
+        let at = 1 + i * destroy_calls / points;
+        let (_, killed) = run_killed(&p, &moto, &["destroy", "--auto-approve"], at, stage);
+        assert!(killed, "destroy was killed at call {at}");
+        let rerun = p.run(&["destroy", "--auto-approve"]);
+        assert_eq!(
+            rerun.code, 0,
+            "destroy killed at call {at} ({stage:?}), rerun: {rerun:?}"
+        );
+        assert!(
+            tagged(&moto, "crash").await.is_empty(),
+            "destroy killed at {at}"
+        );
+        assert_eq!(
+            orphans(&moto, "crash").await,
+            Vec::<String>::new(),
+            "destroy killed at {at}"
+        );
+        assert!(!locked(&moto, "crash").await);
+    }
+}
+
+#[tokio::test]
+async fn transient_faults_are_survived_and_reported_at_v() {
+    let moto = Moto::start();
+    moto.ec2_with_key(REGION).await;
+    let p = Project::with_stack(&moto.endpoint(), "flaky", REGION);
+    let mut total = 0;
+    for seed in [7u64, 8, 9] {
+        let proxy = Proxy::start(
+            moto.port,
+            Options {
+                faults: Some((seed, 0.1)),
+                ..Options::default()
+            },
+        );
+        for (args, code) in [
+            (&["plan", "-v", "--detailed-exitcode"][..], 2),
+            (&["apply", "--auto-approve", "-v"], 0),
+            (&["plan", "-v", "--detailed-exitcode"], 0),
+            (&["destroy", "--auto-approve", "-v"], 0),
+        ] {
+            let before = proxy.injected().len();
+            let out = p
+                .command(args)
+                .env("AWS_ENDPOINT_URL", proxy.endpoint())
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                out.status.code(),
+                Some(code),
+                "seed {seed}, {args:?}, faults {:?}:\n{stderr}",
+                &proxy.injected()[before..]
+            );
+            let faults = proxy.injected().len() - before;
+            if faults > 0 {
+                assert!(
+                    stderr.contains("survived faults"),
+                    "{faults} faults, not reported:\n{stderr}"
+                );
+            }
+        }
+        assert!(tagged(&moto, "flaky").await.is_empty());
+        total += proxy.injected().len();
+    }
+    assert!(total >= 20, "the faults were injected: {total}");
+}
+
+#[tokio::test]
+async fn errors_that_wont_pass_stop_at_once_and_the_next_run_converges() {
+    let moto = Moto::start();
+    moto.ec2_with_key(REGION).await;
+    let p = Project::with_stack(&moto.endpoint(), "denied", REGION);
+    let calls: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let counted = calls.clone();
+    let proxy = Proxy::start(
+        moto.port,
+        Options {
+            deny: HashMap::from([
+                ("RunInstances".to_string(), "UnauthorizedOperation"),
+                ("CreateDBInstance".to_string(), "InstanceQuotaExceeded"),
+                ("S3 PUT /denied-storage/".to_string(), "InvalidBucketName"),
+            ]),
+            hook: Some(Arc::new(move |r: &Request, s: Stage| {
+                if s == Stage::Received {
+                    *counted
+                        .lock()
+                        .unwrap()
+                        .entry(r.operation.clone())
+                        .or_default() += 1;
+                }
+            })),
+            ..Options::default()
+        },
+    );
+    let out = p
+        .command(&["apply", "--auto-approve"])
+        .env("AWS_ENDPOINT_URL", proxy.endpoint())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for (resource, code) in [
+        ("instance.app", "UnauthorizedOperation"),
+        ("database.postgres-db", "InstanceQuotaExceeded"),
+        ("bucket.storage", "InvalidBucketName"),
+    ] {
+        assert!(
+            stderr.contains(&format!("failed to create {resource}"))
+                && stderr.contains(&format!("{code}: denied by the test proxy")),
+            "{resource}: {stderr}"
+        );
+    }
+    assert!(
+        stderr.contains("hint: the credentials in use lack a permission"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("hint: an AWS quota is reached"), "{stderr}");
+    let calls = calls.lock().unwrap().clone();
+    for op in [
+        "RunInstances",
+        "CreateDBInstance",
+        "S3 PUT /denied-storage/",
+    ] {
+        assert_eq!(calls.get(op), Some(&1), "{op} is not retried: {calls:?}");
+    }
+    // What could be made was made, and tagged; the next run finishes.
+    let made = tagged(&moto, "denied").await.len();
+    assert!((5..17).contains(&made), "{made}");
+    assert!(!locked(&moto, "denied").await);
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    assert_eq!(tagged(&moto, "denied").await.len(), 17);
+    assert_eq!(orphans(&moto, "denied").await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn second_apply_refuses_or_waits_while_the_first_holds_the_lock() {
+    let moto = Moto::start();
+    moto.ec2_with_key(REGION).await;
+    let p = Project::with_stack(&moto.endpoint(), "two", REGION);
+    // The first apply, slowed down to take seconds.
+    let proxy = Proxy::slow(moto.port, Duration::from_millis(100));
+    let mut first = p
+        .command(&["apply", "--auto-approve"])
+        .env("AWS_ENDPOINT_URL", proxy.endpoint())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !locked(&moto, "two").await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first apply never locked"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second = p.run_ok(&["apply", "--auto-approve"], 1);
+    assert!(
+        second
+            .stderr
+            .contains("stack two is locked: `ihp-infra apply` of ")
+            && second.stderr.contains(&format!("(pid {})", first.id()))
+            && second.stderr.contains(" is running since 20"),
+        "{second:?}"
+    );
+    assert!(second.stderr.contains("--lock-timeout"), "{second:?}");
+    // plan reads only: it never waits for the lock.
+    p.run_ok(&["plan"], 0);
+    // Waiting works: this one starts when the first is done.
+    let waited = p.run_ok(
+        &["apply", "--auto-approve", "--lock-timeout", "2m", "-v"],
+        0,
+    );
+    assert!(waited.stderr.contains("waiting for the lock"), "{waited:?}");
+    assert!(first.wait().unwrap().success());
+    assert_eq!(tagged(&moto, "two").await.len(), 17);
+    assert!(!locked(&moto, "two").await, "released at the end");
+}
+
+#[tokio::test]
+async fn lock_left_by_a_lost_machine_is_broken_with_unlock() {
+    let moto = Moto::start();
+    moto.ec2_with_key(REGION).await;
+    let p = Project::new(&moto.endpoint());
+    p.write("stack.yaml", &stack_yaml("stale", REGION));
+    moto.logs(REGION)
+        .await
+        .create_log_group()
+        .log_group_name("/ihp-infra/locks/stale")
+        .tags("ihp-infra:lock", "stale")
+        .tags("ihp-infra:holder", "ana@lost-laptop")
+        .tags("ihp-infra:pid", "4242")
+        .tags("ihp-infra:command", "destroy")
+        .send()
+        .await
+        .unwrap();
+    let out = p.run_ok(&["apply", "--auto-approve"], 1);
+    assert!(
+        out.stderr
+            .contains("`ihp-infra destroy` of ana@lost-laptop (pid 4242) is running since"),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr
+            .contains("break the lock with `ihp-infra unlock`"),
+        "{out:?}"
+    );
+    assert!(tagged(&moto, "stale").await.is_empty(), "nothing done");
+
+    let out = p.run_ok(&["unlock"], 1);
+    assert!(out.stderr.contains("pass --force"), "{out:?}");
+    assert!(locked(&moto, "stale").await);
+    let out = p.run_ok(&["unlock", "--force"], 0);
+    assert!(out.stderr.contains("lock of stack stale broken"), "{out:?}");
+    assert!(!locked(&moto, "stale").await);
+    let out = p.run_ok(&["unlock", "--force"], 0);
+    assert!(out.stderr.contains("is not locked"), "{out:?}");
+
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    assert_eq!(tagged(&moto, "stale").await.len(), 17);
+    // The lock group is no resource of the stack: destroy leaves no lock.
+    p.run_ok(&["destroy", "--auto-approve"], 0);
+    assert!(!locked(&moto, "stale").await);
+}
