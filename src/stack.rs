@@ -328,14 +328,51 @@ pub fn load_with(
     env: &dyn Fn(&str) -> Option<String>,
     password: Password,
 ) -> Result<Stack, StackError> {
-    let text = std::fs::read_to_string(path).map_err(|source| StackError::Read {
+    let bytes = std::fs::read(path).map_err(|source| StackError::Read {
         path: path.to_owned(),
         source,
     })?;
+    let invalid = |problem: Problem| StackError::Invalid {
+        path: path.to_owned(),
+        problems: vec![problem],
+    };
+    if bytes.len() > MAX_STACK_FILE {
+        return Err(invalid(Problem {
+            line: 1,
+            column: 1,
+            field: "(document)".into(),
+            message: format!(
+                "the file is {} bytes; a stack file is a few hundred bytes, at most {MAX_STACK_FILE} (is this the right file?)",
+                bytes.len()
+            ),
+        }));
+    }
+    let text =
+        String::from_utf8(bytes).map_err(|e| invalid(not_utf8(e.as_bytes(), e.utf8_error())))?;
     parse_with(path, &text, env, password).map_err(|problems| StackError::Invalid {
         path: path.to_owned(),
         problems,
     })
+}
+
+/// Stack files are tiny; anything bigger is the wrong file.
+pub const MAX_STACK_FILE: usize = 1024 * 1024;
+
+/// Where text stops being UTF-8, as a problem with its line and column.
+fn not_utf8(bytes: &[u8], e: std::str::Utf8Error) -> Problem {
+    let good = &bytes[..e.valid_up_to()];
+    let line = good.iter().filter(|b| **b == b'\n').count() as u64 + 1;
+    let line_start = good.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let column = String::from_utf8_lossy(&good[line_start..]).chars().count() as u64 + 1;
+    Problem {
+        line,
+        column,
+        field: "(document)".into(),
+        message: format!(
+            "not UTF-8 text (byte 0x{:02X}); a stack file is YAML text: save it as UTF-8",
+            bytes[e.valid_up_to()]
+        ),
+    }
 }
 
 /// Parses and validates stack-file text; `path` is only recorded.
@@ -353,7 +390,10 @@ fn parse_with(
     env: &dyn Fn(&str) -> Option<String>,
     need: Password,
 ) -> Result<Stack, Vec<Problem>> {
-    if text.trim().is_empty() {
+    let only_comments = text
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'));
+    if only_comments {
         return Err(vec![Problem {
             line: 1,
             column: 1,
@@ -689,15 +729,30 @@ fn problem<T>(spanned: &Spanned<T>, field: &str, message: String) -> Problem {
 /// Turns a YAML or shape error into a problem. The source snippet the parser
 /// can render is left out on purpose: it could show the password line.
 fn yaml_problem(err: &serde_saphyr::Error, text: &str) -> Problem {
-    let (line, column) = err
-        .location()
-        .map(|l| (l.line(), l.column()))
-        .unwrap_or((0, 0));
     let message = plain_message(err);
+    // A missing key has no place of its own (the parser points at the end
+    // of the mapping): name the top of the file.
+    let (line, column) = match err.location() {
+        _ if message.starts_with("missing field") => (1, 1),
+        Some(l) => (l.line(), l.column()),
+        None => (0, 0),
+    };
+    let at_top = line <= 1 && column <= 1 && message.starts_with("expected mapping");
     let field = backticked(&message)
         .filter(|_| message.contains("field"))
-        .or_else(|| key_at_line(text, line))
+        .or_else(|| key_at_line(text, line).filter(|_| !at_top))
         .unwrap_or_else(|| "(document)".to_string());
+    if at_top {
+        return Problem {
+            line,
+            column,
+            field,
+            message:
+                "a stack file is a mapping of keys to values (prefix: ..., region: ..., ...), \
+                      not a list or a single value"
+                    .into(),
+        };
+    }
     Problem {
         line,
         column,
@@ -716,12 +771,30 @@ fn plain_message(err: &serde_saphyr::Error) -> String {
     msg.trim().to_string()
 }
 
+/// The parser's words, in the user's: what is wrong and what is allowed.
 fn friendlier(message: &str) -> String {
     if message.starts_with("unknown field") {
-        format!("{message} (a misspelt key is an error, never ignored)")
-    } else {
-        message.to_string()
+        return format!("{message} (a misspelt key is an error, never ignored)");
     }
+    if let Some(rest) = message.strip_prefix("duplicate mapping key: ") {
+        let key = rest.split(',').next().unwrap_or(rest).trim();
+        return format!("`{key}` is given twice; keep one");
+    }
+    if message.starts_with("missing field") {
+        return format!("{message}; it is required (see stacks/example.yaml)");
+    }
+    let expected = match message {
+        "invalid i64" | "invalid u64" | "invalid i32" | "invalid u32" => {
+            "must be a whole number, e.g. 30"
+        }
+        "invalid boolean" => "must be true or false",
+        "expected string scalar" => "must be a single text value (put it in quotes if in doubt)",
+        "expected mapping start" => {
+            "must be a mapping of keys to values (key: value lines, indented)"
+        }
+        _ => return message.to_string(),
+    };
+    format!("{expected} ({message})")
 }
 
 fn backticked(message: &str) -> Option<String> {
@@ -731,11 +804,22 @@ fn backticked(message: &str) -> Option<String> {
 }
 
 /// The mapping key on a given line, to name the field of a type error.
+/// For a list item, the key of the list it is in.
 fn key_at_line(text: &str, line: u64) -> Option<String> {
-    let l = text
-        .lines()
-        .nth(usize::try_from(line).ok()?.checked_sub(1)?)?;
-    let key = l.split(':').next()?.trim().trim_start_matches("- ");
+    let index = usize::try_from(line).ok()?.checked_sub(1)?;
+    let lines: Vec<&str> = text.lines().collect();
+    let l = lines.get(index)?;
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    if l.trim_start().starts_with("- ") {
+        let parent = lines[..index].iter().rev().find(|p| {
+            !p.trim().is_empty() && indent(p) < indent(l) && p.trim_end().ends_with(':')
+        })?;
+        return key_at_line(
+            text,
+            (lines[..index].iter().rposition(|x| x == parent)? + 1) as u64,
+        );
+    }
+    let key = l.split(':').next()?.trim();
     (!key.is_empty() && !key.contains(' ')).then(|| key.to_string())
 }
 

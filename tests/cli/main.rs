@@ -2,6 +2,7 @@
 //! moto server each test starts and stops. One test crate, so the SDK is
 //! linked once.
 
+mod bad_input;
 mod common;
 mod network;
 mod proxy;
