@@ -17,6 +17,7 @@ pub mod outputs;
 pub mod password;
 pub mod plan;
 pub mod policies;
+pub mod redact;
 pub mod regions;
 pub mod render;
 pub mod retry;

@@ -1,28 +1,32 @@
 //! The `ihp-infra` binary: parses the command line, asks for confirmation,
 //! renders. Every decision is made in the library.
 
-/// `println!` that never panics: a closed pipe (`ihp-infra plan | head`)
-/// only means nobody reads any more, and the run goes on to its end.
+/// `println!` that never panics and never shows a secret: a closed pipe
+/// (`ihp-infra plan | head`) only means nobody reads any more, and the run
+/// goes on to its end; registered secrets are masked (`redact`).
 macro_rules! outln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+        let text = format!($($arg)*);
+        let _ = writeln!(std::io::stdout().lock(), "{}", ihp_infra::redact::redact(&text));
     }};
 }
 
-/// `print!` that never panics (see `outln!`).
+/// `print!` that never panics or shows a secret (see `outln!`).
 macro_rules! out {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = write!(std::io::stdout().lock(), $($arg)*);
+        let text = format!($($arg)*);
+        let _ = write!(std::io::stdout().lock(), "{}", ihp_infra::redact::redact(&text));
     }};
 }
 
-/// `eprintln!` that never panics (see `outln!`).
+/// `eprintln!` that never panics or shows a secret (see `outln!`).
 macro_rules! errln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+        let text = format!($($arg)*);
+        let _ = writeln!(std::io::stderr().lock(), "{}", ihp_infra::redact::redact(&text));
     }};
 }
 
@@ -64,6 +68,23 @@ fn main() -> ExitCode {
         console::set_colors_enabled_stderr(false);
     }
     init_logging(&cli.global);
+    // A bug must not show a secret either: the panic message is redacted.
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        errln!(
+            "ihp-infra crashed (a bug; please report it){place}: {message}\n  \
+             nothing is lost: every step is idempotent, run the command again"
+        );
+    }));
     let result = run(cli);
     let retried = aws::calls::retries();
     if retried > 0 {
@@ -102,20 +123,38 @@ fn init_logging(global: &cli::GlobalArgs) {
         .add_directive("aws_sigv4=debug".parse().expect("a valid directive"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(|| RedactingStderr);
     match global.log_format {
         LogFormat::Text => builder.with_ansi(colors_on_stderr()).init(),
         LogFormat::Json => builder.json().init(),
     }
 }
 
+/// Log lines go to stderr through `redact`: one event is one write.
+struct RedactingStderr;
+
+impl std::io::Write for RedactingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let _ = std::io::stderr()
+            .lock()
+            .write_all(ihp_infra::redact::redact(&text).as_bytes());
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 fn load_stack(cli: &Cli, password: stack::Password) -> Result<Stack, String> {
-    stack::load_with(
+    let stack = stack::load_with(
         &cli.global.stack,
         &|name| std::env::var(name).ok(),
         password,
     )
-    .map_err(|e| e.to_string())
+    .map_err(|e| e.to_string())?;
+    ihp_infra::redact::register(stack.db_password.expose());
+    Ok(stack)
 }
 
 fn run(cli: Cli) -> Result<ExitCode, String> {
@@ -230,10 +269,17 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     .map_err(explain)?;
                 let outputs = aws.outputs(&stack).await.map_err(explain)?;
                 let password = show_secrets.then_some(&stack.db_password);
-                if json {
-                    outln!("{}", outputs.to_json(password));
+                let text = if json {
+                    format!("{}\n", outputs.to_json(password))
                 } else {
-                    out!("{}", outputs.to_text(password));
+                    outputs.to_text(password)
+                };
+                if show_secrets {
+                    // Asked for: the one place the password is printed, unmasked.
+                    use std::io::Write as _;
+                    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+                } else {
+                    out!("{text}");
                 }
                 Ok(ExitCode::SUCCESS)
             }
@@ -395,7 +441,7 @@ async fn execute_locked(
     };
     let progress = Arc::new(progress::Progress::new(display, colors_on_stderr()));
     if !quiet {
-        errln!();
+        errln!("");
     }
     let heartbeat = tokio::spawn({
         let progress = progress.clone();

@@ -445,6 +445,7 @@ impl Iam {
                     field: "AccessKey",
                 })?;
                 // The secret exists only in this answer: write it before anything else.
+                crate::redact::register(key.secret_access_key());
                 let text = key_file_text(
                     key.access_key_id(),
                     key.secret_access_key(),

@@ -68,6 +68,9 @@ pub struct Options {
     pub faults: Option<(u64, f64)>,
     /// Operations answered with this AWS error code, always.
     pub deny: HashMap<String, &'static str>,
+    /// Denials quote the request's parameters in their message, as some
+    /// AWS validation errors do.
+    pub echo: bool,
     pub hook: Option<Hook>,
 }
 
@@ -172,12 +175,14 @@ impl Shared {
             hook(&request, Stage::Received);
         }
         if let Some(code) = self.options.deny.get(&request.operation) {
-            let _ = client.write_all(&error_response(
-                &request.service,
-                400,
-                code,
-                "denied by the test proxy",
-            ));
+            let message = if self.options.echo {
+                let body = String::from_utf8_lossy(&body).replace('+', " ");
+                let decoded = percent_encoding::percent_decode_str(&body).decode_utf8_lossy();
+                format!("denied by the test proxy: {decoded}")
+            } else {
+                "denied by the test proxy".to_string()
+            };
+            let _ = client.write_all(&error_response(&request.service, 400, code, &message));
             return;
         }
         let fault = self.fault(&request);
@@ -342,6 +347,17 @@ fn describe(number: usize, head: &str, body: &[u8]) -> Request {
 
 /// An AWS error answer in the service's protocol.
 fn error_response(service: &str, status: u16, code: &str, message: &str) -> Vec<u8> {
+    let json_message = serde_json::to_string(message).unwrap();
+    let json_message = json_message.trim_matches('"');
+    let xml_message = message
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    let message = if matches!(service, "logs" | "tagging") {
+        json_message.to_string()
+    } else {
+        xml_message
+    };
     let (content_type, body) = match service {
         "logs" | "tagging" => (
             "application/x-amz-json-1.1",

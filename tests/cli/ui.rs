@@ -476,3 +476,36 @@ async fn ctrl_c_finishes_what_is_in_flight_and_a_rerun_finishes_the_job() {
     assert_eq!(tagged(&moto, "intr").await.len(), 17);
     p.run_ok(&["plan", "--detailed-exitcode"], 0);
 }
+
+#[tokio::test]
+async fn password_quoted_back_by_an_aws_error_is_masked() {
+    // Some AWS validation errors quote request parameters; the password
+    // travels in CreateDBInstance's. Whatever AWS says, it is never shown.
+    let moto = Moto::start();
+    moto.ec2_with_key(REGION).await;
+    let proxy = crate::proxy::Proxy::start(
+        moto.port,
+        crate::proxy::Options {
+            deny: std::collections::HashMap::from([(
+                "CreateDBInstance".to_string(),
+                "InvalidParameterValue",
+            )]),
+            echo: true,
+            ..Default::default()
+        },
+    );
+    let p = Project::with_stack(&proxy.endpoint(), "echo", REGION);
+    for args in [
+        &["apply", "--auto-approve"][..],
+        &["apply", "--auto-approve", "-vv"],
+        &["apply", "--auto-approve", "-vv", "--log-format", "json"],
+    ] {
+        let out = p.run(args);
+        assert_eq!(out.code, 1, "{out:?}");
+        assert!(
+            out.stderr.contains("MasterUserPassword=(sensitive)"),
+            "the error is shown, masked: {out:?}"
+        );
+        assert!(!out.all().contains(PASSWORD), "{args:?}: {out:?}");
+    }
+}
