@@ -742,6 +742,16 @@ fn yaml_problem(err: &serde_saphyr::Error, text: &str) -> Problem {
         .filter(|_| message.contains("field"))
         .or_else(|| key_at_line(text, line).filter(|_| !at_top))
         .unwrap_or_else(|| "(document)".to_string());
+    // `: x` or a `?` key with nothing in it (found by the fuzzer).
+    let empty_key = text
+        .lines()
+        .nth(usize::try_from(line).unwrap_or(0).saturating_sub(1))
+        .is_some_and(|l| l.trim_start().starts_with(':'));
+    let field = if field.trim().is_empty() || empty_key {
+        "(empty key)".to_string()
+    } else {
+        field
+    };
     if at_top {
         return Problem {
             line,
@@ -779,6 +789,9 @@ fn friendlier(message: &str) -> String {
     if let Some(rest) = message.strip_prefix("duplicate mapping key: ") {
         let key = rest.split(',').next().unwrap_or(rest).trim();
         return format!("`{key}` is given twice; keep one");
+    }
+    if message.starts_with("cannot deserialize null") {
+        return "is empty (null) where text is needed: give the key and its value".to_string();
     }
     if message.starts_with("missing field") {
         return format!("{message}; it is required (see stacks/example.yaml)");
@@ -1102,6 +1115,23 @@ db_password: \"s3cret-pass\"
         let problems = parse(Path::new("s.yaml"), &text, &weak).unwrap_err();
         assert!(problems[0].message.contains("DB_PW"));
         assert!(!problems[0].message.contains("short\""));
+    }
+
+    #[test]
+    fn empty_key_found_by_the_fuzzer_is_named() {
+        // fuzz/artifacts crash-bad98113: a `?` complex key with nothing in it.
+        let text = "?\t\t\t\t\t\t>\r8\r8\t\t\tu\tj\u{1}m";
+        let problems = parse(Path::new("s.yaml"), text, &no_env).unwrap_err();
+        assert!(
+            problems.iter().all(|p| !p.field.trim().is_empty()),
+            "{problems:?}"
+        );
+        let problems = parse(Path::new("s.yaml"), &format!("{VALID}: x\n"), &no_env).unwrap_err();
+        assert_eq!(problems[0].field, "(empty key)", "{problems:?}");
+        assert!(
+            problems[0].message.starts_with("is empty (null)"),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -228,6 +228,12 @@ const CASES: &[(&str, &str, &str)] = &[
         "5:14: (document):",
         "save it as UTF-8",
     ),
+    // Found by the fuzzer: a `?` key with nothing in it had no field name.
+    (
+        "52-empty-key-found-by-fuzzer.yaml",
+        "2:1: (empty key):",
+        "expected one of prefix",
+    ),
 ];
 
 fn corpus() -> &'static Path {
