@@ -180,6 +180,32 @@ fn graph(plan: &Plan) -> Vec<Node> {
     nodes
 }
 
+/// The heaviest chain of steps that wait for one another, each weighing
+/// `weight` (e.g. the calls it made one after another).
+pub fn critical_path(plan: &Plan, weight: impl Fn(&Step) -> usize) -> usize {
+    let nodes = graph(plan);
+    // Steps wait only for steps before them in some order: memoise.
+    fn longest(n: usize, nodes: &[Node], weight: &dyn Fn(&Step) -> usize, memo: &mut [Option<usize>]) -> usize {
+        if let Some(v) = memo[n] {
+            return v;
+        }
+        let before = nodes[n]
+            .waits_for
+            .iter()
+            .map(|&w| longest(w, nodes, weight, memo))
+            .max()
+            .unwrap_or(0);
+        let v = before + weight(&nodes[n].step);
+        memo[n] = Some(v);
+        v
+    }
+    let mut memo = vec![None; nodes.len()];
+    (0..nodes.len())
+        .map(|n| longest(n, &nodes, &weight, &mut memo))
+        .max()
+        .unwrap_or(0)
+}
+
 /// Runs the plan. `stop` resolving (e.g. on Ctrl-C) stops new steps from
 /// starting; steps under way finish, so nothing is left half-made.
 pub async fn execute<O: Operator>(

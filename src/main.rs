@@ -375,11 +375,10 @@ async fn execute(run: Run<'_>) -> Result<ExitCode, String> {
         .await
         .map_err(explain)?;
     let me = aws::lock::Holder::me(run.verb());
-    let lock = aws
-        .locks
-        .acquire(&me, run.lock_timeout)
-        .await
-        .map_err(explain)?;
+    let (lock, lock_calls) =
+        aws::calls::counted(aws.locks.acquire(&me, run.lock_timeout)).await;
+    let lock = lock.map_err(explain)?;
+    aws.depth.stage("lock", Some(lock_calls));
     let interrupts = Interrupts::listen(lock.clone());
     let result = execute_locked(&run, aws, &interrupts).await;
     if let Err(e) = lock.release().await {
@@ -462,6 +461,16 @@ async fn execute_locked(
     if goal == Goal::Converge {
         write_db_info(stack, &aws, quiet).await?;
     }
+    // With a fixed latency per call, nothing can beat this many round trips
+    // one after another (the lock's release is the last).
+    let (stages, chain) = aws.depth.critical_path(&plan);
+    tracing::info!(
+        critical_path_calls = stages + chain + 1,
+        planning_and_outputs = stages,
+        changes = chain,
+        calls = aws::calls::calls() + 1,
+        "critical path"
+    );
     Ok(code)
 }
 

@@ -29,6 +29,55 @@ pub fn retries() -> usize {
     RETRIES.load(Ordering::Relaxed)
 }
 
+/// Calls made in this process (not counting retries).
+static CALLS: AtomicUsize = AtomicUsize::new(0);
+
+pub fn calls() -> usize {
+    CALLS.load(Ordering::Relaxed)
+}
+
+tokio::task_local! {
+    /// The calls made by the future running in [`counted`]: when each
+    /// started and ended.
+    static SPANS: std::sync::Arc<std::sync::Mutex<Vec<(Instant, Option<Instant>)>>>;
+}
+
+/// Where this call's span is in the scope's list.
+#[derive(Debug, Clone)]
+struct SpanIndex(usize);
+
+impl Storable for SpanIndex {
+    type Storer = StoreReplace<Self>;
+}
+
+/// Runs `f` and returns the longest chain of its AWS calls that ran one
+/// after another (each started after the one before had answered): calls
+/// made at the same time count once. For the critical path of a run.
+pub async fn counted<F: std::future::Future>(f: F) -> (F::Output, usize) {
+    let spans = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let out = SPANS.scope(spans.clone(), f).await;
+    let spans = spans.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    (out, longest_chain(&spans))
+}
+
+/// The most calls in a row where each starts after the previous ended.
+fn longest_chain(spans: &[(Instant, Option<Instant>)]) -> usize {
+    let mut spans: Vec<(Instant, Instant)> = spans
+        .iter()
+        .map(|(start, end)| (*start, end.unwrap_or(*start)))
+        .collect();
+    spans.sort();
+    let mut chain = vec![1; spans.len()];
+    for i in 0..spans.len() {
+        for j in 0..i {
+            if spans[j].1 <= spans[i].0 {
+                chain[i] = chain[i].max(chain[j] + 1);
+            }
+        }
+    }
+    chain.into_iter().max().unwrap_or(0)
+}
+
 /// When the current attempt was sent.
 #[derive(Debug, Clone)]
 struct AttemptStarted(Instant);
@@ -55,6 +104,43 @@ fn fault(result: &Answer) -> bool {
 impl Intercept for CallLog {
     fn name(&self) -> &'static str {
         "ihp-infra call log"
+    }
+
+    fn read_before_execution(
+        &self,
+        _context: &aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef<'_>,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let index = SPANS.try_with(|spans| {
+            let mut spans = spans.lock().unwrap_or_else(|e| e.into_inner());
+            spans.push((Instant::now(), None));
+            spans.len() - 1
+        });
+        if let Ok(index) = index {
+            cfg.interceptor_state().store_put(SpanIndex(index));
+        }
+        CALLS.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn read_after_execution(
+        &self,
+        _context: &FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(SpanIndex(index)) = cfg.load::<SpanIndex>() {
+            let _ = SPANS.try_with(|spans| {
+                if let Some(span) = spans
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_mut(*index)
+                {
+                    span.1 = Some(Instant::now());
+                }
+            });
+        }
+        Ok(())
     }
 
     fn read_before_transmit(
@@ -109,7 +195,7 @@ impl Intercept for CallLog {
             Answer::Status(status) if *status >= 400 => tracing::info!(
                 target: "ihp_infra::aws::calls",
                 service, operation, attempt, status, elapsed_ms,
-                "aws call answered with an error; the SDK retries it if it may"
+                "aws call answered with an error"
             ),
             Answer::Status(status) => tracing::info!(
                 target: "ihp_infra::aws::calls",
@@ -140,6 +226,23 @@ fn no_response_reason<E>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calls_at_the_same_time_count_once_in_a_chain() {
+        let t = Instant::now();
+        let at = |ms: u64| t + std::time::Duration::from_millis(ms);
+        // a then b one after another; c and d alongside a; e after b.
+        let spans = [
+            (at(0), Some(at(10))),
+            (at(10), Some(at(20))),
+            (at(0), Some(at(5))),
+            (at(1), Some(at(9))),
+            (at(25), Some(at(30))),
+        ];
+        assert_eq!(longest_chain(&spans), 3);
+        assert_eq!(longest_chain(&spans[2..4]), 1);
+        assert_eq!(longest_chain(&[]), 0);
+    }
 
     #[test]
     fn throttling_server_errors_and_lost_connections_are_faults() {

@@ -16,7 +16,7 @@ use aws_config::{BehaviorVersion, Region};
 use aws_sdk_sts::error::ProvideErrorMetadata;
 
 use crate::desired::{self, Facts};
-use crate::executor::{BoxFuture, Operator};
+use crate::executor::{BoxFuture, Operator, Phase, Step};
 use crate::model::{Attrs, Kind, Observed, Value};
 use crate::password;
 use crate::plan::{AttrChange, Change};
@@ -112,6 +112,8 @@ impl Error {
 
 /// Clients for one stack in one region.
 pub struct Aws {
+    /// How many calls each stage and step made, for the critical path.
+    pub depth: Depth,
     pub arns: Arns,
     /// The stack's lock (see `lock`).
     pub locks: lock::Locks,
@@ -120,6 +122,65 @@ pub struct Aws {
     pub s3: s3::S3,
     pub logs: logs::Logs,
     pub iam: iam::Iam,
+}
+
+/// The calls made one after another: per stage of a run (identity,
+/// observe, facts, lock, outputs: the most any of its concurrent branches
+/// made) and per executed step. With a fixed latency per call, no run can
+/// be faster than the critical path these give, times the latency.
+#[derive(Debug, Default)]
+pub struct Depth {
+    stages: std::sync::Mutex<Vec<(&'static str, usize)>>,
+    steps: std::sync::Mutex<std::collections::HashMap<Step, usize>>,
+}
+
+impl Depth {
+    fn starting_with(stage: &'static str, calls: usize) -> Self {
+        let depth = Depth::default();
+        depth.stage(stage, Some(calls));
+        depth
+    }
+
+    /// Records a stage whose calls follow everything before it.
+    pub fn stage(&self, name: &'static str, calls: Option<usize>) {
+        self.stages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((name, calls.unwrap_or(0)));
+    }
+
+    async fn step<T>(
+        &self,
+        change: &Change,
+        phase: Phase,
+        f: impl std::future::Future<Output = T>,
+    ) -> T {
+        let (out, calls) = calls::counted(f).await;
+        let step = Step {
+            address: change.address.clone(),
+            phase,
+        };
+        self.steps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(step, calls);
+        out
+    }
+
+    /// The calls of the stages, and those of the heaviest chain of
+    /// dependent steps of `plan`.
+    pub fn critical_path(&self, plan: &crate::plan::Plan) -> (usize, usize) {
+        let stages: usize = self
+            .stages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(_, n)| n)
+            .sum();
+        let steps = self.steps.lock().unwrap_or_else(|e| e.into_inner());
+        let chain = crate::executor::critical_path(plan, |s| steps.get(s).copied().unwrap_or(0));
+        (stages, chain)
+    }
 }
 
 /// How to reach AWS beyond the standard chain.
@@ -195,6 +256,7 @@ impl Aws {
         let tagging_client = client!(aws_sdk_resourcegroupstagging);
         let logs_client = client!(aws_sdk_cloudwatchlogs);
         Ok(Aws {
+            depth: Depth::starting_with("identity", 1),
             s3: s3::S3::new(
                 aws_sdk_s3::Client::from_conf(s3_config),
                 tagging::Tagging::new(tagging_client.clone(), &stack.prefix),
@@ -247,27 +309,30 @@ impl Aws {
 
     /// Every live resource of the stack.
     pub async fn observe(&self) -> Result<Vec<Observed>, Error> {
-        let (ec2, rds, s3, logs, iam) = tokio::join!(
-            self.ec2.observe(),
-            self.rds.observe(),
-            self.s3.observe(),
-            self.logs.observe(),
-            self.iam.observe()
+        use calls::counted;
+        let ((ec2, a), (rds, b), (s3, c), (logs, d), (iam, e)) = tokio::join!(
+            counted(self.ec2.observe()),
+            counted(self.rds.observe()),
+            counted(self.s3.observe()),
+            counted(self.logs.observe()),
+            counted(self.iam.observe())
         );
+        self.depth.stage("observe", [a, b, c, d, e].into_iter().max());
         Ok([ec2?, rds?, s3?, logs?, iam?].concat())
     }
 
     /// What planning must learn from AWS: the key pair exists, which image a
     /// new server would use, and whether the password changed.
     pub async fn facts(&self, stack: &Stack, observed: &[Observed]) -> Result<Facts, Error> {
-        let (key, image) = tokio::join!(
-            self.ec2.check_key_pair(&stack.key_name, &stack.region),
-            self.ec2.choose_image(
+        let ((key, a), (image, b)) = tokio::join!(
+            calls::counted(self.ec2.check_key_pair(&stack.key_name, &stack.region)),
+            calls::counted(self.ec2.choose_image(
                 &stack.instance.image,
                 &stack.instance.instance_type,
                 &stack.region
-            ),
+            )),
         );
+        self.depth.stage("facts", Some(a.max(b)));
         key?;
         let (image_choice, image) = image?;
         let live_hash = observed
@@ -295,7 +360,11 @@ impl Aws {
 
     /// What the server's configuration needs, from the stack and AWS.
     pub async fn outputs(&self, stack: &Stack) -> Result<Outputs, Error> {
-        let (server, database) = tokio::join!(self.ec2.server_address(), self.rds.endpoint());
+        let ((server, a), (database, b)) = tokio::join!(
+            calls::counted(self.ec2.server_address()),
+            calls::counted(self.rds.endpoint())
+        );
+        self.depth.stage("outputs", Some(a.max(b)));
         let (instance_dns, instance_ip) = server?.unzip();
         let key_file = crate::db_info::access_key_path(&stack.path);
         Ok(Outputs {
@@ -355,7 +424,7 @@ impl Operator for Aws {
         change: &'a Change,
         attrs: Attrs,
     ) -> BoxFuture<'a, Result<String, Error>> {
-        Box::pin(async move {
+        Box::pin(self.depth.step(change, Phase::Create, async move {
             let (address, tags) = (&change.address, &change.tags);
             Ok(match service(address.kind) {
                 Service::Ec2 => self.ec2.create(address, tags, &attrs).await?,
@@ -364,7 +433,7 @@ impl Operator for Aws {
                 Service::Logs => self.logs.create(address, tags, &attrs).await?,
                 Service::Iam => self.iam.create(address, tags, &attrs).await?,
             })
-        })
+        }))
     }
 
     fn update<'a>(
@@ -373,7 +442,7 @@ impl Operator for Aws {
         id: &'a str,
         attrs: Vec<AttrChange>,
     ) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(async move {
+        Box::pin(self.depth.step(change, Phase::Update, async move {
             let address = &change.address;
             match service(address.kind) {
                 Service::Ec2 => self.ec2.update(address, id, &attrs).await?,
@@ -383,7 +452,7 @@ impl Operator for Aws {
                 Service::Iam => self.iam.update(address, id, &attrs).await?,
             }
             Ok(())
-        })
+        }))
     }
 
     fn delete<'a>(
@@ -391,7 +460,7 @@ impl Operator for Aws {
         change: &'a Change,
         id: &'a str,
     ) -> BoxFuture<'a, Result<Option<String>, Error>> {
-        Box::pin(async move {
+        Box::pin(self.depth.step(change, Phase::Delete, async move {
             let address = &change.address;
             match service(address.kind) {
                 Service::Ec2 => self.ec2.delete(address, id).await?,
@@ -401,7 +470,7 @@ impl Operator for Aws {
                 Service::Iam => self.iam.delete(address, id).await?,
             }
             Ok(None)
-        })
+        }))
     }
 }
 
