@@ -3,6 +3,7 @@
 //! linked once.
 
 mod bad_input;
+mod bench;
 mod common;
 mod network;
 mod proxy;
