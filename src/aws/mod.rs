@@ -93,7 +93,11 @@ pub fn hint(code: &str) -> Option<&'static str> {
 impl Error {
     /// What to do next, when the error's code says.
     pub fn hint(&self) -> Option<&'static str> {
-        self.code().and_then(hint)
+        match self {
+            Error::Rds(e) => e.hint(),
+            _ => None,
+        }
+        .or_else(|| self.code().and_then(hint))
     }
 
     /// The AWS error code, when AWS answered with one.

@@ -59,6 +59,23 @@ impl Error {
             _ => None,
         }
     }
+
+    /// LocalStack's community edition answers every RDS call with
+    /// InternalFailure "... not included in your current license plan".
+    pub fn hint(&self) -> Option<&'static str> {
+        let Error::Call { source, .. } = self else {
+            return None;
+        };
+        no_rds(source.code(), source.message()).then_some(
+            "this endpoint has no RDS (LocalStack's community edition lacks it); \
+             ihp-infra needs RDS for the database: use LocalStack Pro, moto, or AWS",
+        )
+    }
+}
+
+fn no_rds(code: Option<&str>, message: Option<&str>) -> bool {
+    code == Some("InternalFailure")
+        && message.is_some_and(|m| m.contains("not included in your current license plan"))
 }
 
 fn call<E, R>(
@@ -623,6 +640,14 @@ impl Rds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn localstack_community_without_rds_is_named() {
+        let message = "The API for service rds is either not included in your current license plan or has not yet been emulated by LocalStack.";
+        assert!(no_rds(Some("InternalFailure"), Some(message)));
+        assert!(!no_rds(Some("InternalFailure"), Some("boom")));
+        assert!(!no_rds(Some("DBInstanceNotFound"), Some(message)));
+    }
 
     #[test]
     fn final_snapshot_names_are_valid_and_unique_per_second() {
