@@ -167,6 +167,50 @@ fn tag_spec(kind: ResourceType, tags: &BTreeMap<String, String>) -> TagSpecifica
         .build()
 }
 
+/// SDK settings for one call: no retries of its own (see `create_once`).
+fn no_retries() -> aws_sdk_ec2::config::Builder {
+    aws_sdk_ec2::config::Builder::default()
+        .retry_config(aws_sdk_ec2::config::retry::RetryConfig::disabled())
+}
+
+/// What `create_once` came to: AWS's answer, or the resource found by its
+/// tags after an answer was lost.
+enum Created<O> {
+    Answered(O),
+    Found(String),
+}
+
+/// Whether a failed create may have been done by AWS all the same.
+fn maybe_done<E: ProvideErrorMetadata>(
+    e: &SdkError<E, aws_smithy_runtime_api::http::Response>,
+) -> bool {
+    match e {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        // A second create of the same thing: the first one happened.
+        _ if matches!(
+            e.code(),
+            Some("InvalidSubnet.Conflict" | "InvalidGroup.Duplicate")
+        ) =>
+        {
+            true
+        }
+        SdkError::ServiceError(_) => {
+            let status = e.raw_response().map_or(0, |r| r.status().as_u16());
+            status >= 500 && !is_throttle(e.code())
+        }
+        _ => false,
+    }
+}
+
+fn is_throttle(code: Option<&str>) -> bool {
+    matches!(
+        code,
+        Some("RequestLimitExceeded" | "Throttling" | "ThrottlingException" | "RequestThrottled")
+    )
+}
+
 fn attr_bool(value: bool) -> AttributeBooleanValue {
     AttributeBooleanValue::builder().value(value).build()
 }
@@ -533,19 +577,27 @@ impl Ec2 {
         };
         match address.kind {
             Kind::Vpc => {
-                let out = self
-                    .client
-                    .create_vpc()
-                    .cidr_block(attrs.text("cidr_block").unwrap_or(crate::desired::VPC_CIDR))
-                    .tag_specifications(tag_spec(ResourceType::Vpc, tags))
-                    .send()
-                    .await
-                    .map_err(call("create", &target))?;
-                let id = out
-                    .vpc()
-                    .and_then(|v| v.vpc_id())
-                    .ok_or_else(|| incomplete("create", &target, "VpcId"))?
-                    .to_string();
+                let created = self
+                    .create_once(address, || {
+                        self.client
+                            .create_vpc()
+                            .cidr_block(
+                                attrs.text("cidr_block").unwrap_or(crate::desired::VPC_CIDR),
+                            )
+                            .tag_specifications(tag_spec(ResourceType::Vpc, tags))
+                            .customize()
+                            .config_override(no_retries())
+                            .send()
+                    })
+                    .await?;
+                let id = match created {
+                    Created::Answered(out) => out
+                        .vpc()
+                        .and_then(|v| v.vpc_id())
+                        .ok_or_else(|| incomplete("create", &target, "VpcId"))?
+                        .to_string(),
+                    Created::Found(id) => id,
+                };
                 // A new VPC has DNS support on and hostnames off.
                 if attrs.bool("enable_dns_support") == Some(false) {
                     self.set_vpc_dns(&id, VpcAttributeName::EnableDnsSupport, false)
@@ -558,18 +610,24 @@ impl Ec2 {
                 Ok(id)
             }
             Kind::InternetGateway => {
-                let out = self
-                    .client
-                    .create_internet_gateway()
-                    .tag_specifications(tag_spec(ResourceType::InternetGateway, tags))
-                    .send()
-                    .await
-                    .map_err(call("create", &target))?;
-                let id = out
-                    .internet_gateway()
-                    .and_then(|g| g.internet_gateway_id())
-                    .ok_or_else(|| incomplete("create", &target, "InternetGatewayId"))?
-                    .to_string();
+                let created = self
+                    .create_once(address, || {
+                        self.client
+                            .create_internet_gateway()
+                            .tag_specifications(tag_spec(ResourceType::InternetGateway, tags))
+                            .customize()
+                            .config_override(no_retries())
+                            .send()
+                    })
+                    .await?;
+                let id = match created {
+                    Created::Answered(out) => out
+                        .internet_gateway()
+                        .and_then(|g| g.internet_gateway_id())
+                        .ok_or_else(|| incomplete("create", &target, "InternetGatewayId"))?
+                        .to_string(),
+                    Created::Found(id) => id,
+                };
                 if let Some(vpc) = attrs.id("vpc") {
                     self.attach_gateway(&id, vpc).await?;
                 }
@@ -577,22 +635,31 @@ impl Ec2 {
             }
             Kind::Subnet => {
                 let vpc = need_id("vpc")?;
-                let out = retry(NotYet::NotVisible, self.budgets.visibility, || {
-                    self.client
-                        .create_subnet()
-                        .vpc_id(&vpc)
-                        .cidr_block(attrs.text("cidr_block").unwrap_or_default())
-                        .availability_zone(attrs.text("availability_zone").unwrap_or_default())
-                        .tag_specifications(tag_spec(ResourceType::Subnet, tags))
-                        .send()
-                })
-                .await
-                .map_err(call("create", &target))?;
-                let id = out
-                    .subnet()
-                    .and_then(|s| s.subnet_id())
-                    .ok_or_else(|| incomplete("create", &target, "SubnetId"))?
-                    .to_string();
+                let created = self
+                    .create_once(address, || {
+                        retry(NotYet::NotVisible, self.budgets.visibility, || {
+                            self.client
+                                .create_subnet()
+                                .vpc_id(&vpc)
+                                .cidr_block(attrs.text("cidr_block").unwrap_or_default())
+                                .availability_zone(
+                                    attrs.text("availability_zone").unwrap_or_default(),
+                                )
+                                .tag_specifications(tag_spec(ResourceType::Subnet, tags))
+                                .customize()
+                                .config_override(no_retries())
+                                .send()
+                        })
+                    })
+                    .await?;
+                let id = match created {
+                    Created::Answered(out) => out
+                        .subnet()
+                        .and_then(|s| s.subnet_id())
+                        .ok_or_else(|| incomplete("create", &target, "SubnetId"))?
+                        .to_string(),
+                    Created::Found(id) => id,
+                };
                 if attrs.bool("map_public_ip_on_launch") == Some(true) {
                     self.set_map_public_ip(&id, true).await?;
                 }
@@ -600,20 +667,27 @@ impl Ec2 {
             }
             Kind::RouteTable => {
                 let vpc = need_id("vpc")?;
-                let out = retry(NotYet::NotVisible, self.budgets.visibility, || {
-                    self.client
-                        .create_route_table()
-                        .vpc_id(&vpc)
-                        .tag_specifications(tag_spec(ResourceType::RouteTable, tags))
-                        .send()
-                })
-                .await
-                .map_err(call("create", &target))?;
-                let id = out
-                    .route_table()
-                    .and_then(|t| t.route_table_id())
-                    .ok_or_else(|| incomplete("create", &target, "RouteTableId"))?
-                    .to_string();
+                let created = self
+                    .create_once(address, || {
+                        retry(NotYet::NotVisible, self.budgets.visibility, || {
+                            self.client
+                                .create_route_table()
+                                .vpc_id(&vpc)
+                                .tag_specifications(tag_spec(ResourceType::RouteTable, tags))
+                                .customize()
+                                .config_override(no_retries())
+                                .send()
+                        })
+                    })
+                    .await?;
+                let id = match created {
+                    Created::Answered(out) => out
+                        .route_table()
+                        .and_then(|t| t.route_table_id())
+                        .ok_or_else(|| incomplete("create", &target, "RouteTableId"))?
+                        .to_string(),
+                    Created::Found(id) => id,
+                };
                 self.sync_routes(&id, &BTreeSet::new(), &attrs.set("routes"))
                     .await?;
                 self.sync_associations(&id, &BTreeSet::new(), &attrs.set("subnets"))
@@ -622,21 +696,28 @@ impl Ec2 {
             }
             Kind::SecurityGroup => {
                 let vpc = need_id("vpc")?;
-                let out = retry(NotYet::NotVisible, self.budgets.visibility, || {
-                    self.client
-                        .create_security_group()
-                        .vpc_id(&vpc)
-                        .group_name(attrs.text("group_name").unwrap_or_default())
-                        .description(attrs.text("description").unwrap_or_default())
-                        .tag_specifications(tag_spec(ResourceType::SecurityGroup, tags))
-                        .send()
-                })
-                .await
-                .map_err(call("create", &target))?;
-                let id = out
-                    .group_id()
-                    .ok_or_else(|| incomplete("create", &target, "GroupId"))?
-                    .to_string();
+                let created = self
+                    .create_once(address, || {
+                        retry(NotYet::NotVisible, self.budgets.visibility, || {
+                            self.client
+                                .create_security_group()
+                                .vpc_id(&vpc)
+                                .group_name(attrs.text("group_name").unwrap_or_default())
+                                .description(attrs.text("description").unwrap_or_default())
+                                .tag_specifications(tag_spec(ResourceType::SecurityGroup, tags))
+                                .customize()
+                                .config_override(no_retries())
+                                .send()
+                        })
+                    })
+                    .await?;
+                let id = match created {
+                    Created::Answered(out) => out
+                        .group_id()
+                        .ok_or_else(|| incomplete("create", &target, "GroupId"))?
+                        .to_string(),
+                    Created::Found(id) => id,
+                };
                 // A new group lets everything out: that rule is AWS's, not ours.
                 let aws_default = BTreeSet::from([Item::Rule(Rule::all_traffic(Peer::Cidr(
                     ANYWHERE.to_string(),
@@ -655,6 +736,63 @@ impl Ec2 {
             Kind::Instance => self.create_instance(address, tags, attrs).await,
             kind => Err(Error::NotEc2 { kind }),
         }
+    }
+
+    /// Sends a create EC2 can't make idempotent (no client token: VPC,
+    /// subnet, gateway, route table, security group). If AWS did it but the
+    /// answer was lost, sending it again would make a second one (or a
+    /// conflict), so the SDK must not resend it on its own (`no_retries`):
+    /// after an answer that may hide a done create, the resource is looked
+    /// for by its tags (set in the create call itself) and only sent again
+    /// if it isn't there. Throttling means not done: just send again.
+    async fn create_once<O, E, Fut>(
+        &self,
+        address: &Address,
+        mut send: impl FnMut() -> Fut,
+    ) -> Result<Created<O>, Error>
+    where
+        Fut: std::future::Future<
+                Output = Result<O, SdkError<E, aws_smithy_runtime_api::http::Response>>,
+            >,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        aws_sdk_ec2::Error: From<SdkError<E, aws_smithy_runtime_api::http::Response>>,
+    {
+        const ATTEMPTS: u32 = 6;
+        let target = address.to_string();
+        for attempt in 1..=ATTEMPTS {
+            let e = match send().await {
+                Ok(out) => return Ok(Created::Answered(out)),
+                Err(e) => e,
+            };
+            let last = attempt == ATTEMPTS;
+            if maybe_done(&e) {
+                if let Some(id) = self.find(address).await? {
+                    tracing::info!(resource = %target, id, "create answered with a fault, but AWS made it: found by its tags");
+                    return Ok(Created::Found(id));
+                }
+                if last || matches!(e.code(), Some("InvalidSubnet.Conflict" | "InvalidGroup.Duplicate")) {
+                    return Err(call("create", &target)(e));
+                }
+            } else if !is_throttle(e.code()) || last {
+                return Err(call("create", &target)(e));
+            }
+            tracing::info!(resource = %target, attempt, "create not done (fault); sending it again");
+            tokio::time::sleep(std::time::Duration::from_millis(100 << attempt.min(6))).await;
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    /// The live resource at `address`, found by its tags.
+    async fn find(&self, address: &Address) -> Result<Option<String>, Error> {
+        let live = match address.kind {
+            Kind::Vpc => self.observe_vpcs().await?,
+            Kind::InternetGateway => self.observe_internet_gateways().await?,
+            Kind::Subnet => self.observe_subnets().await?,
+            Kind::RouteTable => self.observe_route_tables().await?,
+            Kind::SecurityGroup => self.observe_security_groups().await?,
+            _ => return Ok(None),
+        };
+        Ok(live.into_iter().find(|o| &o.address == address).map(|o| o.id))
     }
 
     /// Applies the changed attributes of a live resource.

@@ -192,6 +192,14 @@ impl Locks {
                 }
                 Err(e) if e.code() == Some("ResourceAlreadyExistsException") => {
                     let taken = self.taken().await?;
+                    if taken.as_ref().and_then(|t| t.holder.as_ref()) == Some(me) {
+                        // Our own create, done by AWS, whose answer was lost:
+                        // the SDK sent it again.
+                        tracing::info!(stack = %self.prefix, "lock taken (the first answer was lost)");
+                        return Ok(Lock {
+                            locks: self.clone(),
+                        });
+                    }
                     if let Some(Taken {
                         holder: Some(holder),
                         ..

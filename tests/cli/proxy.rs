@@ -71,6 +71,9 @@ pub struct Options {
     /// Denials quote the request's parameters in their message, as some
     /// AWS validation errors do.
     pub echo: bool,
+    /// Operations whose first answer is lost after moto did them (a write
+    /// done by AWS whose answer never arrives).
+    pub lose_first_answer: std::collections::HashSet<String>,
     pub hook: Option<Hook>,
 }
 
@@ -90,6 +93,7 @@ impl Proxy {
         let requests = Arc::new(AtomicUsize::new(0));
         let shared = Arc::new(Shared {
             upstream,
+            lost: Mutex::default(),
             options,
             injected: injected.clone(),
             requests: requests.clone(),
@@ -148,6 +152,8 @@ impl Drop for Proxy {
 
 struct Shared {
     upstream: u16,
+    /// Operations whose first answer was lost already.
+    lost: Mutex<std::collections::HashSet<String>>,
     options: Options,
     injected: Arc<Mutex<Vec<(Request, Fault)>>>,
     requests: Arc<AtomicUsize>,
@@ -185,7 +191,13 @@ impl Shared {
             let _ = client.write_all(&error_response(&request.service, 400, code, &message));
             return;
         }
-        let fault = self.fault(&request);
+        let lose = self.options.lose_first_answer.contains(&request.operation)
+            && self.lost.lock().unwrap().insert(request.operation.clone());
+        let fault = if lose {
+            Some(Fault::LoseAnswer)
+        } else {
+            self.fault(&request)
+        };
         if let Some(fault) = fault {
             self.injected.lock().unwrap().push((request.clone(), fault));
         }

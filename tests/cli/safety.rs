@@ -530,3 +530,49 @@ async fn lock_left_by_a_lost_machine_is_broken_with_unlock() {
     p.run_ok(&["destroy", "--auto-approve"], 0);
     assert!(!locked(&moto, "stale").await);
 }
+
+#[tokio::test]
+async fn lost_answers_of_creates_never_make_duplicates() {
+    // AWS did the create, the answer never arrived. CreateVpc, CreateSubnet,
+    // CreateInternetGateway and CreateRouteTable take no idempotency token:
+    // sent again blindly, each makes a second resource.
+    let moto = Moto::start();
+    moto.ec2_with_key(REGION).await;
+    let p = Project::with_stack(&moto.endpoint(), "lost", REGION);
+    let lose = [
+        "CreateVpc",
+        "CreateSubnet",
+        "CreateInternetGateway",
+        "CreateRouteTable",
+        "CreateSecurityGroup",
+        // Not RunInstances: its ClientToken makes AWS answer a resend with
+        // the same instance, but moto ignores the token (emulators.md); the
+        // token's derivation is unit-tested in src/aws/ec2/instance.rs.
+        "CreateLogGroup",
+        "CreatePolicy",
+        "CreateRole",
+        "CreateInstanceProfile",
+        "CreateDBSubnetGroup",
+        "CreateDBInstance",
+    ];
+    let proxy = Proxy::start(
+        moto.port,
+        Options {
+            lose_first_answer: lose.iter().map(|s| s.to_string()).collect(),
+            ..Options::default()
+        },
+    );
+    let out = p
+        .command(&["apply", "--auto-approve", "-v"])
+        .env("AWS_ENDPOINT_URL", proxy.endpoint())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lost: Vec<String> = proxy.injected().iter().map(|(r, _)| r.operation.clone()).collect();
+    assert_eq!(out.status.code(), Some(0), "lost {lost:?}:\n{stderr}");
+    assert!(lost.len() >= 10, "answers were lost: {lost:?}");
+    let live = tagged(&moto, "lost").await;
+    assert_eq!(live.len(), 17, "{live:?}");
+    assert_eq!(orphans(&moto, "lost").await, Vec::<String>::new());
+    p.run_ok(&["plan", "--detailed-exitcode"], 0);
+}
