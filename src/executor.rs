@@ -185,7 +185,12 @@ fn graph(plan: &Plan) -> Vec<Node> {
 pub fn critical_path(plan: &Plan, weight: impl Fn(&Step) -> usize) -> usize {
     let nodes = graph(plan);
     // Steps wait only for steps before them in some order: memoise.
-    fn longest(n: usize, nodes: &[Node], weight: &dyn Fn(&Step) -> usize, memo: &mut [Option<usize>]) -> usize {
+    fn longest(
+        n: usize,
+        nodes: &[Node],
+        weight: &dyn Fn(&Step) -> usize,
+        memo: &mut [Option<usize>],
+    ) -> usize {
         if let Some(v) = memo[n] {
             return v;
         }

@@ -375,8 +375,7 @@ async fn execute(run: Run<'_>) -> Result<ExitCode, String> {
         .await
         .map_err(explain)?;
     let me = aws::lock::Holder::me(run.verb());
-    let (lock, lock_calls) =
-        aws::calls::counted(aws.locks.acquire(&me, run.lock_timeout)).await;
+    let (lock, lock_calls) = aws::calls::counted(aws.locks.acquire(&me, run.lock_timeout)).await;
     let lock = lock.map_err(explain)?;
     aws.depth.stage("lock", Some(lock_calls));
     let interrupts = Interrupts::listen(lock.clone());

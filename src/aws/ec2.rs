@@ -770,7 +770,12 @@ impl Ec2 {
                     tracing::info!(resource = %target, id, "create answered with a fault, but AWS made it: found by its tags");
                     return Ok(Created::Found(id));
                 }
-                if last || matches!(e.code(), Some("InvalidSubnet.Conflict" | "InvalidGroup.Duplicate")) {
+                if last
+                    || matches!(
+                        e.code(),
+                        Some("InvalidSubnet.Conflict" | "InvalidGroup.Duplicate")
+                    )
+                {
                     return Err(call("create", &target)(e));
                 }
             } else if !is_throttle(e.code()) || last {
@@ -792,7 +797,10 @@ impl Ec2 {
             Kind::SecurityGroup => self.observe_security_groups().await?,
             _ => return Ok(None),
         };
-        Ok(live.into_iter().find(|o| &o.address == address).map(|o| o.id))
+        Ok(live
+            .into_iter()
+            .find(|o| &o.address == address)
+            .map(|o| o.id))
     }
 
     /// Applies the changed attributes of a live resource.

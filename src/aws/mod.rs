@@ -321,7 +321,8 @@ impl Aws {
             counted(self.logs.observe()),
             counted(self.iam.observe())
         );
-        self.depth.stage("observe", [a, b, c, d, e].into_iter().max());
+        self.depth
+            .stage("observe", [a, b, c, d, e].into_iter().max());
         Ok([ec2?, rds?, s3?, logs?, iam?].concat())
     }
 

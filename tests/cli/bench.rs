@@ -26,7 +26,13 @@ fn benchmark_script_runs_one_phase_of_both_tools() {
             .find(|r| r["tool"] == tool && r["phase"] == "plan")
             .unwrap_or_else(|| panic!("no plan of {tool}: {numbers:#}"));
         assert!(r["seconds"].as_f64().unwrap() > 0.0, "{r}");
-        assert!(r["calls"].as_u64().unwrap() >= 5, "the emulator counted calls: {r}");
+        // Terraform's plan of an empty state only reads its data source (the
+        // image lookup): 2 calls. ihp-infra looks at the account: about 20.
+        let least = if tool == "terraform" { 1 } else { 10 };
+        assert!(
+            r["calls"].as_u64().unwrap() >= least,
+            "the emulator counted calls: {r}"
+        );
         assert!(r["peak_rss_mib"].as_f64().unwrap() > 1.0, "{r}");
     }
     assert!(stdout.contains("| plan |"), "a table: {stdout}");

@@ -568,7 +568,11 @@ async fn lost_answers_of_creates_never_make_duplicates() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let lost: Vec<String> = proxy.injected().iter().map(|(r, _)| r.operation.clone()).collect();
+    let lost: Vec<String> = proxy
+        .injected()
+        .iter()
+        .map(|(r, _)| r.operation.clone())
+        .collect();
     assert_eq!(out.status.code(), Some(0), "lost {lost:?}:\n{stderr}");
     assert!(lost.len() >= 10, "answers were lost: {lost:?}");
     let live = tagged(&moto, "lost").await;
