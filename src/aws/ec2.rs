@@ -173,13 +173,6 @@ fn no_retries() -> aws_sdk_ec2::config::Builder {
         .retry_config(aws_sdk_ec2::config::retry::RetryConfig::disabled())
 }
 
-/// What `create_once` came to: AWS's answer, or the resource found by its
-/// tags after an answer was lost.
-enum Created<O> {
-    Answered(O),
-    Found(String),
-}
-
 /// Whether a failed create may have been done by AWS all the same.
 fn maybe_done<E: ProvideErrorMetadata>(
     e: &SdkError<E, aws_smithy_runtime_api::http::Response>,
@@ -577,27 +570,24 @@ impl Ec2 {
         };
         match address.kind {
             Kind::Vpc => {
-                let created = self
-                    .create_once(address, || {
-                        self.client
-                            .create_vpc()
-                            .cidr_block(
-                                attrs.text("cidr_block").unwrap_or(crate::desired::VPC_CIDR),
-                            )
-                            .tag_specifications(tag_spec(ResourceType::Vpc, tags))
-                            .customize()
-                            .config_override(no_retries())
-                            .send()
-                    })
+                let id = self
+                    .create_once(
+                        address,
+                        || {
+                            self.client
+                                .create_vpc()
+                                .cidr_block(
+                                    attrs.text("cidr_block").unwrap_or(crate::desired::VPC_CIDR),
+                                )
+                                .tag_specifications(tag_spec(ResourceType::Vpc, tags))
+                                .customize()
+                                .config_override(no_retries())
+                                .send()
+                        },
+                        "VpcId",
+                        |out| out.vpc().and_then(|v| v.vpc_id()),
+                    )
                     .await?;
-                let id = match created {
-                    Created::Answered(out) => out
-                        .vpc()
-                        .and_then(|v| v.vpc_id())
-                        .ok_or_else(|| incomplete("create", &target, "VpcId"))?
-                        .to_string(),
-                    Created::Found(id) => id,
-                };
                 // A new VPC has DNS support on and hostnames off.
                 if attrs.bool("enable_dns_support") == Some(false) {
                     self.set_vpc_dns(&id, VpcAttributeName::EnableDnsSupport, false)
@@ -610,24 +600,21 @@ impl Ec2 {
                 Ok(id)
             }
             Kind::InternetGateway => {
-                let created = self
-                    .create_once(address, || {
-                        self.client
-                            .create_internet_gateway()
-                            .tag_specifications(tag_spec(ResourceType::InternetGateway, tags))
-                            .customize()
-                            .config_override(no_retries())
-                            .send()
-                    })
+                let id = self
+                    .create_once(
+                        address,
+                        || {
+                            self.client
+                                .create_internet_gateway()
+                                .tag_specifications(tag_spec(ResourceType::InternetGateway, tags))
+                                .customize()
+                                .config_override(no_retries())
+                                .send()
+                        },
+                        "InternetGatewayId",
+                        |out| out.internet_gateway().and_then(|g| g.internet_gateway_id()),
+                    )
                     .await?;
-                let id = match created {
-                    Created::Answered(out) => out
-                        .internet_gateway()
-                        .and_then(|g| g.internet_gateway_id())
-                        .ok_or_else(|| incomplete("create", &target, "InternetGatewayId"))?
-                        .to_string(),
-                    Created::Found(id) => id,
-                };
                 if let Some(vpc) = attrs.id("vpc") {
                     self.attach_gateway(&id, vpc).await?;
                 }
@@ -635,31 +622,28 @@ impl Ec2 {
             }
             Kind::Subnet => {
                 let vpc = need_id("vpc")?;
-                let created = self
-                    .create_once(address, || {
-                        retry(NotYet::NotVisible, self.budgets.visibility, || {
-                            self.client
-                                .create_subnet()
-                                .vpc_id(&vpc)
-                                .cidr_block(attrs.text("cidr_block").unwrap_or_default())
-                                .availability_zone(
-                                    attrs.text("availability_zone").unwrap_or_default(),
-                                )
-                                .tag_specifications(tag_spec(ResourceType::Subnet, tags))
-                                .customize()
-                                .config_override(no_retries())
-                                .send()
-                        })
-                    })
+                let id = self
+                    .create_once(
+                        address,
+                        || {
+                            retry(NotYet::NotVisible, self.budgets.visibility, || {
+                                self.client
+                                    .create_subnet()
+                                    .vpc_id(&vpc)
+                                    .cidr_block(attrs.text("cidr_block").unwrap_or_default())
+                                    .availability_zone(
+                                        attrs.text("availability_zone").unwrap_or_default(),
+                                    )
+                                    .tag_specifications(tag_spec(ResourceType::Subnet, tags))
+                                    .customize()
+                                    .config_override(no_retries())
+                                    .send()
+                            })
+                        },
+                        "SubnetId",
+                        |out| out.subnet().and_then(|s| s.subnet_id()),
+                    )
                     .await?;
-                let id = match created {
-                    Created::Answered(out) => out
-                        .subnet()
-                        .and_then(|s| s.subnet_id())
-                        .ok_or_else(|| incomplete("create", &target, "SubnetId"))?
-                        .to_string(),
-                    Created::Found(id) => id,
-                };
                 if attrs.bool("map_public_ip_on_launch") == Some(true) {
                     self.set_map_public_ip(&id, true).await?;
                 }
@@ -667,27 +651,24 @@ impl Ec2 {
             }
             Kind::RouteTable => {
                 let vpc = need_id("vpc")?;
-                let created = self
-                    .create_once(address, || {
-                        retry(NotYet::NotVisible, self.budgets.visibility, || {
-                            self.client
-                                .create_route_table()
-                                .vpc_id(&vpc)
-                                .tag_specifications(tag_spec(ResourceType::RouteTable, tags))
-                                .customize()
-                                .config_override(no_retries())
-                                .send()
-                        })
-                    })
+                let id = self
+                    .create_once(
+                        address,
+                        || {
+                            retry(NotYet::NotVisible, self.budgets.visibility, || {
+                                self.client
+                                    .create_route_table()
+                                    .vpc_id(&vpc)
+                                    .tag_specifications(tag_spec(ResourceType::RouteTable, tags))
+                                    .customize()
+                                    .config_override(no_retries())
+                                    .send()
+                            })
+                        },
+                        "RouteTableId",
+                        |out| out.route_table().and_then(|t| t.route_table_id()),
+                    )
                     .await?;
-                let id = match created {
-                    Created::Answered(out) => out
-                        .route_table()
-                        .and_then(|t| t.route_table_id())
-                        .ok_or_else(|| incomplete("create", &target, "RouteTableId"))?
-                        .to_string(),
-                    Created::Found(id) => id,
-                };
                 self.sync_routes(&id, &BTreeSet::new(), &attrs.set("routes"))
                     .await?;
                 self.sync_associations(&id, &BTreeSet::new(), &attrs.set("subnets"))
@@ -696,28 +677,26 @@ impl Ec2 {
             }
             Kind::SecurityGroup => {
                 let vpc = need_id("vpc")?;
-                let created = self
-                    .create_once(address, || {
-                        retry(NotYet::NotVisible, self.budgets.visibility, || {
-                            self.client
-                                .create_security_group()
-                                .vpc_id(&vpc)
-                                .group_name(attrs.text("group_name").unwrap_or_default())
-                                .description(attrs.text("description").unwrap_or_default())
-                                .tag_specifications(tag_spec(ResourceType::SecurityGroup, tags))
-                                .customize()
-                                .config_override(no_retries())
-                                .send()
-                        })
-                    })
+                let id = self
+                    .create_once(
+                        address,
+                        || {
+                            retry(NotYet::NotVisible, self.budgets.visibility, || {
+                                self.client
+                                    .create_security_group()
+                                    .vpc_id(&vpc)
+                                    .group_name(attrs.text("group_name").unwrap_or_default())
+                                    .description(attrs.text("description").unwrap_or_default())
+                                    .tag_specifications(tag_spec(ResourceType::SecurityGroup, tags))
+                                    .customize()
+                                    .config_override(no_retries())
+                                    .send()
+                            })
+                        },
+                        "GroupId",
+                        |out| out.group_id(),
+                    )
                     .await?;
-                let id = match created {
-                    Created::Answered(out) => out
-                        .group_id()
-                        .ok_or_else(|| incomplete("create", &target, "GroupId"))?
-                        .to_string(),
-                    Created::Found(id) => id,
-                };
                 // A new group lets everything out: that rule is AWS's, not ours.
                 let aws_default = BTreeSet::from([Item::Rule(Rule::all_traffic(Peer::Cidr(
                     ANYWHERE.to_string(),
@@ -745,11 +724,15 @@ impl Ec2 {
     /// after an answer that may hide a done create, the resource is looked
     /// for by its tags (set in the create call itself) and only sent again
     /// if it isn't there. Throttling means not done: just send again.
+    /// Returns the new resource's id: `id_of` the answer (its `field`), or
+    /// the one found by tags.
     async fn create_once<O, E, Fut>(
         &self,
         address: &Address,
         mut send: impl FnMut() -> Fut,
-    ) -> Result<Created<O>, Error>
+        field: &'static str,
+        id_of: impl Fn(&O) -> Option<&str>,
+    ) -> Result<String, Error>
     where
         Fut: std::future::Future<
                 Output = Result<O, SdkError<E, aws_smithy_runtime_api::http::Response>>,
@@ -761,14 +744,18 @@ impl Ec2 {
         let target = address.to_string();
         for attempt in 1..=ATTEMPTS {
             let e = match send().await {
-                Ok(out) => return Ok(Created::Answered(out)),
+                Ok(out) => {
+                    return id_of(&out)
+                        .map(str::to_string)
+                        .ok_or_else(|| incomplete("create", &target, field));
+                }
                 Err(e) => e,
             };
             let last = attempt == ATTEMPTS;
             if maybe_done(&e) {
                 if let Some(id) = self.find(address).await? {
                     tracing::info!(resource = %target, id, "create answered with a fault, but AWS made it: found by its tags");
-                    return Ok(Created::Found(id));
+                    return Ok(id);
                 }
                 if last
                     || matches!(
