@@ -40,7 +40,8 @@ pub struct GlobalArgs {
     #[arg(long, global = true)]
     pub no_color: bool,
 
-    /// The AWS profile to use (as AWS_PROFILE); the region comes from the stack file
+    /// The AWS profile to use, over AWS_PROFILE and keys in the environment
+    /// (as with the AWS CLI); the region comes from the stack file
     #[arg(long, global = true, value_name = "NAME")]
     pub profile: Option<String>,
 
@@ -57,6 +58,18 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Write a commented stack file to start from (never overwrites one)
+    Init {
+        /// Names every resource; asked for on a terminal when not given
+        #[arg(long)]
+        prefix: Option<String>,
+        /// The AWS region; asked for on a terminal when not given
+        #[arg(long)]
+        region: Option<String>,
+        /// The EC2 key pair for SSH; asked for on a terminal when not given
+        #[arg(long, value_name = "NAME")]
+        key_name: Option<String>,
+    },
     /// Check the stack file; makes no AWS call
     Validate,
     /// Show what apply would change
@@ -92,13 +105,6 @@ pub enum Command {
         #[command(flatten)]
         lock: LockArgs,
     },
-    /// Break the stack's lock, left behind by a run that was killed or whose
-    /// machine was lost (see README, "Two runs at once")
-    Unlock {
-        /// Do not ask for confirmation
-        #[arg(long)]
-        force: bool,
-    },
     /// Print what the next step needs: the server's address, an SSH line and
     /// ~/.ssh/config block, DATABASE_URL (password masked), bucket, log group
     Output {
@@ -109,17 +115,12 @@ pub enum Command {
         #[arg(long)]
         show_secrets: bool,
     },
-    /// Write a commented stack file to start from (never overwrites one)
-    Init {
-        /// Names every resource; asked for on a terminal when not given
+    /// Break the stack's lock, left behind by a run that was killed or whose
+    /// machine was lost (see README, "Two runs at once")
+    Unlock {
+        /// Do not ask for confirmation
         #[arg(long)]
-        prefix: Option<String>,
-        /// The AWS region; asked for on a terminal when not given
-        #[arg(long)]
-        region: Option<String>,
-        /// The EC2 key pair for SSH; asked for on a terminal when not given
-        #[arg(long, value_name = "NAME")]
-        key_name: Option<String>,
+        force: bool,
     },
     /// Print a shell completion script (e.g. `ihp-infra completions bash > ~/.local/share/bash-completion/completions/ihp-infra`)
     Completions {
