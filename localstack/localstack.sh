@@ -13,6 +13,8 @@
 # Community edition: no RDS, and RunInstances rejects instance profiles.
 set -euo pipefail
 cd "$(dirname "$0")"
+# shellcheck source=localstack/background.sh
+source ./background.sh
 
 VERSION=2026.3.0
 CACHE="${IHP_INFRA_CACHE:-$HOME/.cache/ihp-infra}"
@@ -59,7 +61,7 @@ start() {
   install
   mkdir -p "$RUN_DIR"
   local pidfile="$RUN_DIR/localstack-$port.pid"
-  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+  if running "$pidfile"; then
     echo "LocalStack already running on 127.0.0.1:$port (pid $(cat "$pidfile"))" >&2
     return 0
   fi
@@ -70,32 +72,12 @@ start() {
     MOTO_AMIS_PATH="$AMIS" \
     "$VENV/bin/python" -m localstack.runtime.main >"$RUN_DIR/localstack-$port.log" 2>&1 &
   echo $! >"$pidfile"
-  for _ in $(seq 1 300); do
-    if curl -fsS -o /dev/null "http://127.0.0.1:$port/_localstack/health" 2>/dev/null; then
-      echo "LocalStack $VERSION listening on http://127.0.0.1:$port (pid $(cat "$pidfile"))" >&2
-      return 0
-    fi
-    kill -0 "$(cat "$pidfile")" 2>/dev/null || break
-    sleep 0.1
-  done
-  echo "LocalStack did not start; see $RUN_DIR/localstack-$port.log" >&2
-  return 1
+  wait_ready "$pidfile" "http://127.0.0.1:$port/_localstack/health" "LocalStack $VERSION" \
+    "$RUN_DIR/localstack-$port.log"
 }
 
 stop() {
-  local port="${1:-4566}"
-  local pidfile="$RUN_DIR/localstack-$port.pid"
-  [ -f "$pidfile" ] || return 0
-  local pid
-  pid="$(cat "$pidfile")"
-  if kill "$pid" 2>/dev/null; then
-    for _ in $(seq 1 100); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -9 "$pid" 2>/dev/null || true
-  fi
-  rm -f "$pidfile"
+  stop_pidfile "$RUN_DIR/localstack-${1:-4566}.pid"
 }
 
 env_exports() {

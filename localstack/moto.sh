@@ -10,6 +10,8 @@
 #   localstack/moto.sh env   [PORT]   print the exports that point AWS tools at it
 #   localstack/moto.sh key-pair PORT REGION NAME   make an EC2 key pair in it
 set -euo pipefail
+# shellcheck source=localstack/background.sh
+source "$(dirname "$0")/background.sh"
 
 MOTO_VERSION="5.2.5"
 CACHE="${IHP_INFRA_CACHE:-$HOME/.cache/ihp-infra}"
@@ -34,38 +36,17 @@ start() {
   install
   mkdir -p "$RUN_DIR"
   local pidfile="$RUN_DIR/moto-$port.pid"
-  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+  if running "$pidfile"; then
     echo "moto already running on 127.0.0.1:$port (pid $(cat "$pidfile"))" >&2
     return 0
   fi
   MOTO_AMIS_PATH="$AMIS" "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$RUN_DIR/moto-$port.log" 2>&1 &
   echo $! >"$pidfile"
-  for _ in $(seq 1 100); do
-    if curl -fsS -o /dev/null "http://127.0.0.1:$port/moto-api/" 2>/dev/null; then
-      echo "moto $MOTO_VERSION listening on http://127.0.0.1:$port (pid $(cat "$pidfile"))" >&2
-      return 0
-    fi
-    sleep 0.1
-  done
-  echo "moto did not start; see $RUN_DIR/moto-$port.log" >&2
-  return 1
+  wait_ready "$pidfile" "http://127.0.0.1:$port/moto-api/" "moto $MOTO_VERSION" "$RUN_DIR/moto-$port.log"
 }
 
 stop() {
-  local port="${1:-5000}"
-  local pidfile="$RUN_DIR/moto-$port.pid"
-  [ -f "$pidfile" ] || return 0
-  local pid
-  pid="$(cat "$pidfile")"
-  if kill "$pid" 2>/dev/null; then
-    # moto takes a few seconds to exit after SIGTERM.
-    for _ in $(seq 1 100); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -9 "$pid" 2>/dev/null || true
-  fi
-  rm -f "$pidfile"
+  stop_pidfile "$RUN_DIR/moto-${1:-5000}.pid"
 }
 
 # A key pair in the emulator, as a user would make in the EC2 console.
