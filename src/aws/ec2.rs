@@ -753,9 +753,14 @@ impl Ec2 {
             };
             let last = attempt == ATTEMPTS;
             if maybe_done(&e) {
-                if let Some(id) = self.find(address).await? {
-                    tracing::info!(resource = %target, id, "create answered with a fault, but AWS made it: found by its tags");
-                    return Ok(id);
+                // EC2's describe calls may lag its creates by a moment: look
+                // a few times before concluding the create was not done.
+                for _ in 0..3 {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    if let Some(id) = self.find(address).await? {
+                        tracing::info!(resource = %target, id, "create answered with a fault, but AWS made it: found by its tags");
+                        return Ok(id);
+                    }
                 }
                 if last
                     || matches!(
