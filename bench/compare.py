@@ -56,6 +56,17 @@ def free_port() -> int:
 # --- the emulator ---------------------------------------------------------
 
 
+def die_with_parent():
+    """Linux: the emulator is killed when this script dies, even by kill -9,
+    so an interrupted benchmark leaves nothing running."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+    except OSError:
+        pass
+
+
 class Moto:
     """A fresh moto server recording every request."""
 
@@ -81,6 +92,7 @@ class Moto:
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=self.log,
+            preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
