@@ -21,6 +21,7 @@ pub mod redact;
 pub mod regions;
 pub mod render;
 pub mod retry;
+pub mod session;
 pub mod stack;
 
 use aws::Aws;
@@ -36,6 +37,14 @@ pub enum Error {
     Aws(#[from] aws::Error),
     #[error(transparent)]
     Plan(#[from] PlanError),
+    #[error("the server or the database is missing after apply; run `ihp-infra plan` to see why")]
+    Incomplete,
+    #[error("failed to write {}: {source}", path.display())]
+    DbInfo {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl From<aws::lock::Error> for Error {
@@ -69,13 +78,14 @@ pub async fn plan(
     goal: Goal,
     settings: &aws::Settings,
 ) -> Result<(Aws, Plan), Error> {
-    let mut aws = Aws::connect(stack, settings).await?;
-    let plan = plan_with(&mut aws, stack, goal).await?;
+    let aws = Aws::connect_for(stack, settings, goal).await?;
+    let plan = plan_with(&aws, stack, goal).await?;
     Ok((aws, plan))
 }
 
-/// Observes the stack's live resources through `aws` and plans.
-pub async fn plan_with(aws: &mut Aws, stack: &Stack, goal: Goal) -> Result<Plan, Error> {
+/// Observes the stack's live resources through `aws` (connected for this
+/// `goal`) and plans.
+pub async fn plan_with(aws: &Aws, stack: &Stack, goal: Goal) -> Result<Plan, Error> {
     let observed = aws.observe().await?;
     let plan = match goal {
         Goal::Converge => {
@@ -95,8 +105,7 @@ pub async fn plan_with(aws: &mut Aws, stack: &Stack, goal: Goal) -> Result<Plan,
             }
             plan
         }
-        Goal::Destroy(options) => {
-            aws.set_destroy_options(options);
+        Goal::Destroy(_) => {
             // Destroy needs only the graph's shape, not what a create would use.
             let facts = desired::Facts {
                 image: None,

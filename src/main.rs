@@ -42,12 +42,13 @@ use clap::Parser;
 
 use clap::CommandFactory;
 use cli::{Cli, Command, LogFormat, Shell};
-use ihp_infra::executor::{self, Outcome};
+use ihp_infra::executor::Outcome;
 use ihp_infra::model::Kind;
 use ihp_infra::plan::{Action, Plan};
 use ihp_infra::render::{self, Palette};
+use ihp_infra::session::Session;
 use ihp_infra::stack::{self, Stack};
-use ihp_infra::{Goal, aws, db_info};
+use ihp_infra::{Goal, aws};
 
 fn main() -> ExitCode {
     // The SDK logs request bodies (the database password among them) at trace
@@ -371,16 +372,18 @@ impl Run<'_> {
 /// Takes the stack's lock, runs, and releases the lock however the run
 /// ends (an error, a refusal, Ctrl-C).
 async fn execute(run: Run<'_>) -> Result<ExitCode, String> {
-    let aws = aws::Aws::connect(run.stack, run.settings)
-        .await
-        .map_err(explain)?;
-    let me = aws::lock::Holder::me(run.verb());
-    let (lock, lock_calls) = aws::calls::counted(aws.locks.acquire(&me, run.lock_timeout)).await;
-    let lock = lock.map_err(explain)?;
-    aws.depth.stage("lock", Some(lock_calls));
-    let interrupts = Interrupts::listen(lock.clone());
-    let result = execute_locked(&run, aws, &interrupts).await;
-    if let Err(e) = lock.release().await {
+    let session = Session::open(
+        run.stack,
+        run.settings,
+        run.goal,
+        run.verb(),
+        run.lock_timeout,
+    )
+    .await
+    .map_err(explain)?;
+    let interrupts = Interrupts::listen(session.lock());
+    let result = execute_locked(&run, &session, &interrupts).await;
+    if let Err(e) = session.close().await {
         errln!(
             "{} {e}\n  break it with `ihp-infra unlock`",
             Palette::new(colors_on_stderr()).err("warning:")
@@ -391,13 +394,11 @@ async fn execute(run: Run<'_>) -> Result<ExitCode, String> {
 
 async fn execute_locked(
     run: &Run<'_>,
-    mut aws: aws::Aws,
+    session: &Session,
     interrupts: &Interrupts,
 ) -> Result<ExitCode, String> {
     let (stack, goal, quiet) = (run.stack, run.goal, run.quiet);
-    let plan = ihp_infra::plan_with(&mut aws, stack, goal)
-        .await
-        .map_err(explain)?;
+    let plan = session.plan(stack).await.map_err(explain)?;
     let colors = console::colors_enabled();
     // Quiet skips the plan only when nobody is asked to confirm it.
     if !(quiet && run.auto_approve) {
@@ -423,7 +424,7 @@ async fn execute_locked(
     }
     if !plan.has_changes() {
         if goal == Goal::Converge {
-            write_db_info(stack, &aws, quiet).await?;
+            write_db_info(stack, session, quiet).await?;
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -453,45 +454,20 @@ async fn execute_locked(
         }
     });
     interrupts.executing();
-    let aws = Arc::new(aws);
-    let outcome = executor::execute(&plan, aws.clone(), &*progress, interrupts.first()).await;
+    let outcome = session.execute(&plan, &*progress, interrupts.first()).await;
     heartbeat.abort();
     let code = report(&plan, &outcome, verb, started.elapsed(), quiet)?;
     if goal == Goal::Converge {
-        write_db_info(stack, &aws, quiet).await?;
+        write_db_info(stack, session, quiet).await?;
     }
-    // With a fixed latency per call, nothing can beat this many round trips
-    // one after another (the lock's release is the last).
-    let (stages, chain) = aws.depth.critical_path(&plan);
-    tracing::info!(
-        critical_path_calls = stages + chain + 1,
-        planning_and_outputs = stages,
-        changes = chain,
-        calls = aws::calls::calls() + 1,
-        "critical path"
-    );
+    session.log_critical_path(&plan);
     Ok(code)
 }
 
 /// After every successful apply: db_info.txt next to the stack file, and
 /// what the NixOS configuration needs.
-async fn write_db_info(stack: &Stack, aws: &aws::Aws, quiet: bool) -> Result<(), String> {
-    let outputs = aws.outputs(stack).await.map_err(explain)?;
-    let (Some(instance_dns), Some(database)) = (&outputs.instance_dns, &outputs.database) else {
-        return Err(
-            "the server or the database is missing after apply; run `ihp-infra plan` to see why"
-                .into(),
-        );
-    };
-    let path = db_info::path_for(&stack.path);
-    db_info::write(
-        &path,
-        instance_dns,
-        &database.endpoint,
-        &database.username,
-        &stack.db_password,
-    )
-    .map_err(|e| format!("failed to write {}: {e}", path.display()))?;
+async fn write_db_info(stack: &Stack, session: &Session, quiet: bool) -> Result<(), String> {
+    let (path, outputs) = session.write_db_info(stack).await.map_err(explain)?;
     if !quiet {
         errln!(
             "\nWrote {} (mode 0600; it holds the password). For the NixOS configuration \

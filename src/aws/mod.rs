@@ -306,9 +306,18 @@ impl Aws {
         })
     }
 
-    pub fn set_destroy_options(&mut self, options: DestroyOptions) {
-        self.rds.skip_final_snapshot(options.skip_final_snapshot);
-        self.s3.delete_contents(options.delete_bucket_contents);
+    /// [`Aws::connect`], with what a destroy may throw away set for `goal`.
+    pub async fn connect_for(
+        stack: &Stack,
+        settings: &Settings,
+        goal: crate::Goal,
+    ) -> Result<Self, Error> {
+        let mut aws = Aws::connect(stack, settings).await?;
+        if let crate::Goal::Destroy(options) = goal {
+            aws.rds.skip_final_snapshot(options.skip_final_snapshot);
+            aws.s3.delete_contents(options.delete_bucket_contents);
+        }
+        Ok(aws)
     }
 
     /// Every live resource of the stack.
