@@ -509,3 +509,40 @@ async fn password_quoted_back_by_an_aws_error_is_masked() {
         assert!(!out.all().contains(PASSWORD), "{args:?}: {out:?}");
     }
 }
+
+#[tokio::test]
+async fn profile_flag_wins_over_keys_in_the_environment() {
+    let moto = Moto::start();
+    moto.ec2_with_key(REGION).await;
+    let p = Project::with_stack(&moto.endpoint(), "prof", REGION);
+    let config = p.write(
+        "aws-config",
+        "[profile emulator]\naws_access_key_id = from-profile\naws_secret_access_key = from-profile\n",
+    );
+    // The environment has keys (Project sets them); a profile that doesn't
+    // exist must still be an error, not silently the environment's keys.
+    let out = p
+        .command(&["plan", "--profile", "nosuch"])
+        .env("AWS_CONFIG_FILE", &config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("failed to find out which AWS account to use"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--profile"), "says what to check: {stderr}");
+    // One that exists is used.
+    let out = p
+        .command(&["plan", "--profile", "emulator", "--detailed-exitcode"])
+        .env("AWS_CONFIG_FILE", &config)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
