@@ -425,14 +425,10 @@ fn output_into_a_closed_pipe_does_not_panic() {
     }
 }
 
-#[tokio::test]
-async fn ctrl_c_finishes_what_is_in_flight_and_a_rerun_finishes_the_job() {
+/// Runs apply slowed to 150 ms a call, sends it `presses` Ctrl-Cs (100 ms
+/// apart) once the first resource is made; returns its exit code and stderr.
+fn interrupted_apply(p: &Project, presses: usize) -> (Option<i32>, String) {
     use std::io::{BufRead, BufReader};
-    let moto = Moto::start();
-    moto.ec2_with_key(REGION).await;
-    // 150 ms a call: the apply takes seconds, long enough to interrupt.
-    let proxy = crate::proxy::Proxy::slow(moto.port, std::time::Duration::from_millis(150));
-    let p = Project::with_stack(&proxy.endpoint(), "intr", REGION);
     let mut child = p
         .command(&["apply", "--auto-approve"])
         .stdout(Stdio::null())
@@ -445,8 +441,11 @@ async fn ctrl_c_finishes_what_is_in_flight_and_a_rerun_finishes_the_job() {
     while stderr.read_line(&mut line).unwrap() > 0 {
         seen.push_str(&line);
         if line.contains("✓ created") {
-            // SAFETY: signals our own child, which has not been waited for.
-            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            for _ in 0..presses {
+                // SAFETY: signals our own child, which has not been waited for.
+                unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
             break;
         }
         line.clear();
@@ -454,8 +453,18 @@ async fn ctrl_c_finishes_what_is_in_flight_and_a_rerun_finishes_the_job() {
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
     seen.push_str(&rest);
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(1), "{seen}");
+    (child.wait().unwrap().code(), seen)
+}
+
+#[tokio::test]
+async fn ctrl_c_finishes_what_is_in_flight_and_a_rerun_finishes_the_job() {
+    let moto = Moto::start();
+    moto.ec2_with_key(REGION).await;
+    // 150 ms a call: the apply takes seconds, long enough to interrupt.
+    let proxy = crate::proxy::Proxy::slow(moto.port, std::time::Duration::from_millis(150));
+    let p = Project::with_stack(&proxy.endpoint(), "intr", REGION);
+    let (code, seen) = interrupted_apply(&p, 1);
+    assert_eq!(code, Some(1), "{seen}");
     assert!(
         seen.contains("interrupted: letting the steps under way finish"),
         "{seen}"
@@ -471,10 +480,28 @@ async fn ctrl_c_finishes_what_is_in_flight_and_a_rerun_finishes_the_job() {
         made > 0 && made < 17,
         "interrupted half-way: {made}\n{seen}"
     );
+    assert!(!crate::safety::locked(&moto, "intr").await, "lock released");
 
     p.run_ok(&["apply", "--auto-approve"], 0);
     assert_eq!(tagged(&moto, "intr").await.len(), 17);
     p.run_ok(&["plan", "--detailed-exitcode"], 0);
+}
+
+#[tokio::test]
+async fn second_ctrl_c_quits_at_once_and_releases_the_lock() {
+    let moto = Moto::start();
+    moto.ec2_with_key(REGION).await;
+    let proxy = crate::proxy::Proxy::slow(moto.port, std::time::Duration::from_millis(150));
+    let p = Project::with_stack(&proxy.endpoint(), "quit", REGION);
+    let (code, seen) = interrupted_apply(&p, 2);
+    assert_eq!(code, Some(130), "{seen}");
+    assert!(
+        seen.contains("quit: run the command again to finish"),
+        "{seen}"
+    );
+    assert!(!crate::safety::locked(&moto, "quit").await, "lock released");
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    assert_eq!(tagged(&moto, "quit").await.len(), 17);
 }
 
 #[tokio::test]
