@@ -42,19 +42,15 @@ pub enum Error {
         since: Option<String>,
         waited: Duration,
     },
-    #[error("failed to {action} the lock of stack {prefix}: {}", super::ec2::describe(source.as_ref()))]
-    Call {
-        action: &'static str,
-        prefix: String,
-        #[source]
-        source: Box<aws_sdk_cloudwatchlogs::Error>,
-    },
+    /// A CloudWatch Logs call on the lock failed.
+    #[error(transparent)]
+    Call(#[from] super::logs::Error),
 }
 
 impl Error {
     pub fn code(&self) -> Option<&str> {
         match self {
-            Error::Call { source, .. } => source.code(),
+            Error::Call(e) => e.code(),
             Error::Held { .. } => None,
         }
     }
@@ -142,16 +138,13 @@ pub struct Lock {
     locks: Locks,
 }
 
+/// The logs module's call error, about the lock of stack `prefix`.
 fn call<E, R>(action: &'static str, prefix: &str) -> impl FnOnce(SdkError<E, R>) -> Error
 where
     aws_sdk_cloudwatchlogs::Error: From<SdkError<E, R>>,
 {
-    let prefix = prefix.to_string();
-    move |e| Error::Call {
-        action,
-        prefix,
-        source: Box::new(e.into()),
-    }
+    let failed = super::logs::call(action, format!("the lock of stack {prefix}"));
+    move |e| Error::Call(failed(e))
 }
 
 impl Locks {

@@ -40,7 +40,7 @@ impl Error {
     }
 }
 
-fn call<E, R>(
+pub(super) fn call<E, R>(
     action: &'static str,
     target: impl Into<String>,
 ) -> impl FnOnce(SdkError<E, R>) -> Error
