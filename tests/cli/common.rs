@@ -1,4 +1,5 @@
-//! Test harness: a moto server per test, a temp dir with a stack file, and
+//! Test harness: an AWS emulator per test (a moto server of its own, or an
+//! account of its own in one LocalStack), a temp dir with a stack file, and
 //! the real `ihp-infra` binary run against them.
 
 use std::io::{Read, Write};
@@ -14,12 +15,72 @@ use base64::Engine;
 pub const PASSWORD: &str = "Sup3r-s3cret-pw!";
 pub const KEY_NAME: &str = "test-key";
 
-/// A moto server on a free loopback port, stopped when dropped.
-pub struct Moto {
-    child: Child,
+/// The emulator the tests run against, chosen by `IHP_INFRA_TEST_EMULATOR`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A moto server of our own per test (the default).
+    Moto,
+    /// One LocalStack for all tests, at `IHP_INFRA_LOCALSTACK_URL`
+    /// (default http://localhost:4566), an account of its own per test.
+    LocalStack,
+}
+
+pub fn kind() -> Kind {
+    match std::env::var("IHP_INFRA_TEST_EMULATOR").as_deref() {
+        Err(_) | Ok("") | Ok("moto") => Kind::Moto,
+        Ok("localstack") => Kind::LocalStack,
+        Ok(other) => panic!("IHP_INFRA_TEST_EMULATOR={other}: expected moto or localstack"),
+    }
+}
+
+/// What a test needs of the emulator beyond EC2, S3, IAM, Logs and STS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Needs {
+    /// RDS: every plan and apply of a stack with a database.
+    Rds,
+    /// A server launched with an instance profile (every stack's server).
+    InstanceProfile,
+    /// moto's own request recording (`x-moto-account-id`, recorder API).
+    MotoInternals,
+}
+
+/// What a stack with every part needs.
+pub const FULL_STACK: &[Needs] = &[Needs::Rds, Needs::InstanceProfile];
+
+impl Needs {
+    /// Why the emulator can't serve it, if it can't.
+    fn missing_on(self, kind: Kind) -> Option<&'static str> {
+        match (kind, self) {
+            (Kind::Moto, _) => None,
+            (Kind::LocalStack, Needs::Rds) => Some(
+                "LocalStack community has no RDS (every call answers InternalFailure, \"not included in your current license plan\")",
+            ),
+            (Kind::LocalStack, Needs::InstanceProfile) => Some(
+                "LocalStack community's EC2 cannot see its IAM instance profiles (RunInstances and AssociateIamInstanceProfile answer NoSuchEntity)",
+            ),
+            (Kind::LocalStack, Needs::MotoInternals) => Some("the test drives moto's own API"),
+        }
+    }
+}
+
+/// An AWS emulator for one test: a moto server of its own, or an account
+/// of its own in a shared LocalStack, reached through a proxy that records
+/// the calls. Stopped (emulator) when dropped.
+pub struct Emulator {
+    /// What ihp-infra and the tests' clients talk to.
     pub port: u16,
-    pub recording: PathBuf,
-    _dir: tempfile::TempDir,
+    backend: Backend,
+}
+
+enum Backend {
+    Moto {
+        child: Child,
+        recording: PathBuf,
+        _dir: tempfile::TempDir,
+    },
+    LocalStack {
+        front: crate::proxy::Proxy,
+    },
 }
 
 fn moto_server() -> PathBuf {
@@ -42,8 +103,115 @@ fn free_port() -> u16 {
         .port()
 }
 
-impl Moto {
-    pub fn start() -> Moto {
+/// Whether the moto server `child` answers on `port` (within 30 s).
+fn moto_ready(child: &mut Child, port: u16) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = write!(s, "GET /moto-api/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+            let mut response = String::new();
+            let _ = s.read_to_string(&mut response);
+            if response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200") {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// A 12-digit account id no other test of this run or of an earlier run
+/// against the same LocalStack has used.
+fn fresh_account() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{SystemTime, UNIX_EPOCH};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(|| {
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        (secs % 100_000_000) * 1_000
+    });
+    format!("{:012}", 100_000_000_000 + base + NEXT.fetch_add(1, Ordering::SeqCst))
+}
+
+impl Emulator {
+    /// The emulator for a test that needs `needs`; None (after saying why on
+    /// the terminal) when the chosen one can't serve it: the test is skipped.
+    pub fn start_for(needs: &[Needs]) -> Option<Emulator> {
+        let kind = kind();
+        let why: Vec<&str> = needs.iter().filter_map(|n| n.missing_on(kind)).collect();
+        if !why.is_empty() {
+            // Straight to the terminal: libtest captures only print macros.
+            let test = std::thread::current()
+                .name()
+                .unwrap_or("a test")
+                .to_string();
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipped on {kind:?}: {test}: {}",
+                why.join("; ")
+            );
+            return None;
+        }
+        Some(match kind {
+            Kind::Moto => Emulator::moto(),
+            Kind::LocalStack => Emulator::localstack(),
+        })
+    }
+
+    /// The emulator for a test that works on every emulator.
+    pub fn start() -> Emulator {
+        Emulator::start_for(&[]).expect("needs nothing")
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self.backend {
+            Backend::Moto { .. } => Kind::Moto,
+            Backend::LocalStack { .. } => Kind::LocalStack,
+        }
+    }
+
+    fn localstack() -> Emulator {
+        let url = std::env::var("IHP_INFRA_LOCALSTACK_URL")
+            .unwrap_or_else(|_| "http://localhost:4566".to_string());
+        let port: u16 = url
+            .trim_end_matches('/')
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("IHP_INFRA_LOCALSTACK_URL={url}: expected http://localhost:PORT"));
+        let mut health = String::new();
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = write!(
+                s,
+                "GET /_localstack/health HTTP/1.0\r\nHost: localhost\r\n\r\n"
+            );
+            let _ = s.read_to_string(&mut health);
+        }
+        assert!(
+            health.contains(" 200 "),
+            "no LocalStack at {url}: start one (`./localstack/localstack.sh start`, or its Docker image) or set IHP_INFRA_LOCALSTACK_URL"
+        );
+        let front = crate::proxy::Proxy::start(
+            port,
+            crate::proxy::Options {
+                account: Some(fresh_account()),
+                ..Default::default()
+            },
+        );
+        Emulator {
+            port: front.port,
+            backend: Backend::LocalStack { front },
+        }
+    }
+
+    fn moto() -> Emulator {
         let server = moto_server();
         assert!(
             server.exists(),
@@ -52,7 +220,7 @@ impl Moto {
         );
         let dir = tempfile::tempdir().unwrap();
         let recording = dir.path().join("requests.jsonl");
-        let log = std::fs::File::create(dir.path().join("moto.log")).unwrap();
+        let log = std::fs::File::create(dir.path().join("emulator.log")).unwrap();
         for _attempt in 0..3 {
             let port = free_port();
             let mut command = Command::new(&server);
@@ -76,48 +244,37 @@ impl Moto {
                 .stderr(log.try_clone().unwrap())
                 .spawn()
                 .expect("failed to start moto");
-            let mut moto = Moto {
-                child,
-                port,
-                recording: recording.clone(),
-                _dir: tempfile::tempdir().unwrap(),
-            };
-            if moto.wait_ready() {
-                moto._dir = dir;
-                return moto;
+            let mut child = child;
+            if moto_ready(&mut child, port) {
+                return Emulator {
+                    port,
+                    backend: Backend::Moto {
+                        child,
+                        recording,
+                        _dir: dir,
+                    },
+                };
             }
+            let _ = child.kill();
+            let _ = child.wait();
         }
         panic!("moto did not start; see its log");
-    }
-
-    fn wait_ready(&mut self) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return false;
-            }
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
-                let _ = write!(s, "GET /moto-api/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-                let mut response = String::new();
-                let _ = s.read_to_string(&mut response);
-                if response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200") {
-                    return true;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        false
     }
 
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// The API actions moto has received so far, in order: the action of
-    /// query (EC2, RDS, IAM, STS) and JSON (Logs) calls, and "S3 <method>
-    /// <path>" for S3's REST calls.
+    /// The API actions the emulator has received so far, in order: the
+    /// action of query (EC2, RDS, IAM, STS) and JSON (Logs) calls, and
+    /// "S3 <method> <path>" for S3's REST calls; "(lock)" marks the calls on
+    /// the stack's lock.
     pub fn actions(&self) -> Vec<String> {
-        let text = std::fs::read_to_string(&self.recording).unwrap_or_default();
+        let recording = match &self.backend {
+            Backend::Moto { recording, .. } => recording,
+            Backend::LocalStack { front } => return front.received(),
+        };
+        let text = std::fs::read_to_string(recording).unwrap_or_default();
         text.lines()
             .filter_map(|line| {
                 let entry: serde_json::Value = serde_json::from_str(line).ok()?;
@@ -148,6 +305,7 @@ impl Moto {
                 }
                 let url = entry["url"].as_str().unwrap_or("");
                 let path = url.splitn(4, '/').nth(3).unwrap_or("");
+                let path = path.split('?').next().unwrap_or("");
                 Some(format!(
                     "S3 {} /{path}",
                     entry["method"].as_str().unwrap_or("")
@@ -229,10 +387,12 @@ impl Moto {
     }
 }
 
-impl Drop for Moto {
+impl Drop for Emulator {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Backend::Moto { child, .. } = &mut self.backend {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

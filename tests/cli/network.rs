@@ -5,7 +5,7 @@ use aws_sdk_ec2::types::{
     AttributeBooleanValue, Filter, IpPermission, IpRange, ResourceType, Tag, TagSpecification,
 };
 
-use crate::common::{Moto, PASSWORD, Project, id_filters, is_write};
+use crate::common::{Emulator, FULL_STACK, PASSWORD, Project, id_filters, is_write};
 
 const REGION: &str = "eu-central-1";
 
@@ -23,9 +23,9 @@ fn name_filter(name: &str) -> Filter {
 /// Live resources of each kind tagged with the stack, found independently
 /// of ihp-infra. (moto's DescribeTags keeps tags of deleted resources, so
 /// ask each kind.)
-pub async fn tagged(moto: &Moto, prefix: &str) -> Vec<String> {
-    let ec2 = &moto.ec2(REGION).await;
-    let rds = &moto.rds(REGION).await;
+pub async fn tagged(emulator: &Emulator, prefix: &str) -> Vec<String> {
+    let ec2 = &emulator.ec2(REGION).await;
+    let rds = &emulator.rds(REGION).await;
     let f = || stack_filter(prefix);
     let mut ids = Vec::new();
     let vpcs = ec2.describe_vpcs().filters(f()).send().await.unwrap();
@@ -96,19 +96,19 @@ pub async fn tagged(moto: &Moto, prefix: &str) -> Vec<String> {
             .filter_map(|i| i.instance_id().map(String::from)),
     );
     ids.extend(rds_resources(rds, prefix).await);
-    ids.extend(access_resources(moto, prefix).await);
+    ids.extend(access_resources(emulator, prefix).await);
     ids.sort();
     ids
 }
 
 /// The stack's bucket, log group and IAM entities that carry its tag.
-async fn access_resources(moto: &Moto, prefix: &str) -> Vec<String> {
+async fn access_resources(emulator: &Emulator, prefix: &str) -> Vec<String> {
     use aws_sdk_iam::error::ProvideErrorMetadata;
     let ours = |key: Option<&str>, value: Option<&str>| {
         key == Some("ihp-infra:stack") && value == Some(prefix)
     };
     let mut found = Vec::new();
-    let s3 = moto.s3(REGION).await;
+    let s3 = emulator.s3(REGION).await;
     if let Ok(tags) = s3
         .get_bucket_tagging()
         .bucket(format!("{prefix}-storage"))
@@ -121,7 +121,7 @@ async fn access_resources(moto: &Moto, prefix: &str) -> Vec<String> {
     {
         found.push(format!("bucket {prefix}-storage"));
     }
-    let logs = moto.logs(REGION).await;
+    let logs = emulator.logs(REGION).await;
     let groups = logs
         .describe_log_groups()
         .log_group_name_prefix(format!("/ihp/{prefix}"))
@@ -135,7 +135,7 @@ async fn access_resources(moto: &Moto, prefix: &str) -> Vec<String> {
             .filter(|g| g.log_group_name() == Some(format!("/ihp/{prefix}").as_str()))
             .map(|g| format!("log group {}", g.log_group_name().unwrap_or_default())),
     );
-    let iam = moto.iam().await;
+    let iam = emulator.iam().await;
     for name in ["s3-access", "cloudwatch-logs"] {
         let arn = format!("arn:aws:iam::123456789012:policy/{prefix}-{name}");
         match iam.get_policy().policy_arn(&arn).send().await {
@@ -270,20 +270,22 @@ fn web(port: i32) -> IpPermission {
 
 #[tokio::test]
 async fn plan_apply_noop_destroy() {
-    let moto = Moto::start();
-    let ec2 = moto.ec2_with_key(REGION).await;
-    let p = Project::with_stack(&moto.endpoint(), "demo", REGION);
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    let ec2 = emulator.ec2_with_key(REGION).await;
+    let p = Project::with_stack(&emulator.endpoint(), "demo", REGION);
 
     let plan = p.run_ok(&["plan", "--detailed-exitcode"], 2);
     insta::assert_snapshot!("plan_empty_account", plan.stdout);
     assert!(
-        tagged(&moto, "demo").await.is_empty(),
+        tagged(&emulator, "demo").await.is_empty(),
         "plan must not create anything"
     );
 
     let apply = p.run_ok(&["apply", "--auto-approve"], 0);
     assert!(apply.stderr.contains("apply complete"), "{apply:?}");
-    let all = tagged(&moto, "demo").await;
+    let all = tagged(&emulator, "demo").await;
     assert_eq!(all.len(), 17, "{all:?}");
 
     // The live network is what the issue asks for.
@@ -379,9 +381,9 @@ async fn plan_apply_noop_destroy() {
         "No changes. Stack demo in eu-central-1 matches its file (17 resources).\n"
     );
 
-    let before = moto.actions().len();
+    let before = emulator.actions().len();
     let second = p.run_ok(&["apply", "--auto-approve"], 0);
-    let writes: Vec<String> = moto.actions()[before..]
+    let writes: Vec<String> = emulator.actions()[before..]
         .iter()
         .filter(|a| is_write(a))
         .cloned()
@@ -390,13 +392,13 @@ async fn plan_apply_noop_destroy() {
         writes.is_empty(),
         "a converged apply made write calls: {writes:?}\n{second:?}"
     );
-    assert!(moto.actions()[before..].len() >= 5, "the recording works");
+    assert!(emulator.actions()[before..].len() >= 5, "the recording works");
 
     let destroy = p.run_ok(&["destroy", "--auto-approve"], 0);
     assert!(destroy.stdout.contains("17 to destroy."), "{destroy:?}");
-    assert!(tagged(&moto, "demo").await.is_empty(), "{destroy:?}");
+    assert!(tagged(&emulator, "demo").await.is_empty(), "{destroy:?}");
     // Deletes run dependents first: the VPC goes last.
-    let deletes: Vec<String> = moto
+    let deletes: Vec<String> = emulator
         .actions()
         .into_iter()
         .filter(|a| a.starts_with("Delete"))
@@ -426,9 +428,11 @@ async fn plan_apply_noop_destroy() {
 
 #[tokio::test]
 async fn drift_shows_attribute_by_attribute_and_apply_repairs_it() {
-    let moto = Moto::start();
-    let ec2 = moto.ec2_with_key(REGION).await;
-    let p = Project::with_stack(&moto.endpoint(), "drift", REGION);
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    let ec2 = emulator.ec2_with_key(REGION).await;
+    let p = Project::with_stack(&emulator.endpoint(), "drift", REGION);
     p.run_ok(&["apply", "--auto-approve"], 0);
 
     let vpc = id_of_vpc(&ec2, "drift").await;
@@ -475,9 +479,11 @@ async fn drift_shows_attribute_by_attribute_and_apply_repairs_it() {
 
 #[tokio::test]
 async fn subnet_with_another_cidr_is_replaced() {
-    let moto = Moto::start();
-    let ec2 = moto.ec2_with_key(REGION).await;
-    let p = Project::with_stack(&moto.endpoint(), "repl", REGION);
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    let ec2 = emulator.ec2_with_key(REGION).await;
+    let p = Project::with_stack(&emulator.endpoint(), "repl", REGION);
     p.run_ok(&["apply", "--auto-approve"], 0);
 
     // As if an older layout had made the public subnet with another CIDR.
@@ -538,20 +544,22 @@ async fn subnet_with_another_cidr_is_replaced() {
 
 #[tokio::test]
 async fn two_stacks_live_side_by_side_and_destroy_touches_only_its_own() {
-    let moto = Moto::start();
-    moto.ec2_with_key(REGION).await;
-    let a = Project::with_stack(&moto.endpoint(), "alpha", REGION);
-    let b = Project::with_stack(&moto.endpoint(), "beta", REGION);
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
+    let a = Project::with_stack(&emulator.endpoint(), "alpha", REGION);
+    let b = Project::with_stack(&emulator.endpoint(), "beta", REGION);
     a.run_ok(&["apply", "--auto-approve"], 0);
     b.run_ok(&["apply", "--auto-approve"], 0);
     a.run_ok(&["plan", "--detailed-exitcode"], 0);
     b.run_ok(&["plan", "--detailed-exitcode"], 0);
-    let beta_before = tagged(&moto, "beta").await;
+    let beta_before = tagged(&emulator, "beta").await;
     assert_eq!(beta_before.len(), 17);
 
     a.run_ok(&["destroy", "--auto-approve"], 0);
-    assert!(tagged(&moto, "alpha").await.is_empty());
-    assert_eq!(tagged(&moto, "beta").await, beta_before);
+    assert!(tagged(&emulator, "alpha").await.is_empty());
+    assert_eq!(tagged(&emulator, "beta").await, beta_before);
     b.run_ok(&["plan", "--detailed-exitcode"], 0);
 }
 
@@ -559,10 +567,12 @@ async fn two_stacks_live_side_by_side_and_destroy_touches_only_its_own() {
 async fn partial_stack_converges_without_duplicates() {
     // What a crash or kill -9 in the middle of an apply leaves: some of the
     // resources, each with its tags (they are set in the create call).
-    let moto = Moto::start();
-    let ec2 = moto.ec2_with_key(REGION).await;
-    let rds = moto.rds(REGION).await;
-    let p = Project::with_stack(&moto.endpoint(), "crash", REGION);
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    let ec2 = emulator.ec2_with_key(REGION).await;
+    let rds = emulator.rds(REGION).await;
+    let p = Project::with_stack(&emulator.endpoint(), "crash", REGION);
     p.run_ok(&["apply", "--auto-approve"], 0);
     // As if the first apply died before the database, its subnet group, one
     // private subnet and the database's group were made.
@@ -602,15 +612,17 @@ async fn partial_stack_converges_without_duplicates() {
         "{plan:?}"
     );
     p.run_ok(&["apply", "--auto-approve"], 0);
-    assert_eq!(tagged(&moto, "crash").await.len(), 17);
+    assert_eq!(tagged(&emulator, "crash").await.len(), 17);
     p.run_ok(&["plan", "--detailed-exitcode"], 0);
 }
 
 #[tokio::test]
 async fn two_resources_for_one_role_is_an_error_naming_both() {
-    let moto = Moto::start();
-    let ec2 = moto.ec2_with_key(REGION).await;
-    let p = Project::with_stack(&moto.endpoint(), "dup", REGION);
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    let ec2 = emulator.ec2_with_key(REGION).await;
+    let p = Project::with_stack(&emulator.endpoint(), "dup", REGION);
     p.run_ok(&["apply", "--auto-approve"], 0);
     let first = id_of_vpc(&ec2, "dup").await;
     let tags = TagSpecification::builder()
@@ -639,14 +651,16 @@ async fn two_resources_for_one_role_is_an_error_naming_both() {
         );
         assert!(out.stderr.contains("vpc.vpc"), "{out:?}");
     }
-    assert_eq!(tagged(&moto, "dup").await.len(), 18, "nothing was touched");
+    assert_eq!(tagged(&emulator, "dup").await.len(), 18, "nothing was touched");
 }
 
 #[tokio::test]
 async fn independent_resources_are_started_together() {
-    let moto = Moto::start();
-    moto.ec2_with_key(REGION).await;
-    let p = Project::with_stack(&moto.endpoint(), "conc", REGION);
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
+    let p = Project::with_stack(&emulator.endpoint(), "conc", REGION);
     let out = p.run_ok(
         &["apply", "--auto-approve", "-v", "--log-format", "json"],
         0,
@@ -678,27 +692,31 @@ async fn independent_resources_are_started_together() {
 
 #[tokio::test]
 async fn apply_without_a_terminal_refuses_instead_of_hanging() {
-    let moto = Moto::start();
-    moto.ec2_with_key(REGION).await;
-    let p = Project::with_stack(&moto.endpoint(), "tty", REGION);
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
+    let p = Project::with_stack(&emulator.endpoint(), "tty", REGION);
     let out = p.run_ok(&["apply"], 1);
     assert!(out.stderr.contains("--auto-approve"), "{out:?}");
     assert!(
         out.stdout.contains("Plan: 17 to add"),
         "the plan is shown first: {out:?}"
     );
-    assert!(tagged(&moto, "tty").await.is_empty());
+    assert!(tagged(&emulator, "tty").await.is_empty());
     p.run_ok(&["apply", "--auto-approve"], 0);
     let out = p.run_ok(&["destroy"], 1);
     assert!(out.stderr.contains("refusing to destroy"), "{out:?}");
-    assert_eq!(tagged(&moto, "tty").await.len(), 17);
+    assert_eq!(tagged(&emulator, "tty").await.len(), 17);
 }
 
 #[tokio::test]
 async fn password_never_appears_in_output_or_logs() {
-    let moto = Moto::start();
-    moto.ec2_with_key(REGION).await;
-    let p = Project::with_stack(&moto.endpoint(), "secret", REGION);
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
+    let p = Project::with_stack(&emulator.endpoint(), "secret", REGION);
     for args in [
         &["plan", "-vv"][..],
         &["apply", "--auto-approve", "-vv", "--log-format", "json"],
@@ -757,9 +775,11 @@ fn unreachable_endpoint_is_a_clear_error() {
 async fn killed_at_any_point_a_rerun_converges_without_duplicates() {
     // kill -9 at different moments of applies and destroys. Wherever each one
     // died, the next full apply must end with exactly one of each resource.
-    let moto = Moto::start();
-    moto.ec2_with_key(REGION).await;
-    let p = Project::with_stack(&moto.endpoint(), "kill", REGION);
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
+    let p = Project::with_stack(&emulator.endpoint(), "kill", REGION);
     // A whole run takes about 100 ms here; the delays straddle that.
     let runs = (40u64..=130)
         .step_by(10)
@@ -776,19 +796,21 @@ async fn killed_at_any_point_a_rerun_converges_without_duplicates() {
         let _ = child.wait();
     }
     p.run_ok(&["apply", "--auto-approve"], 0);
-    assert_eq!(tagged(&moto, "kill").await.len(), 17);
+    assert_eq!(tagged(&emulator, "kill").await.len(), 17);
     p.run_ok(&["plan", "--detailed-exitcode"], 0);
     p.run_ok(&["destroy", "--auto-approve"], 0);
-    assert!(tagged(&moto, "kill").await.is_empty());
+    assert!(tagged(&emulator, "kill").await.is_empty());
 }
 
 #[tokio::test]
 async fn nixos_image_fixture_is_served_in_every_region() {
     // The fixture later issues' image lookup runs against; moto before 5.2.5
     // answered HTTP 500 in every region after the first with such a list.
-    let moto = Moto::start();
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
     for region in ["eu-central-1", "us-east-1", "ap-southeast-2"] {
-        let images = moto
+        let images = emulator
             .ec2(region)
             .await
             .describe_images()

@@ -1,4 +1,4 @@
-//! An HTTP proxy in front of moto, request by request: it can hold each
+//! An HTTP proxy in front of emulator, request by request: it can hold each
 //! request back (AWS's round trips; moto answers in milliseconds), answer
 //! instead of moto with the faults AWS has (throttling, 500, 503, a dropped
 //! connection) on a seeded fraction of calls, refuse one operation for good
@@ -48,7 +48,7 @@ pub enum Fault {
     Unavailable503,
     /// Closed without an answer, before the request reached moto.
     Drop,
-    /// A read reached moto, and its answer was lost on the way back.
+    /// A read reached emulator, and its answer was lost on the way back.
     LoseAnswer,
 }
 
@@ -75,6 +75,10 @@ pub struct Options {
     /// done by AWS whose answer never arrives).
     pub lose_first_answer: std::collections::HashSet<String>,
     pub hook: Option<Hook>,
+    /// Sends every request as this account: the access key in the
+    /// signature's scope is replaced by it (LocalStack takes a 12-digit
+    /// access key as the account id, and checks no signatures).
+    pub account: Option<String>,
 }
 
 pub struct Proxy {
@@ -82,6 +86,7 @@ pub struct Proxy {
     stopped: Arc<AtomicBool>,
     injected: Arc<Mutex<Vec<(Request, Fault)>>>,
     requests: Arc<AtomicUsize>,
+    received: Arc<Mutex<Vec<String>>>,
 }
 
 impl Proxy {
@@ -91,12 +96,14 @@ impl Proxy {
         let stopped = Arc::new(AtomicBool::new(false));
         let injected = Arc::new(Mutex::new(Vec::new()));
         let requests = Arc::new(AtomicUsize::new(0));
+        let received = Arc::new(Mutex::new(Vec::new()));
         let shared = Arc::new(Shared {
             upstream,
             lost: Mutex::default(),
             options,
             injected: injected.clone(),
             requests: requests.clone(),
+            received: received.clone(),
         });
         let stop = stopped.clone();
         std::thread::spawn(move || {
@@ -114,6 +121,7 @@ impl Proxy {
             stopped,
             injected,
             requests,
+            received,
         }
     }
 
@@ -140,6 +148,12 @@ impl Proxy {
     pub fn requests(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
     }
+
+    /// The operation of every request received so far, in order, named as
+    /// `Emulator::actions` names them.
+    pub fn received(&self) -> Vec<String> {
+        self.received.lock().unwrap().clone()
+    }
 }
 
 impl Drop for Proxy {
@@ -157,6 +171,7 @@ struct Shared {
     options: Options,
     injected: Arc<Mutex<Vec<(Request, Fault)>>>,
     requests: Arc<AtomicUsize>,
+    received: Arc<Mutex<Vec<String>>>,
 }
 
 /// splitmix64: a seeded, well-spread number per request.
@@ -172,8 +187,21 @@ impl Shared {
         let Some((head, body)) = read_request(&mut client) else {
             return;
         };
+        let head = match &self.options.account {
+            Some(account) => as_account(&head, account),
+            None => head,
+        };
+        let mut received = self.received.lock().unwrap();
         let number = self.requests.fetch_add(1, Ordering::SeqCst) + 1;
         let request = describe(number, &head, &body);
+        // The stack's lock is a log group of its own.
+        if request.service == "logs" && String::from_utf8_lossy(&body).contains("/ihp-infra/locks/")
+        {
+            received.push(format!("{} (lock)", request.operation));
+        } else {
+            received.push(request.operation.clone());
+        }
+        drop(received);
         if !self.options.delay.is_zero() {
             std::thread::sleep(self.options.delay);
         }
@@ -314,6 +342,25 @@ fn read_request(client: &mut TcpStream) -> Option<(String, Vec<u8>)> {
     let mut body = vec![0; length];
     reader.read_exact(&mut body).ok()?;
     Some((head, body))
+}
+
+/// The request's head with `account` as the access key of its signature.
+fn as_account(head: &str, account: &str) -> String {
+    head.split("\r\n")
+        .map(|line| match line.split_once(':') {
+            Some((key, value)) if key.trim().eq_ignore_ascii_case("authorization") => {
+                match value.split_once("Credential=") {
+                    Some((before, after)) => {
+                        let scope = after.split_once('/').map_or("", |(_, scope)| scope);
+                        format!("{key}:{before}Credential={account}/{scope}")
+                    }
+                    None => line.to_string(),
+                }
+            }
+            _ => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n")
 }
 
 fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {

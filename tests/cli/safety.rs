@@ -7,16 +7,16 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::common::{Moto, Project, stack_yaml};
+use crate::common::{Emulator, FULL_STACK, Project, stack_yaml};
 use crate::network::tagged;
 use crate::proxy::{Options, Proxy, Request, Stage};
 
 const REGION: &str = "eu-central-1";
 
 /// Whether the stack's lock (a log group) exists.
-pub async fn locked(moto: &Moto, prefix: &str) -> bool {
+pub async fn locked(emulator: &Emulator, prefix: &str) -> bool {
     let name = format!("/ihp-infra/locks/{prefix}");
-    moto.logs(REGION)
+    emulator.logs(REGION)
         .await
         .describe_log_groups()
         .log_group_name_prefix(&name)
@@ -30,8 +30,8 @@ pub async fn locked(moto: &Moto, prefix: &str) -> bool {
 
 /// Everything in the account (this region, IAM, S3) that is not AWS's own
 /// default and does not carry the stack's tag: what a crash could orphan.
-async fn orphans(moto: &Moto, prefix: &str) -> Vec<String> {
-    let ec2 = moto.ec2(REGION).await;
+async fn orphans(emulator: &Emulator, prefix: &str) -> Vec<String> {
+    let ec2 = emulator.ec2(REGION).await;
     let ours = |tags: &[aws_sdk_ec2::types::Tag]| {
         tags.iter()
             .any(|t| t.key() == Some("ihp-infra:stack") && t.value() == Some(prefix))
@@ -112,7 +112,7 @@ async fn orphans(moto: &Moto, prefix: &str) -> Vec<String> {
             found.push(format!("volume {:?}", v.volume_id()));
         }
     }
-    let rds = moto.rds(REGION).await;
+    let rds = emulator.rds(REGION).await;
     for d in rds
         .describe_db_instances()
         .send()
@@ -139,7 +139,7 @@ async fn orphans(moto: &Moto, prefix: &str) -> Vec<String> {
             found.push(format!("db subnet group {:?}", g.db_subnet_group_name()));
         }
     }
-    let s3 = moto.s3(REGION).await;
+    let s3 = emulator.s3(REGION).await;
     for b in s3.list_buckets().send().await.unwrap().buckets() {
         let name = b.name().unwrap_or_default();
         let tagged = s3
@@ -156,7 +156,7 @@ async fn orphans(moto: &Moto, prefix: &str) -> Vec<String> {
             found.push(format!("bucket {name}"));
         }
     }
-    let logs = moto.logs(REGION).await;
+    let logs = emulator.logs(REGION).await;
     for g in logs
         .describe_log_groups()
         .send()
@@ -169,7 +169,7 @@ async fn orphans(moto: &Moto, prefix: &str) -> Vec<String> {
             found.push(format!("log group {name}"));
         }
     }
-    let iam = moto.iam().await;
+    let iam = emulator.iam().await;
     for r in iam.list_roles().send().await.unwrap().roles() {
         let tags = iam
             .list_role_tags()
@@ -215,9 +215,9 @@ async fn orphans(moto: &Moto, prefix: &str) -> Vec<String> {
 
 /// A proxy that kills the process whose pid is in `pid` when request
 /// `at` reaches `stage`, and counts the requests it sees.
-fn killer(moto: &Moto, at: usize, stage: Stage, pid: Arc<AtomicU32>) -> Proxy {
+fn killer(emulator: &Emulator, at: usize, stage: Stage, pid: Arc<AtomicU32>) -> Proxy {
     Proxy::start(
-        moto.port,
+        emulator.port,
         Options {
             hook: Some(Arc::new(move |r: &Request, s: Stage| {
                 if r.number == at && s == stage {
@@ -235,9 +235,9 @@ fn killer(moto: &Moto, at: usize, stage: Stage, pid: Arc<AtomicU32>) -> Proxy {
 
 /// Runs a command through the proxy, killed by it at `at`; returns how many
 /// requests the proxy saw, and whether the process was killed.
-fn run_killed(p: &Project, moto: &Moto, args: &[&str], at: usize, stage: Stage) -> (usize, bool) {
+fn run_killed(p: &Project, emulator: &Emulator, args: &[&str], at: usize, stage: Stage) -> (usize, bool) {
     let pid = Arc::new(AtomicU32::new(0));
-    let proxy = killer(moto, at, stage, pid.clone());
+    let proxy = killer(emulator, at, stage, pid.clone());
     let mut child = p
         .command(args)
         .env("AWS_ENDPOINT_URL", proxy.endpoint())
@@ -254,27 +254,29 @@ fn run_killed(p: &Project, moto: &Moto, args: &[&str], at: usize, stage: Stage) 
 
 #[tokio::test]
 async fn killed_at_exact_calls_a_rerun_converges_with_nothing_orphaned() {
-    let moto = Moto::start();
-    moto.ec2_with_key(REGION).await;
-    let p = Project::with_stack(&moto.endpoint(), "crash", REGION);
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
+    let p = Project::with_stack(&emulator.endpoint(), "crash", REGION);
 
     // How many calls a whole apply and destroy make (kill point beyond the end).
     let (apply_calls, _) = run_killed(
         &p,
-        &moto,
+        &emulator,
         &["apply", "--auto-approve"],
         usize::MAX,
         Stage::Received,
     );
-    assert_eq!(tagged(&moto, "crash").await.len(), 17);
+    assert_eq!(tagged(&emulator, "crash").await.len(), 17);
     let (destroy_calls, _) = run_killed(
         &p,
-        &moto,
+        &emulator,
         &["destroy", "--auto-approve"],
         usize::MAX,
         Stage::Received,
     );
-    assert!(tagged(&moto, "crash").await.is_empty());
+    assert!(tagged(&emulator, "crash").await.is_empty());
     assert!(
         apply_calls > 40 && destroy_calls > 40,
         "{apply_calls} {destroy_calls}"
@@ -290,23 +292,23 @@ async fn killed_at_exact_calls_a_rerun_converges_with_nothing_orphaned() {
             Stage::Answered
         };
         let at = 1 + i * apply_calls / points;
-        let (_, killed) = run_killed(&p, &moto, &["apply", "--auto-approve"], at, stage);
+        let (_, killed) = run_killed(&p, &emulator, &["apply", "--auto-approve"], at, stage);
         assert!(killed, "apply was killed at call {at}");
         let rerun = p.run(&["apply", "--auto-approve"]);
         assert_eq!(
             rerun.code, 0,
             "apply killed at call {at} ({stage:?}), rerun: {rerun:?}"
         );
-        let live = tagged(&moto, "crash").await;
+        let live = tagged(&emulator, "crash").await;
         assert_eq!(live.len(), 17, "killed at {at} ({stage:?}): {live:?}");
         assert_eq!(
-            orphans(&moto, "crash").await,
+            orphans(&emulator, "crash").await,
             Vec::<String>::new(),
             "killed at {at}"
         );
 
         let at = 1 + i * destroy_calls / points;
-        let (_, killed) = run_killed(&p, &moto, &["destroy", "--auto-approve"], at, stage);
+        let (_, killed) = run_killed(&p, &emulator, &["destroy", "--auto-approve"], at, stage);
         assert!(killed, "destroy was killed at call {at}");
         let rerun = p.run(&["destroy", "--auto-approve"]);
         assert_eq!(
@@ -314,27 +316,29 @@ async fn killed_at_exact_calls_a_rerun_converges_with_nothing_orphaned() {
             "destroy killed at call {at} ({stage:?}), rerun: {rerun:?}"
         );
         assert!(
-            tagged(&moto, "crash").await.is_empty(),
+            tagged(&emulator, "crash").await.is_empty(),
             "destroy killed at {at}"
         );
         assert_eq!(
-            orphans(&moto, "crash").await,
+            orphans(&emulator, "crash").await,
             Vec::<String>::new(),
             "destroy killed at {at}"
         );
-        assert!(!locked(&moto, "crash").await);
+        assert!(!locked(&emulator, "crash").await);
     }
 }
 
 #[tokio::test]
 async fn transient_faults_are_survived_and_reported_at_v() {
-    let moto = Moto::start();
-    moto.ec2_with_key(REGION).await;
-    let p = Project::with_stack(&moto.endpoint(), "flaky", REGION);
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
+    let p = Project::with_stack(&emulator.endpoint(), "flaky", REGION);
     let mut total = 0;
     for seed in [7u64, 8, 9] {
         let proxy = Proxy::start(
-            moto.port,
+            emulator.port,
             Options {
                 faults: Some((seed, 0.1)),
                 ..Options::default()
@@ -367,7 +371,7 @@ async fn transient_faults_are_survived_and_reported_at_v() {
                 );
             }
         }
-        assert!(tagged(&moto, "flaky").await.is_empty());
+        assert!(tagged(&emulator, "flaky").await.is_empty());
         total += proxy.injected().len();
     }
     assert!(total >= 20, "the faults were injected: {total}");
@@ -375,13 +379,15 @@ async fn transient_faults_are_survived_and_reported_at_v() {
 
 #[tokio::test]
 async fn errors_that_wont_pass_stop_at_once_and_the_next_run_converges() {
-    let moto = Moto::start();
-    moto.ec2_with_key(REGION).await;
-    let p = Project::with_stack(&moto.endpoint(), "denied", REGION);
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
+    let p = Project::with_stack(&emulator.endpoint(), "denied", REGION);
     let calls: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
     let counted = calls.clone();
     let proxy = Proxy::start(
-        moto.port,
+        emulator.port,
         Options {
             deny: HashMap::from([
                 ("RunInstances".to_string(), "UnauthorizedOperation"),
@@ -432,21 +438,23 @@ async fn errors_that_wont_pass_stop_at_once_and_the_next_run_converges() {
         assert_eq!(calls.get(op), Some(&1), "{op} is not retried: {calls:?}");
     }
     // What could be made was made, and tagged; the next run finishes.
-    let made = tagged(&moto, "denied").await.len();
+    let made = tagged(&emulator, "denied").await.len();
     assert!((5..17).contains(&made), "{made}");
-    assert!(!locked(&moto, "denied").await);
+    assert!(!locked(&emulator, "denied").await);
     p.run_ok(&["apply", "--auto-approve"], 0);
-    assert_eq!(tagged(&moto, "denied").await.len(), 17);
-    assert_eq!(orphans(&moto, "denied").await, Vec::<String>::new());
+    assert_eq!(tagged(&emulator, "denied").await.len(), 17);
+    assert_eq!(orphans(&emulator, "denied").await, Vec::<String>::new());
 }
 
 #[tokio::test]
 async fn second_apply_refuses_or_waits_while_the_first_holds_the_lock() {
-    let moto = Moto::start();
-    moto.ec2_with_key(REGION).await;
-    let p = Project::with_stack(&moto.endpoint(), "two", REGION);
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
+    let p = Project::with_stack(&emulator.endpoint(), "two", REGION);
     // The first apply, slowed down to take seconds.
-    let proxy = Proxy::slow(moto.port, Duration::from_millis(100));
+    let proxy = Proxy::slow(emulator.port, Duration::from_millis(100));
     let mut first = p
         .command(&["apply", "--auto-approve"])
         .env("AWS_ENDPOINT_URL", proxy.endpoint())
@@ -455,7 +463,7 @@ async fn second_apply_refuses_or_waits_while_the_first_holds_the_lock() {
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !locked(&moto, "two").await {
+    while !locked(&emulator, "two").await {
         assert!(
             std::time::Instant::now() < deadline,
             "the first apply never locked"
@@ -481,17 +489,19 @@ async fn second_apply_refuses_or_waits_while_the_first_holds_the_lock() {
     );
     assert!(waited.stderr.contains("waiting for the lock"), "{waited:?}");
     assert!(first.wait().unwrap().success());
-    assert_eq!(tagged(&moto, "two").await.len(), 17);
-    assert!(!locked(&moto, "two").await, "released at the end");
+    assert_eq!(tagged(&emulator, "two").await.len(), 17);
+    assert!(!locked(&emulator, "two").await, "released at the end");
 }
 
 #[tokio::test]
 async fn lock_left_by_a_lost_machine_is_broken_with_unlock() {
-    let moto = Moto::start();
-    moto.ec2_with_key(REGION).await;
-    let p = Project::new(&moto.endpoint());
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
+    let p = Project::new(&emulator.endpoint());
     p.write("stack.yaml", &stack_yaml("stale", REGION));
-    moto.logs(REGION)
+    emulator.logs(REGION)
         .await
         .create_log_group()
         .log_group_name("/ihp-infra/locks/stale")
@@ -513,22 +523,22 @@ async fn lock_left_by_a_lost_machine_is_broken_with_unlock() {
             .contains("break the lock with `ihp-infra unlock`"),
         "{out:?}"
     );
-    assert!(tagged(&moto, "stale").await.is_empty(), "nothing done");
+    assert!(tagged(&emulator, "stale").await.is_empty(), "nothing done");
 
     let out = p.run_ok(&["unlock"], 1);
     assert!(out.stderr.contains("pass --force"), "{out:?}");
-    assert!(locked(&moto, "stale").await);
+    assert!(locked(&emulator, "stale").await);
     let out = p.run_ok(&["unlock", "--force"], 0);
     assert!(out.stderr.contains("lock of stack stale broken"), "{out:?}");
-    assert!(!locked(&moto, "stale").await);
+    assert!(!locked(&emulator, "stale").await);
     let out = p.run_ok(&["unlock", "--force"], 0);
     assert!(out.stderr.contains("is not locked"), "{out:?}");
 
     p.run_ok(&["apply", "--auto-approve"], 0);
-    assert_eq!(tagged(&moto, "stale").await.len(), 17);
+    assert_eq!(tagged(&emulator, "stale").await.len(), 17);
     // The lock group is no resource of the stack: destroy leaves no lock.
     p.run_ok(&["destroy", "--auto-approve"], 0);
-    assert!(!locked(&moto, "stale").await);
+    assert!(!locked(&emulator, "stale").await);
 }
 
 #[tokio::test]
@@ -536,9 +546,11 @@ async fn lost_answers_of_creates_never_make_duplicates() {
     // AWS did the create, the answer never arrived. CreateVpc, CreateSubnet,
     // CreateInternetGateway and CreateRouteTable take no idempotency token:
     // sent again blindly, each makes a second resource.
-    let moto = Moto::start();
-    moto.ec2_with_key(REGION).await;
-    let p = Project::with_stack(&moto.endpoint(), "lost", REGION);
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
+    let p = Project::with_stack(&emulator.endpoint(), "lost", REGION);
     let lose = [
         "CreateVpc",
         "CreateSubnet",
@@ -556,7 +568,7 @@ async fn lost_answers_of_creates_never_make_duplicates() {
         "CreateDBInstance",
     ];
     let proxy = Proxy::start(
-        moto.port,
+        emulator.port,
         Options {
             lose_first_answer: lose.iter().map(|s| s.to_string()).collect(),
             ..Options::default()
@@ -575,8 +587,8 @@ async fn lost_answers_of_creates_never_make_duplicates() {
         .collect();
     assert_eq!(out.status.code(), Some(0), "lost {lost:?}:\n{stderr}");
     assert!(lost.len() >= 10, "answers were lost: {lost:?}");
-    let live = tagged(&moto, "lost").await;
+    let live = tagged(&emulator, "lost").await;
     assert_eq!(live.len(), 17, "{live:?}");
-    assert_eq!(orphans(&moto, "lost").await, Vec::<String>::new());
+    assert_eq!(orphans(&emulator, "lost").await, Vec::<String>::new());
     p.run_ok(&["plan", "--detailed-exitcode"], 0);
 }

@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use aws_sdk_ec2::types::{Filter, InstanceStateName};
 
-use crate::common::{KEY_NAME, Moto, PASSWORD, Project, id_filters, stack_yaml};
+use crate::common::{Emulator, FULL_STACK, KEY_NAME, PASSWORD, Project, id_filters, stack_yaml};
 use crate::network::tagged;
 
 const REGION: &str = "eu-central-1";
@@ -49,9 +49,11 @@ async fn server(ec2: &aws_sdk_ec2::Client, prefix: &str) -> aws_sdk_ec2::types::
 
 #[tokio::test]
 async fn image_is_chosen_by_release_and_architecture() {
-    let moto = Moto::start();
-    moto.ec2_with_key(REGION).await;
-    let p = Project::with_stack(&moto.endpoint(), "img", REGION);
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
+    let p = Project::with_stack(&emulator.endpoint(), "img", REGION);
 
     // The newest available image of the NixOS account: not the pending one,
     // not the newer one another account published under the same name.
@@ -104,8 +106,10 @@ async fn image_is_chosen_by_release_and_architecture() {
 
 #[tokio::test]
 async fn missing_key_pair_is_refused_at_plan() {
-    let moto = Moto::start();
-    let p = Project::with_stack(&moto.endpoint(), "nokey", REGION);
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    let p = Project::with_stack(&emulator.endpoint(), "nokey", REGION);
     for args in [&["plan"][..], &["apply", "--auto-approve"]] {
         let out = p.run_ok(args, 1);
         assert!(
@@ -122,15 +126,17 @@ async fn missing_key_pair_is_refused_at_plan() {
             "{out:?}"
         );
     }
-    assert!(tagged(&moto, "nokey").await.is_empty());
+    assert!(tagged(&emulator, "nokey").await.is_empty());
 }
 
 #[tokio::test]
 async fn server_database_and_db_info_as_asked() {
-    let moto = Moto::start();
-    let ec2 = moto.ec2_with_key(REGION).await;
-    let rds = moto.rds(REGION).await;
-    let p = Project::with_stack(&moto.endpoint(), "srv", REGION);
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    let ec2 = emulator.ec2_with_key(REGION).await;
+    let rds = emulator.rds(REGION).await;
+    let p = Project::with_stack(&emulator.endpoint(), "srv", REGION);
     p.run_ok(&["apply", "--auto-approve"], 0);
 
     let i = server(&ec2, "srv").await;
@@ -221,9 +227,9 @@ async fn server_database_and_db_info_as_asked() {
 
     // A converged apply makes no write call and still writes db_info.txt.
     std::fs::remove_file(&path).unwrap();
-    let before = moto.actions().len();
+    let before = emulator.actions().len();
     p.run_ok(&["apply", "--auto-approve"], 0);
-    let writes: Vec<_> = moto.actions()[before..]
+    let writes: Vec<_> = emulator.actions()[before..]
         .iter()
         .filter(|a| crate::common::is_write(a))
         .cloned()
@@ -234,9 +240,11 @@ async fn server_database_and_db_info_as_asked() {
 
 #[tokio::test]
 async fn newer_image_never_replaces_the_server_but_a_new_release_does() {
-    let moto = Moto::start();
-    let ec2 = moto.ec2_with_key(REGION).await;
-    let p = Project::with_stack(&moto.endpoint(), "nix", REGION);
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    let ec2 = emulator.ec2_with_key(REGION).await;
+    let p = Project::with_stack(&emulator.endpoint(), "nix", REGION);
     p.run_ok(&["apply", "--auto-approve"], 0);
     let first = server(&ec2, "nix").await.instance_id().unwrap().to_string();
 
@@ -275,9 +283,11 @@ async fn newer_image_never_replaces_the_server_but_a_new_release_does() {
 
 #[tokio::test]
 async fn instance_type_and_volume_change_in_place_and_volume_never_shrinks() {
-    let moto = Moto::start();
-    let ec2 = moto.ec2_with_key(REGION).await;
-    let p = Project::with_stack(&moto.endpoint(), "size", REGION);
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    let ec2 = emulator.ec2_with_key(REGION).await;
+    let p = Project::with_stack(&emulator.endpoint(), "size", REGION);
     p.run_ok(&["apply", "--auto-approve"], 0);
     let id = server(&ec2, "size")
         .await
@@ -323,10 +333,12 @@ async fn instance_type_and_volume_change_in_place_and_volume_never_shrinks() {
 
 #[tokio::test]
 async fn password_change_is_detected_and_applied_without_showing_it() {
-    let moto = Moto::start();
-    moto.ec2_with_key(REGION).await;
-    let rds = moto.rds(REGION).await;
-    let p = Project::new(&moto.endpoint());
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
+    let rds = emulator.rds(REGION).await;
+    let p = Project::new(&emulator.endpoint());
     let stack = stack_yaml("pw", REGION).replace(&format!("\"{PASSWORD}\""), "{ env: PW }");
     p.write("stack.yaml", &stack);
     let run = |args: &[&str], pw: &str| {
@@ -388,9 +400,11 @@ async fn password_change_is_detected_and_applied_without_showing_it() {
 
 #[tokio::test]
 async fn destroy_keeps_a_final_snapshot_unless_told_otherwise() {
-    let moto = Moto::start();
-    moto.ec2_with_key(REGION).await;
-    let rds = moto.rds(REGION).await;
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
+    let rds = emulator.rds(REGION).await;
     let snapshots = || async {
         let out = rds.describe_db_snapshots().send().await.unwrap();
         out.db_snapshots()
@@ -399,7 +413,7 @@ async fn destroy_keeps_a_final_snapshot_unless_told_otherwise() {
             .collect::<Vec<_>>()
     };
 
-    let keep = Project::with_stack(&moto.endpoint(), "keep", REGION);
+    let keep = Project::with_stack(&emulator.endpoint(), "keep", REGION);
     keep.run_ok(&["apply", "--auto-approve"], 0);
     let out = keep.run_ok(&["destroy", "--auto-approve"], 0);
     assert!(
@@ -415,7 +429,7 @@ async fn destroy_keeps_a_final_snapshot_unless_told_otherwise() {
         "{out:?}"
     );
 
-    let lose = Project::with_stack(&moto.endpoint(), "lose", REGION);
+    let lose = Project::with_stack(&emulator.endpoint(), "lose", REGION);
     lose.run_ok(&["apply", "--auto-approve"], 0);
     let out = lose.run_ok(&["destroy", "--auto-approve", "--skip-final-snapshot"], 0);
     assert!(out.stdout.contains("WITHOUT a final snapshot"), "{out:?}");
@@ -424,9 +438,11 @@ async fn destroy_keeps_a_final_snapshot_unless_told_otherwise() {
 
 #[tokio::test]
 async fn database_of_someone_else_is_not_taken_over() {
-    let moto = Moto::start();
-    moto.ec2_with_key(REGION).await;
-    let rds = moto.rds(REGION).await;
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
+    let rds = emulator.rds(REGION).await;
     rds.create_db_instance()
         .db_instance_identifier("theirs-postgres-db")
         .engine("postgres")
@@ -437,7 +453,7 @@ async fn database_of_someone_else_is_not_taken_over() {
         .send()
         .await
         .unwrap();
-    let p = Project::with_stack(&moto.endpoint(), "theirs", REGION);
+    let p = Project::with_stack(&emulator.endpoint(), "theirs", REGION);
     for args in [&["plan"][..], &["destroy", "--auto-approve"]] {
         let out = p.run_ok(args, 1);
         assert!(
@@ -457,10 +473,12 @@ async fn database_of_someone_else_is_not_taken_over() {
 #[tokio::test]
 async fn final_snapshot_name_taken_in_the_same_second_gets_a_suffix() {
     // Found by running destroy twice within one second: DBSnapshotAlreadyExists.
-    let moto = Moto::start();
-    moto.ec2_with_key(REGION).await;
-    let rds = moto.rds(REGION).await;
-    let p = Project::with_stack(&moto.endpoint(), "again", REGION);
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
+    let rds = emulator.rds(REGION).await;
+    let p = Project::with_stack(&emulator.endpoint(), "again", REGION);
     p.run_ok(&["apply", "--auto-approve"], 0);
     // Take the names of this second and the next few.
     let now = std::time::SystemTime::now();

@@ -4,7 +4,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use aws_sdk_s3::primitives::ByteStream;
 
-use crate::common::{Moto, Project, is_write, stack_yaml};
+use crate::common::{Emulator, FULL_STACK, Project, is_write, stack_yaml};
 use crate::network::tagged;
 
 const REGION: &str = "eu-central-1";
@@ -50,14 +50,16 @@ async fn default_document(iam: &aws_sdk_iam::Client, arn: &str) -> serde_json::V
 
 #[tokio::test]
 async fn bucket_log_group_and_iam_as_asked() {
-    let moto = Moto::start();
-    let ec2 = moto.ec2_with_key(REGION).await;
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    let ec2 = emulator.ec2_with_key(REGION).await;
     let (s3, logs, iam) = (
-        moto.s3(REGION).await,
-        moto.logs(REGION).await,
-        moto.iam().await,
+        emulator.s3(REGION).await,
+        emulator.logs(REGION).await,
+        emulator.iam().await,
     );
-    let p = Project::with_stack(&moto.endpoint(), "acc", REGION);
+    let p = Project::with_stack(&emulator.endpoint(), "acc", REGION);
     p.run_ok(&["apply", "--auto-approve"], 0);
 
     // The bucket: in the stack's region, encrypted, public access blocked.
@@ -197,10 +199,12 @@ async fn bucket_log_group_and_iam_as_asked() {
 
 #[tokio::test]
 async fn public_read_is_a_get_object_bucket_policy_and_can_be_taken_back() {
-    let moto = Moto::start();
-    moto.ec2_with_key(REGION).await;
-    let s3 = moto.s3(REGION).await;
-    let p = Project::new(&moto.endpoint());
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
+    let s3 = emulator.s3(REGION).await;
+    let p = Project::new(&emulator.endpoint());
     with(&p, "pub", "storage:\n  public_read: true\n");
     p.run_ok(&["apply", "--auto-approve"], 0);
     let policy = s3
@@ -238,10 +242,12 @@ async fn public_read_is_a_get_object_bucket_policy_and_can_be_taken_back() {
 
 #[tokio::test]
 async fn changed_policy_is_a_new_default_version_pruned_at_five() {
-    let moto = Moto::start();
-    moto.ec2_with_key(REGION).await;
-    let iam = moto.iam().await;
-    let p = Project::new(&moto.endpoint());
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
+    let iam = emulator.iam().await;
+    let p = Project::new(&emulator.endpoint());
     let arn = policy_arn("ver-cloudwatch-logs");
     for n in 1..=7 {
         with(
@@ -270,7 +276,7 @@ async fn changed_policy_is_a_new_default_version_pruned_at_five() {
             .ends_with(":log-group:/ihp/ver-7")
     );
     p.run_ok(&["plan", "--detailed-exitcode"], 0);
-    let logs = moto.logs(REGION).await;
+    let logs = emulator.logs(REGION).await;
     let groups = logs
         .describe_log_groups()
         .log_group_name_prefix("/ihp/ver-")
@@ -292,10 +298,12 @@ async fn changed_policy_is_a_new_default_version_pruned_at_five() {
 
 #[tokio::test]
 async fn access_key_secret_is_written_once_to_a_private_file() {
-    let moto = Moto::start();
-    moto.ec2_with_key(REGION).await;
-    let iam = moto.iam().await;
-    let p = Project::new(&moto.endpoint());
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
+    let iam = emulator.iam().await;
+    let p = Project::new(&emulator.endpoint());
     with(&p, "key", "storage:\n  access_key: true\n");
     let apply = p.run_ok(&["apply", "--auto-approve"], 0);
     let path = p.dir.path().join("s3_access_key.env");
@@ -369,15 +377,17 @@ async fn access_key_secret_is_written_once_to_a_private_file() {
     assert!(!logged.contains(new_secret), "the secret was logged");
 
     p.run_ok(&["destroy", "--auto-approve"], 0);
-    assert!(tagged(&moto, "key").await.is_empty());
+    assert!(tagged(&emulator, "key").await.is_empty());
 }
 
 #[tokio::test]
 async fn destroy_stops_before_anything_when_the_bucket_has_objects() {
-    let moto = Moto::start();
-    moto.ec2_with_key(REGION).await;
-    let s3 = moto.s3(REGION).await;
-    let p = Project::with_stack(&moto.endpoint(), "full", REGION);
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
+    let s3 = emulator.s3(REGION).await;
+    let p = Project::with_stack(&emulator.endpoint(), "full", REGION);
     p.run_ok(&["apply", "--auto-approve"], 0);
     s3.put_object()
         .bucket("full-storage")
@@ -387,7 +397,7 @@ async fn destroy_stops_before_anything_when_the_bucket_has_objects() {
         .await
         .unwrap();
 
-    let before = moto.actions().len();
+    let before = emulator.actions().len();
     let out = p.run_ok(&["destroy", "--auto-approve"], 1);
     assert!(
         out.stderr
@@ -395,27 +405,29 @@ async fn destroy_stops_before_anything_when_the_bucket_has_objects() {
         "{out:?}"
     );
     assert!(out.stderr.contains("--delete-bucket-contents"), "{out:?}");
-    let writes: Vec<_> = moto.actions()[before..]
+    let writes: Vec<_> = emulator.actions()[before..]
         .iter()
         .filter(|a| is_write(a))
         .cloned()
         .collect();
     assert!(writes.is_empty(), "nothing deleted: {writes:?}");
-    assert_eq!(tagged(&moto, "full").await.len(), 17);
+    assert_eq!(tagged(&emulator, "full").await.len(), 17);
 
     p.run_ok(
         &["destroy", "--auto-approve", "--delete-bucket-contents"],
         0,
     );
-    assert!(tagged(&moto, "full").await.is_empty());
+    assert!(tagged(&emulator, "full").await.is_empty());
 }
 
 #[tokio::test]
 async fn versions_and_delete_markers_count_as_contents() {
-    let moto = Moto::start();
-    moto.ec2_with_key(REGION).await;
-    let s3 = moto.s3(REGION).await;
-    let p = Project::with_stack(&moto.endpoint(), "vers", REGION);
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
+    let s3 = emulator.s3(REGION).await;
+    let p = Project::with_stack(&emulator.endpoint(), "vers", REGION);
     p.run_ok(&["apply", "--auto-approve"], 0);
     s3.put_bucket_versioning()
         .bucket("vers-storage")
@@ -449,14 +461,16 @@ async fn versions_and_delete_markers_count_as_contents() {
         &["destroy", "--auto-approve", "--delete-bucket-contents"],
         0,
     );
-    assert!(tagged(&moto, "vers").await.is_empty());
+    assert!(tagged(&emulator, "vers").await.is_empty());
 }
 
 #[tokio::test]
 async fn bucket_not_tagged_for_the_stack_is_not_taken_over() {
-    let moto = Moto::start();
-    moto.ec2_with_key(REGION).await;
-    let s3 = moto.s3(REGION).await;
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
+    let s3 = emulator.s3(REGION).await;
     s3.create_bucket()
         .bucket("mine-storage")
         .create_bucket_configuration(
@@ -467,7 +481,7 @@ async fn bucket_not_tagged_for_the_stack_is_not_taken_over() {
         .send()
         .await
         .unwrap();
-    let p = Project::with_stack(&moto.endpoint(), "mine", REGION);
+    let p = Project::with_stack(&emulator.endpoint(), "mine", REGION);
     let out = p.run_ok(&["plan"], 1);
     assert!(
         out.stderr
@@ -490,12 +504,14 @@ async fn bucket_not_tagged_for_the_stack_is_not_taken_over() {
 
 #[tokio::test]
 async fn us_east_1_bucket_has_no_location_constraint() {
-    let moto = Moto::start();
-    moto.ec2_with_key("us-east-1").await;
-    let p = Project::new(&moto.endpoint());
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    emulator.ec2_with_key("us-east-1").await;
+    let p = Project::new(&emulator.endpoint());
     p.write("stack.yaml", &stack_yaml("east", "us-east-1"));
     p.run_ok(&["apply", "--auto-approve"], 0);
-    let s3 = moto.s3("us-east-1").await;
+    let s3 = emulator.s3("us-east-1").await;
     let location = s3
         .get_bucket_location()
         .bucket("east-storage")
@@ -515,10 +531,12 @@ async fn us_east_1_bucket_has_no_location_constraint() {
 async fn renamed_bucket_is_not_orphaned_and_never_emptied_unasked() {
     // Found when a renamed log group stayed behind: resources the stack file
     // no longer names are found by their tag and cleaned up.
-    let moto = Moto::start();
-    moto.ec2_with_key(REGION).await;
-    let s3 = moto.s3(REGION).await;
-    let p = Project::with_stack(&moto.endpoint(), "ren", REGION);
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
+    let s3 = emulator.s3(REGION).await;
+    let p = Project::with_stack(&emulator.endpoint(), "ren", REGION);
     p.run_ok(&["apply", "--auto-approve"], 0);
     s3.put_object()
         .bucket("ren-storage")
@@ -559,9 +577,11 @@ async fn renamed_bucket_is_not_orphaned_and_never_emptied_unasked() {
 
 #[tokio::test]
 async fn bucket_name_taken_by_another_account_is_a_clear_error() {
-    let moto = Moto::start();
-    moto.ec2_with_key(REGION).await;
-    let s3 = moto.s3(REGION).await;
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
+    let s3 = emulator.s3(REGION).await;
     // moto serves another account for requests that name it.
     s3.create_bucket()
         .bucket("taken-storage")
@@ -577,7 +597,7 @@ async fn bucket_name_taken_by_another_account_is_a_clear_error() {
         .send()
         .await
         .unwrap();
-    let p = Project::with_stack(&moto.endpoint(), "taken", REGION);
+    let p = Project::with_stack(&emulator.endpoint(), "taken", REGION);
     let out = p.run(&["apply", "--auto-approve"]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
@@ -591,11 +611,13 @@ async fn bucket_name_taken_by_another_account_is_a_clear_error() {
 #[tokio::test]
 async fn endpoint_named_by_host_name_works_as_localstack_users_set_it() {
     // http://localhost:PORT, not 127.0.0.1: S3 must not try <bucket>.localhost.
-    let moto = Moto::start();
-    moto.ec2_with_key(REGION).await;
-    let p = Project::with_stack(&format!("http://localhost:{}", moto.port), "host", REGION);
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
+    let p = Project::with_stack(&format!("http://localhost:{}", emulator.port), "host", REGION);
     p.run_ok(&["apply", "--auto-approve"], 0);
     p.run_ok(&["plan", "--detailed-exitcode"], 0);
     p.run_ok(&["destroy", "--auto-approve"], 0);
-    assert!(tagged(&moto, "host").await.is_empty());
+    assert!(tagged(&emulator, "host").await.is_empty());
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::process::Stdio;
 
-use crate::common::{KEY_NAME, Moto, PASSWORD, Project, id_filters, stack_yaml};
+use crate::common::{Emulator, FULL_STACK, KEY_NAME, PASSWORD, Project, id_filters, stack_yaml};
 use crate::network::tagged;
 
 const REGION: &str = "eu-central-1";
@@ -13,9 +13,11 @@ const REGION: &str = "eu-central-1";
 #[tokio::test]
 async fn plan_outputs_for_delete_and_no_change() {
     // Create, update and replace are snapshotted in network.rs and server.rs.
-    let moto = Moto::start();
-    moto.ec2_with_key(REGION).await;
-    let p = Project::with_stack(&moto.endpoint(), "shown", REGION);
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
+    let p = Project::with_stack(&emulator.endpoint(), "shown", REGION);
     p.run_ok(&["apply", "--auto-approve"], 0);
 
     let plan = p.run_ok(&["plan", "--detailed-exitcode"], 0);
@@ -33,7 +35,7 @@ async fn plan_outputs_for_delete_and_no_change() {
         destroy.stderr.contains("refusing to destroy"),
         "{destroy:?}"
     );
-    assert_eq!(tagged(&moto, "shown").await.len(), 17);
+    assert_eq!(tagged(&emulator, "shown").await.len(), 17);
 }
 
 /// The keys the README documents for `plan --json`, at each level.
@@ -144,9 +146,11 @@ fn check_plan_document(doc: &serde_json::Value) {
 
 #[tokio::test]
 async fn plan_json_has_the_documented_shape_and_detailed_exit_codes() {
-    let moto = Moto::start();
-    moto.ec2_with_key(REGION).await;
-    let p = Project::with_stack(&moto.endpoint(), "js", REGION);
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
+    let p = Project::with_stack(&emulator.endpoint(), "js", REGION);
 
     let out = p.run_ok(&["plan", "--json"], 2);
     let doc: serde_json::Value = serde_json::from_str(&out.stdout).expect("one JSON document");
@@ -199,9 +203,11 @@ async fn plan_json_has_the_documented_shape_and_detailed_exit_codes() {
 
 #[tokio::test]
 async fn every_command_at_every_verbosity_never_shows_the_password() {
-    let moto = Moto::start();
-    moto.ec2_with_key(REGION).await;
-    let p = Project::with_stack(&moto.endpoint(), "hush", REGION);
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
+    let p = Project::with_stack(&emulator.endpoint(), "hush", REGION);
     let verbosities: [&[&str]; 5] = [
         &["-q"],
         &[],
@@ -255,9 +261,11 @@ async fn every_command_at_every_verbosity_never_shows_the_password() {
 
 #[tokio::test]
 async fn output_hands_over_ssh_and_database_url_without_the_password_variable() {
-    let moto = Moto::start();
-    moto.ec2_with_key(REGION).await;
-    let p = Project::new(&moto.endpoint());
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
+    let p = Project::new(&emulator.endpoint());
     let stack =
         stack_yaml("hand", REGION).replace(&format!("\"{PASSWORD}\""), "{ env: HAND_DB_PASSWORD }");
     p.write("stack.yaml", &stack);
@@ -386,9 +394,11 @@ fn completions_for_bash_zsh_and_fish() {
 
 #[tokio::test]
 async fn colours_only_when_wanted() {
-    let moto = Moto::start();
-    moto.ec2_with_key(REGION).await;
-    let p = Project::with_stack(&moto.endpoint(), "hue", REGION);
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
+    let p = Project::with_stack(&emulator.endpoint(), "hue", REGION);
     let plan = |args: &[&str], env: &[(&str, &str)]| {
         let mut cmd = p.command(args);
         for (k, v) in env {
@@ -458,10 +468,12 @@ fn interrupted_apply(p: &Project, presses: usize) -> (Option<i32>, String) {
 
 #[tokio::test]
 async fn ctrl_c_finishes_what_is_in_flight_and_a_rerun_finishes_the_job() {
-    let moto = Moto::start();
-    moto.ec2_with_key(REGION).await;
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
     // 150 ms a call: the apply takes seconds, long enough to interrupt.
-    let proxy = crate::proxy::Proxy::slow(moto.port, std::time::Duration::from_millis(150));
+    let proxy = crate::proxy::Proxy::slow(emulator.port, std::time::Duration::from_millis(150));
     let p = Project::with_stack(&proxy.endpoint(), "intr", REGION);
     let (code, seen) = interrupted_apply(&p, 1);
     assert_eq!(code, Some(1), "{seen}");
@@ -475,23 +487,25 @@ async fn ctrl_c_finishes_what_is_in_flight_and_a_rerun_finishes_the_job() {
         seen.contains("run `ihp-infra apply` again to finish"),
         "{seen}"
     );
-    let made = tagged(&moto, "intr").await.len();
+    let made = tagged(&emulator, "intr").await.len();
     assert!(
         made > 0 && made < 17,
         "interrupted half-way: {made}\n{seen}"
     );
-    assert!(!crate::safety::locked(&moto, "intr").await, "lock released");
+    assert!(!crate::safety::locked(&emulator, "intr").await, "lock released");
 
     p.run_ok(&["apply", "--auto-approve"], 0);
-    assert_eq!(tagged(&moto, "intr").await.len(), 17);
+    assert_eq!(tagged(&emulator, "intr").await.len(), 17);
     p.run_ok(&["plan", "--detailed-exitcode"], 0);
 }
 
 #[tokio::test]
 async fn second_ctrl_c_quits_at_once_and_releases_the_lock() {
-    let moto = Moto::start();
-    moto.ec2_with_key(REGION).await;
-    let proxy = crate::proxy::Proxy::slow(moto.port, std::time::Duration::from_millis(150));
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
+    let proxy = crate::proxy::Proxy::slow(emulator.port, std::time::Duration::from_millis(150));
     let p = Project::with_stack(&proxy.endpoint(), "quit", REGION);
     let (code, seen) = interrupted_apply(&p, 2);
     assert_eq!(code, Some(130), "{seen}");
@@ -499,19 +513,21 @@ async fn second_ctrl_c_quits_at_once_and_releases_the_lock() {
         seen.contains("quit: run the command again to finish"),
         "{seen}"
     );
-    assert!(!crate::safety::locked(&moto, "quit").await, "lock released");
+    assert!(!crate::safety::locked(&emulator, "quit").await, "lock released");
     p.run_ok(&["apply", "--auto-approve"], 0);
-    assert_eq!(tagged(&moto, "quit").await.len(), 17);
+    assert_eq!(tagged(&emulator, "quit").await.len(), 17);
 }
 
 #[tokio::test]
 async fn password_quoted_back_by_an_aws_error_is_masked() {
     // Some AWS validation errors quote request parameters; the password
     // travels in CreateDBInstance's. Whatever AWS says, it is never shown.
-    let moto = Moto::start();
-    moto.ec2_with_key(REGION).await;
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
     let proxy = crate::proxy::Proxy::start(
-        moto.port,
+        emulator.port,
         crate::proxy::Options {
             deny: std::collections::HashMap::from([(
                 "CreateDBInstance".to_string(),
@@ -539,9 +555,11 @@ async fn password_quoted_back_by_an_aws_error_is_masked() {
 
 #[tokio::test]
 async fn profile_flag_wins_over_keys_in_the_environment() {
-    let moto = Moto::start();
-    moto.ec2_with_key(REGION).await;
-    let p = Project::with_stack(&moto.endpoint(), "prof", REGION);
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
+    let p = Project::with_stack(&emulator.endpoint(), "prof", REGION);
     let config = p.write(
         "aws-config",
         "[profile emulator]\naws_access_key_id = from-profile\naws_secret_access_key = from-profile\n",
