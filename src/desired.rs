@@ -171,6 +171,9 @@ pub fn resources(stack: &Stack, facts: &Facts) -> Vec<Desired> {
     };
     let anywhere = || Peer::Cidr(ANYWHERE.to_string());
     let web_ports = [22, 80, 443];
+    // A disabled part is built from its defaults, then left out below.
+    let server = stack.instance.clone().unwrap_or_default();
+    let db = stack.database.clone().unwrap_or_default();
 
     let mut all = vec![
         resource(
@@ -256,7 +259,7 @@ pub fn resources(stack: &Stack, facts: &Facts) -> Vec<Desired> {
                         .map(|i| Value::Text(i.name.clone()))
                         .unwrap_or(Value::None),
                 ),
-                in_place("instance_type", text(&stack.instance.instance_type)),
+                in_place("instance_type", text(&server.instance_type)),
                 replace("key_name", text(&stack.key_name)),
                 replace("subnet", pending(public_subnet())),
                 in_place(
@@ -266,7 +269,7 @@ pub fn resources(stack: &Stack, facts: &Facts) -> Vec<Desired> {
                     ))])),
                 ),
                 in_place("instance_profile", pending(instance_profile())),
-                grow_only("root_volume_size", stack.instance.volume_size_gb.into()),
+                grow_only("root_volume_size", server.volume_size_gb.into()),
                 replace("root_volume_encrypted", Value::Bool(true)),
                 in_place("http_tokens", text("required")),
             ],
@@ -300,14 +303,11 @@ pub fn resources(stack: &Stack, facts: &Facts) -> Vec<Desired> {
                 replace("engine", text("postgres")),
                 in_place(
                     "engine_version",
-                    Value::AtLeastVersion(stack.database.engine_version.clone()),
+                    Value::AtLeastVersion(db.engine_version.clone()),
                 ),
-                in_place("instance_class", text(&stack.database.instance_class)),
-                grow_only(
-                    "allocated_storage",
-                    stack.database.allocated_storage_gb.into(),
-                ),
-                replace("username", text(&stack.database.username)),
+                in_place("instance_class", text(&db.instance_class)),
+                grow_only("allocated_storage", db.allocated_storage_gb.into()),
+                replace("username", text(&db.username)),
                 replace("subnet_group", pending(db_subnet_group())),
                 in_place(
                     "security_groups",
@@ -322,6 +322,16 @@ pub fn resources(stack: &Stack, facts: &Facts) -> Vec<Desired> {
             vec![db_subnet_group(), db_security_group()],
         ),
     ]);
+    // Nothing else depends on these: they can be left out whole. (The
+    // private subnets stay: free, and ready for a database.)
+    let mut left_out = Vec::new();
+    if stack.instance.is_none() {
+        left_out.push(instance());
+    }
+    if stack.database.is_none() {
+        left_out.extend([database(), db_subnet_group(), db_security_group()]);
+    }
+    all.retain(|d| !left_out.contains(&d.address));
     all
 }
 
@@ -472,6 +482,42 @@ mod tests {
             assert_eq!(r.tags[STACK_TAG], "demo", "{}", r.address);
             assert_eq!(r.tags["Name"], format!("demo-{}", r.address.role));
             assert_eq!(r.tags["team"], "web");
+        }
+    }
+
+    #[test]
+    fn server_and_database_left_out_take_only_their_own_resources() {
+        let all = |s: &Stack| -> Vec<Address> {
+            resources(s, &test_facts())
+                .into_iter()
+                .map(|d| d.address)
+                .collect()
+        };
+        let full = all(&stack("demo"));
+        let mut no_db = stack("demo");
+        no_db.database = None;
+        let mut no_server = stack("demo");
+        no_server.instance = None;
+        let left_out = |part: &[Address]| -> Vec<Address> {
+            full.iter().filter(|a| !part.contains(a)).cloned().collect()
+        };
+        assert_eq!(
+            left_out(&all(&no_db)),
+            [db_security_group(), db_subnet_group(), database()]
+        );
+        assert_eq!(left_out(&all(&no_server)), [instance()]);
+        // What stays still finds everything it depends on.
+        for s in [no_db, no_server] {
+            let kept = resources(&s, &test_facts());
+            for r in &kept {
+                for dep in &r.depends_on {
+                    assert!(
+                        kept.iter().any(|d| &d.address == dep),
+                        "{} needs {dep}",
+                        r.address
+                    );
+                }
+            }
         }
     }
 

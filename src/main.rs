@@ -468,7 +468,17 @@ async fn execute_locked(
 /// what the NixOS configuration needs.
 async fn write_db_info(stack: &Stack, session: &Session, quiet: bool) -> Result<(), String> {
     let (path, outputs) = session.write_db_info(stack).await.map_err(explain)?;
-    if !quiet {
+    if quiet {
+        return Ok(());
+    }
+    let Some(path) = path else {
+        errln!(
+            "\nFor the NixOS configuration (`ihp-infra output` shows these again, with SSH settings):\n{}",
+            outputs.to_env()
+        );
+        return Ok(());
+    };
+    {
         errln!(
             "\nWrote {} (mode 0600; it holds the password). For the NixOS configuration \
              (`ihp-infra output` shows these again, with SSH settings):\n{}",

@@ -666,7 +666,7 @@ mod tests {
     #[test]
     fn newer_engine_minor_is_not_downgraded() {
         let mut s = stack();
-        s.database.engine_version = "16.4".into();
+        s.database.as_mut().unwrap().engine_version = "16.4".into();
         let want = resources(&s, &crate::desired::test_facts());
         // AWS upgraded the minor version by itself.
         let live = with_live(

@@ -60,9 +60,13 @@ impl Session {
     }
 
     /// After every apply: db_info.txt next to the stack file (0600), and
-    /// the outputs it was made from.
-    pub async fn write_db_info(&self, stack: &Stack) -> Result<(PathBuf, Outputs), Error> {
+    /// the outputs it was made from. A stack without a server or without a
+    /// database has no db_info.txt to write (None).
+    pub async fn write_db_info(&self, stack: &Stack) -> Result<(Option<PathBuf>, Outputs), Error> {
         let outputs = self.aws.outputs(stack).await?;
+        if stack.instance.is_none() || stack.database.is_none() {
+            return Ok((None, outputs));
+        }
         let (Some(instance_dns), Some(database)) = (&outputs.instance_dns, &outputs.database)
         else {
             return Err(Error::Incomplete);
@@ -79,7 +83,7 @@ impl Session {
             path: path.clone(),
             source,
         })?;
-        Ok((path, outputs))
+        Ok((Some(path), outputs))
     }
 
     /// Logs the run's critical path (at -v): with a fixed latency per call,

@@ -31,11 +31,15 @@ pub struct Stack {
     pub az_1: String,
     pub az_2: String,
     pub key_name: String,
+    /// Empty when the stack has no database (or the run doesn't need it).
     pub db_password: Secret,
     /// Extra tags for every resource, beside the stack and Name tags.
     pub tags: BTreeMap<String, String>,
-    pub instance: InstanceSpec,
-    pub database: DatabaseSpec,
+    /// None: `instance: { enabled: false }`, no server.
+    pub instance: Option<InstanceSpec>,
+    /// None: `database: { enabled: false }`, no RDS (Postgres on the
+    /// server, or elsewhere).
+    pub database: Option<DatabaseSpec>,
     pub storage: StorageSpec,
     pub logs: LogsSpec,
 }
@@ -260,7 +264,7 @@ struct RawStack {
     az_1: Spanned<String>,
     az_2: Spanned<String>,
     key_name: Spanned<String>,
-    db_password: Spanned<PasswordSource>,
+    db_password: Option<Spanned<PasswordSource>>,
     #[serde(default)]
     tags: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
@@ -297,6 +301,7 @@ struct RawInstance {
     nixos_release: Option<Spanned<String>>,
     architecture: Option<Spanned<String>>,
     ami: Option<Spanned<String>>,
+    enabled: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -306,6 +311,7 @@ struct RawDatabase {
     instance_class: Option<Spanned<String>>,
     allocated_storage: Option<Spanned<i64>>,
     username: Option<Spanned<String>>,
+    enabled: Option<Spanned<bool>>,
 }
 
 /// Reads and validates a stack file. Environment variables are read through
@@ -451,37 +457,61 @@ fn parse_with(
         ));
     }
 
-    let password = match &raw.db_password.value {
-        PasswordSource::Literal(secret) => match check_password(secret.expose()) {
-            Ok(()) => Some(secret.clone()),
-            Err(msg) => {
-                problems.push(problem(&raw.db_password, "db_password", msg));
-                None
-            }
-        },
-        PasswordSource::Env(var) => match env(var) {
-            None if need == Password::Unused => Some(Secret::new(String::new())),
-            None => {
-                problems.push(problem(
-                    &raw.db_password,
-                    "db_password",
-                    format!("environment variable {var} is not set"),
-                ));
-                None
-            }
-            Some(value) => match check_password(&value) {
-                Ok(()) => Some(Secret::new(value)),
+    let database_enabled = raw.database.enabled.as_ref().is_none_or(|e| e.value);
+    let password = match &raw.db_password {
+        // Without a database there is no password to need; one that is
+        // given is still checked (it comes back when the database does).
+        None if !database_enabled => Some(Secret::new(String::new())),
+        None => {
+            problems.push(Problem {
+                line: 1,
+                column: 1,
+                field: "db_password".into(),
+                message: "missing field `db_password`; it is required for the database (see stacks/example.yaml), or set `database: { enabled: false }`".into(),
+            });
+            None
+        }
+        Some(db_password) => match &db_password.value {
+            PasswordSource::Literal(secret) => match check_password(secret.expose()) {
+                Ok(()) => Some(secret.clone()),
                 Err(msg) => {
-                    problems.push(problem(
-                        &raw.db_password,
-                        "db_password",
-                        format!("the value of environment variable {var} {msg}"),
-                    ));
+                    problems.push(problem(db_password, "db_password", msg));
                     None
                 }
             },
+            PasswordSource::Env(var) => match env(var) {
+                None if need == Password::Unused || !database_enabled => {
+                    Some(Secret::new(String::new()))
+                }
+                None => {
+                    problems.push(problem(
+                        db_password,
+                        "db_password",
+                        format!("environment variable {var} is not set"),
+                    ));
+                    None
+                }
+                Some(value) => match check_password(&value) {
+                    Ok(()) => Some(Secret::new(value)),
+                    Err(msg) => {
+                        problems.push(problem(
+                            db_password,
+                            "db_password",
+                            format!("the value of environment variable {var} {msg}"),
+                        ));
+                        None
+                    }
+                },
+            },
         },
     };
+    let password = password.map(|p| {
+        if database_enabled {
+            p
+        } else {
+            Secret::new(String::new())
+        }
+    });
 
     let mut tags = BTreeMap::new();
     for (key, value) in &raw.tags {
@@ -492,8 +522,16 @@ fn parse_with(
         tags.insert(key.clone(), value.value.clone());
     }
 
+    // A disabled part's settings are still checked: they return with it.
     let instance = instance_spec(&raw.instance, &mut problems);
+    let instance = raw
+        .instance
+        .enabled
+        .as_ref()
+        .is_none_or(|e| e.value)
+        .then_some(instance);
     let database = database_spec(&raw.database, &mut problems);
+    let database = database_enabled.then_some(database);
     let storage = StorageSpec {
         bucket: optional(&raw.storage.bucket, "storage.bucket", &mut problems, |b| {
             check_bucket_name(b).map(|()| b.clone())
@@ -833,7 +871,29 @@ fn key_at_line(text: &str, line: u64) -> Option<String> {
         );
     }
     let key = l.split(':').next()?.trim();
-    (!key.is_empty() && !key.contains(' ')).then(|| key.to_string())
+    if key.is_empty() || key.contains(' ') {
+        return None;
+    }
+    // The keys of the mappings it is in, for the whole path: database.enabled.
+    let mut path = key.to_string();
+    let mut depth = indent(l);
+    for parent in lines[..index].iter().rev() {
+        if depth == 0 {
+            break;
+        }
+        let p = parent.trim_end();
+        if p.trim().is_empty() || p.trim_start().starts_with('#') || indent(p) >= depth {
+            continue;
+        }
+        depth = indent(p);
+        match p.trim().strip_suffix(':') {
+            Some(name) if !name.contains(' ') && !name.starts_with('-') => {
+                path = format!("{name}.{path}");
+            }
+            _ => break,
+        }
+    }
+    Some(path)
 }
 
 /// A prefix must fit every AWS name it feeds: RDS identifiers (letters,
@@ -959,8 +1019,8 @@ pub fn test_stack(prefix: &str) -> Stack {
         key_name: "k".into(),
         db_password: Secret::new("password1"),
         tags: BTreeMap::new(),
-        instance: InstanceSpec::default(),
-        database: DatabaseSpec::default(),
+        instance: Some(InstanceSpec::default()),
+        database: Some(DatabaseSpec::default()),
         storage: StorageSpec {
             bucket: format!("{prefix}-storage"),
             public_read: false,
@@ -992,6 +1052,39 @@ db_password: \"s3cret-pass\"
 
     fn parse_str(text: &str) -> Result<Stack, Vec<Problem>> {
         parse(Path::new("stack.yaml"), text, &no_env)
+    }
+
+    #[test]
+    fn database_and_server_can_be_left_out_and_then_need_no_password() {
+        let text = VALID.replace("db_password: \"s3cret-pass\"\n", "")
+            + "database:\n  enabled: false\n  instance_class: db.t3.small\ninstance: { enabled: false }\n";
+        let stack = parse_str(&text).unwrap();
+        assert_eq!(stack.database, None);
+        assert_eq!(stack.instance, None);
+        assert_eq!(stack.db_password.expose(), "");
+        // A password that is given is not kept when there is no database.
+        let text = VALID.to_string() + "database: { enabled: false }\n";
+        assert_eq!(parse_str(&text).unwrap().db_password.expose(), "");
+        let text = VALID.to_string() + "database: { enabled: true }\n";
+        assert!(parse_str(&text).unwrap().database.is_some());
+    }
+
+    #[test]
+    fn database_without_password_says_how_to_leave_the_database_out() {
+        let p = one_problem(&VALID.replace("db_password: \"s3cret-pass\"\n", ""));
+        assert_eq!(p.field, "db_password");
+        assert!(p.message.contains("missing field"), "{}", p.message);
+        assert!(p.message.contains("enabled: false"), "{}", p.message);
+    }
+
+    #[test]
+    fn settings_of_a_left_out_part_are_still_checked() {
+        let text = VALID.to_string() + "database:\n  enabled: false\n  allocated_storage: 5\n";
+        assert_eq!(one_problem(&text).field, "database.allocated_storage");
+        let text = VALID.to_string() + "instance:\n  enabled: maybe\n";
+        let p = one_problem(&text);
+        assert_eq!((p.line, p.field.as_str()), (8, "instance.enabled"), "{p:?}");
+        assert!(p.message.contains("true or false"), "{}", p.message);
     }
 
     fn one_problem(text: &str) -> Problem {
@@ -1181,11 +1274,11 @@ db_password: \"s3cret-pass\"
     #[test]
     fn instance_and_database_defaults() {
         let stack = parse_str(VALID).unwrap();
-        assert_eq!(stack.instance, InstanceSpec::default());
-        assert_eq!(stack.instance.instance_type, "t3.medium");
-        assert_eq!(stack.instance.volume_size_gb, 30);
-        assert_eq!(stack.database.engine_version, "16");
-        assert_eq!(stack.database.username, "postgres_user");
+        assert_eq!(stack.instance, Some(InstanceSpec::default()));
+        assert_eq!(stack.instance.as_ref().unwrap().instance_type, "t3.medium");
+        assert_eq!(stack.instance.as_ref().unwrap().volume_size_gb, 30);
+        assert_eq!(stack.database.as_ref().unwrap().engine_version, "16");
+        assert_eq!(stack.database.as_ref().unwrap().username, "postgres_user");
     }
 
     #[test]
@@ -1194,17 +1287,17 @@ db_password: \"s3cret-pass\"
             "{VALID}instance:\n  type: t4g.small\n  volume_size: 50\n  nixos_release: \"26.05\"\n  architecture: arm64\ndatabase:\n  engine_version: \"16.4\"\n  instance_class: db.t4g.micro\n  allocated_storage: 40\n  username: app\n"
         );
         let stack = parse_str(&text).unwrap();
-        assert_eq!(stack.instance.instance_type, "t4g.small");
-        assert_eq!(stack.instance.volume_size_gb, 50);
+        assert_eq!(stack.instance.as_ref().unwrap().instance_type, "t4g.small");
+        assert_eq!(stack.instance.as_ref().unwrap().volume_size_gb, 50);
         assert_eq!(
-            stack.instance.image,
+            stack.instance.as_ref().unwrap().image,
             ImageChoice::Nixos {
                 release: Some("26.05".into()),
                 architecture: Some("arm64".into())
             }
         );
-        assert_eq!(stack.database.allocated_storage_gb, 40);
-        assert_eq!(stack.database.username, "app");
+        assert_eq!(stack.database.as_ref().unwrap().allocated_storage_gb, 40);
+        assert_eq!(stack.database.as_ref().unwrap().username, "app");
     }
 
     #[test]
@@ -1237,7 +1330,7 @@ db_password: \"s3cret-pass\"
         let stack =
             parse_str(&format!("{VALID}instance:\n  ami: ami-0123456789abcdef0\n")).unwrap();
         assert_eq!(
-            stack.instance.image,
+            stack.instance.as_ref().unwrap().image,
             ImageChoice::Ami("ami-0123456789abcdef0".into())
         );
     }

@@ -259,6 +259,14 @@ impl Aws {
         }
         let tagging_client = client!(aws_sdk_resourcegroupstagging);
         let logs_client = client!(aws_sdk_cloudwatchlogs);
+        let mut rds = rds::Rds::new(
+            client!(aws_sdk_rds),
+            &stack.prefix,
+            stack.name("db-subnets"),
+            desired::database_identifier(stack),
+            stack.db_password.clone(),
+        );
+        rds.wanted(stack.database.is_some());
         Ok(Aws {
             depth: Depth::starting_with("identity", 1),
             s3: s3::S3::new(
@@ -296,13 +304,7 @@ impl Aws {
             ),
             arns,
             ec2: ec2::Ec2::new(client!(aws_sdk_ec2), &stack.prefix, Budgets::default()),
-            rds: rds::Rds::new(
-                client!(aws_sdk_rds),
-                &stack.prefix,
-                stack.name("db-subnets"),
-                desired::database_identifier(stack),
-                stack.db_password.clone(),
-            ),
+            rds,
         })
     }
 
@@ -338,17 +340,40 @@ impl Aws {
     /// What planning must learn from AWS: the key pair exists, which image a
     /// new server would use, and whether the password changed.
     pub async fn facts(&self, stack: &Stack, observed: &[Observed]) -> Result<Facts, Error> {
+        let Some(server) = &stack.instance else {
+            // No server: neither its key pair nor its image matter.
+            return Ok(Facts {
+                image: None,
+                image_choice: String::new(),
+                password_hash: self.password_hash(stack, observed).await,
+                arns: self.arns.clone(),
+            });
+        };
         let ((key, a), (image, b)) = tokio::join!(
             calls::counted(self.ec2.check_key_pair(&stack.key_name, &stack.region)),
             calls::counted(self.ec2.choose_image(
-                &stack.instance.image,
-                &stack.instance.instance_type,
+                &server.image,
+                &server.instance_type,
                 &stack.region
             )),
         );
         self.depth.stage("facts", Some(a.max(b)));
         key?;
         let (image_choice, image) = image?;
+        Ok(Facts {
+            image,
+            image_choice,
+            password_hash: self.password_hash(stack, observed).await,
+            arns: self.arns.clone(),
+        })
+    }
+
+    /// The password's salted hash as the database should be tagged: the
+    /// live one when the password still matches it, else a new one.
+    async fn password_hash(&self, stack: &Stack, observed: &[Observed]) -> String {
+        if stack.database.is_none() {
+            return String::new();
+        }
         let live_hash = observed
             .iter()
             .find(|o| o.address.kind == Kind::Database)
@@ -358,18 +383,12 @@ impl Aws {
             });
         let password = stack.db_password.clone();
         // Argon2 is slow on purpose: keep it off the async threads.
-        let password_hash = tokio::task::spawn_blocking(move || match live_hash {
+        tokio::task::spawn_blocking(move || match live_hash {
             Some(h) if password::verify(&h, password.expose()) => h,
             _ => password::hash(password.expose()),
         })
         .await
-        .unwrap_or_default();
-        Ok(Facts {
-            image,
-            image_choice,
-            password_hash,
-            arns: self.arns.clone(),
-        })
+        .unwrap_or_default()
     }
 
     /// What the server's configuration needs, from the stack and AWS.

@@ -159,6 +159,9 @@ pub struct Rds {
     identifier: String,
     password: Secret,
     skip_final_snapshot: bool,
+    /// The stack wants a database. When it doesn't, an endpoint without RDS
+    /// (LocalStack's community edition) simply holds none.
+    wanted: bool,
 }
 
 impl Rds {
@@ -176,6 +179,26 @@ impl Rds {
             identifier,
             password,
             skip_final_snapshot: false,
+            wanted: true,
+        }
+    }
+
+    /// Whether the stack wants a database (see `wanted`).
+    pub fn wanted(&mut self, wanted: bool) {
+        self.wanted = wanted;
+    }
+
+    /// What a read's error means: nothing there, when the endpoint has no
+    /// RDS and the stack wants no database; else the error.
+    fn none_without_rds<T>(&self, result: Result<T, Error>, none: T) -> Result<T, Error> {
+        match result {
+            Err(Error::Call { source, .. })
+                if !self.wanted && no_rds(source.code(), source.message()) =>
+            {
+                tracing::debug!("this endpoint has no RDS and the stack wants no database");
+                Ok(none)
+            }
+            other => other,
         }
     }
 
@@ -201,8 +224,13 @@ impl Rds {
     }
 
     pub async fn observe(&self) -> Result<Vec<Observed>, Error> {
-        let (group, db) = tokio::try_join!(self.observe_subnet_group(), self.observe_database())?;
-        Ok(group.into_iter().chain(db).collect())
+        let observed = async {
+            let (group, db) =
+                tokio::try_join!(self.observe_subnet_group(), self.observe_database())?;
+            Ok(group.into_iter().chain(db).collect())
+        }
+        .await;
+        self.none_without_rds(observed, Vec::new())
     }
 
     async fn observe_subnet_group(&self) -> Result<Option<Observed>, Error> {
@@ -337,7 +365,8 @@ impl Rds {
     /// The endpoint address and master user name, once the database exists.
     /// Where the database answers, and as whom to log in.
     pub async fn endpoint(&self) -> Result<Option<crate::outputs::Database>, Error> {
-        Ok(self.describe().await?.and_then(|db| {
+        let described = self.describe().await;
+        Ok(self.none_without_rds(described, None)?.and_then(|db| {
             let endpoint = db.endpoint()?;
             Some(crate::outputs::Database {
                 endpoint: endpoint.address()?.to_string(),

@@ -9,7 +9,7 @@ use crate::common::{PASSWORD, Project};
 
 /// (file, "line:col: field:", a words of the message saying what is allowed)
 const CASES: &[(&str, &str, &str)] = &[
-    ("01-tab-indent.yaml", "8:2: type:", "tabs"),
+    ("01-tab-indent.yaml", "8:2: instance.type:", "tabs"),
     (
         "02-unclosed-quote.yaml",
         "6:15: db_password:",
@@ -33,12 +33,12 @@ const CASES: &[(&str, &str, &str)] = &[
     ),
     (
         "07-bad-indentation.yaml",
-        "9:2: volume_size:",
+        "9:2: instance.volume_size:",
         "did not find expected key",
     ),
     (
         "08-colon-in-plain-value.yaml",
-        "8:7: a:",
+        "8:7: tags.a:",
         "mapping values are not allowed",
     ),
     (
@@ -88,7 +88,7 @@ const CASES: &[(&str, &str, &str)] = &[
     ),
     (
         "18-volume-size-text.yaml",
-        "8:16: volume_size:",
+        "8:16: instance.volume_size:",
         "must be a whole number",
     ),
     (
@@ -98,13 +98,13 @@ const CASES: &[(&str, &str, &str)] = &[
     ),
     (
         "20-public-read-text.yaml",
-        "8:16: public_read:",
+        "8:16: storage.public_read:",
         "must be true or false",
     ),
     ("21-tags-a-list.yaml", "8:3: tags:", "must be a mapping"),
     (
         "22-retention-float.yaml",
-        "8:19: retention_days:",
+        "8:19: logs.retention_days:",
         "must be a whole number",
     ),
     ("23-prefix-upper-case.yaml", "1:9: prefix:", "lower-case"),

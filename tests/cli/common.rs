@@ -40,7 +40,9 @@ pub enum Needs {
     Rds,
     /// A server launched with an instance profile (every stack's server).
     InstanceProfile,
-    /// moto's own request recording (`x-moto-account-id`, recorder API).
+    /// moto's own ways: a second account by `x-moto-account-id`, and
+    /// another account's bucket that answers 403 as on AWS (LocalStack lets
+    /// every account read every bucket).
     MotoInternals,
 }
 
@@ -58,7 +60,9 @@ impl Needs {
             (Kind::LocalStack, Needs::InstanceProfile) => Some(
                 "LocalStack community's EC2 cannot see its IAM instance profiles (RunInstances and AssociateIamInstanceProfile answer NoSuchEntity)",
             ),
-            (Kind::LocalStack, Needs::MotoInternals) => Some("the test drives moto's own API"),
+            (Kind::LocalStack, Needs::MotoInternals) => Some(
+                "the test needs a bucket of another account that it cannot read, as on AWS (LocalStack lets every account read every bucket)",
+            ),
         }
     }
 }
@@ -80,6 +84,7 @@ enum Backend {
     },
     LocalStack {
         front: crate::proxy::Proxy,
+        account: String,
     },
 }
 
@@ -137,7 +142,10 @@ fn fresh_account() -> String {
             .as_secs();
         (secs % 100_000_000) * 1_000
     });
-    format!("{:012}", 100_000_000_000 + base + NEXT.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "{:012}",
+        100_000_000_000 + base + NEXT.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 impl Emulator {
@@ -170,6 +178,20 @@ impl Emulator {
         Emulator::start_for(&[]).expect("needs nothing")
     }
 
+    /// The AWS account the test's calls go to (in ARNs).
+    pub fn account(&self) -> &str {
+        match &self.backend {
+            // moto's default account.
+            Backend::Moto { .. } => "123456789012",
+            Backend::LocalStack { account, .. } => account,
+        }
+    }
+
+    /// Whether this emulator serves `need`.
+    pub fn has(&self, need: Needs) -> bool {
+        need.missing_on(self.kind()).is_none()
+    }
+
     pub fn kind(&self) -> Kind {
         match self.backend {
             Backend::Moto { .. } => Kind::Moto,
@@ -185,7 +207,9 @@ impl Emulator {
             .rsplit(':')
             .next()
             .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("IHP_INFRA_LOCALSTACK_URL={url}: expected http://localhost:PORT"));
+            .unwrap_or_else(|| {
+                panic!("IHP_INFRA_LOCALSTACK_URL={url}: expected http://localhost:PORT")
+            });
         let mut health = String::new();
         if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
             let _ = write!(
@@ -198,16 +222,17 @@ impl Emulator {
             health.contains(" 200 "),
             "no LocalStack at {url}: start one (`./localstack/localstack.sh start`, or its Docker image) or set IHP_INFRA_LOCALSTACK_URL"
         );
+        let account = fresh_account();
         let front = crate::proxy::Proxy::start(
             port,
             crate::proxy::Options {
-                account: Some(fresh_account()),
+                account: Some(account.clone()),
                 ..Default::default()
             },
         );
         Emulator {
             port: front.port,
-            backend: Backend::LocalStack { front },
+            backend: Backend::LocalStack { front, account },
         }
     }
 
@@ -272,7 +297,7 @@ impl Emulator {
     pub fn actions(&self) -> Vec<String> {
         let recording = match &self.backend {
             Backend::Moto { recording, .. } => recording,
-            Backend::LocalStack { front } => return front.received(),
+            Backend::LocalStack { front, .. } => return front.received(),
         };
         let text = std::fs::read_to_string(recording).unwrap_or_default();
         text.lines()

@@ -1,11 +1,12 @@
-//! Integration tests: the real `ihp-infra` binary in temp dirs, against a
-//! moto server each test starts and stops. One test crate, so the SDK is
-//! linked once.
+//! Integration tests: the real `ihp-infra` binary in temp dirs, against an
+//! AWS emulator (a moto server each test starts and stops, or LocalStack:
+//! see common.rs). One test crate, so the SDK is linked once.
 
 mod bad_input;
 mod bench;
 mod common;
 mod network;
+mod parts;
 mod proxy;
 mod safety;
 mod server;

@@ -5,7 +5,7 @@ use aws_sdk_ec2::types::{
     AttributeBooleanValue, Filter, IpPermission, IpRange, ResourceType, Tag, TagSpecification,
 };
 
-use crate::common::{Emulator, FULL_STACK, PASSWORD, Project, id_filters, is_write};
+use crate::common::{Emulator, FULL_STACK, Needs, PASSWORD, Project, id_filters, is_write};
 
 const REGION: &str = "eu-central-1";
 
@@ -95,7 +95,9 @@ pub async fn tagged(emulator: &Emulator, prefix: &str) -> Vec<String> {
             .flat_map(|r| r.instances())
             .filter_map(|i| i.instance_id().map(String::from)),
     );
-    ids.extend(rds_resources(rds, prefix).await);
+    if emulator.has(Needs::Rds) {
+        ids.extend(rds_resources(rds, prefix).await);
+    }
     ids.extend(access_resources(emulator, prefix).await);
     ids.sort();
     ids
@@ -137,7 +139,7 @@ async fn access_resources(emulator: &Emulator, prefix: &str) -> Vec<String> {
     );
     let iam = emulator.iam().await;
     for name in ["s3-access", "cloudwatch-logs"] {
-        let arn = format!("arn:aws:iam::123456789012:policy/{prefix}-{name}");
+        let arn = format!("arn:aws:iam::{}:policy/{prefix}-{name}", emulator.account());
         match iam.get_policy().policy_arn(&arn).send().await {
             Ok(p)
                 if p.policy().is_some_and(|p| {
@@ -392,7 +394,10 @@ async fn plan_apply_noop_destroy() {
         writes.is_empty(),
         "a converged apply made write calls: {writes:?}\n{second:?}"
     );
-    assert!(emulator.actions()[before..].len() >= 5, "the recording works");
+    assert!(
+        emulator.actions()[before..].len() >= 5,
+        "the recording works"
+    );
 
     let destroy = p.run_ok(&["destroy", "--auto-approve"], 0);
     assert!(destroy.stdout.contains("17 to destroy."), "{destroy:?}");
@@ -651,7 +656,11 @@ async fn two_resources_for_one_role_is_an_error_naming_both() {
         );
         assert!(out.stderr.contains("vpc.vpc"), "{out:?}");
     }
-    assert_eq!(tagged(&emulator, "dup").await.len(), 18, "nothing was touched");
+    assert_eq!(
+        tagged(&emulator, "dup").await.len(),
+        18,
+        "nothing was touched"
+    );
 }
 
 #[tokio::test]

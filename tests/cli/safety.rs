@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::common::{Emulator, FULL_STACK, Project, stack_yaml};
+use crate::common::{Emulator, FULL_STACK, Needs, Project, stack_yaml};
 use crate::network::tagged;
 use crate::proxy::{Options, Proxy, Request, Stage};
 
@@ -16,7 +16,8 @@ const REGION: &str = "eu-central-1";
 /// Whether the stack's lock (a log group) exists.
 pub async fn locked(emulator: &Emulator, prefix: &str) -> bool {
     let name = format!("/ihp-infra/locks/{prefix}");
-    emulator.logs(REGION)
+    emulator
+        .logs(REGION)
         .await
         .describe_log_groups()
         .log_group_name_prefix(&name)
@@ -30,7 +31,7 @@ pub async fn locked(emulator: &Emulator, prefix: &str) -> bool {
 
 /// Everything in the account (this region, IAM, S3) that is not AWS's own
 /// default and does not carry the stack's tag: what a crash could orphan.
-async fn orphans(emulator: &Emulator, prefix: &str) -> Vec<String> {
+pub async fn orphans(emulator: &Emulator, prefix: &str) -> Vec<String> {
     let ec2 = emulator.ec2(REGION).await;
     let ours = |tags: &[aws_sdk_ec2::types::Tag]| {
         tags.iter()
@@ -112,31 +113,33 @@ async fn orphans(emulator: &Emulator, prefix: &str) -> Vec<String> {
             found.push(format!("volume {:?}", v.volume_id()));
         }
     }
-    let rds = emulator.rds(REGION).await;
-    for d in rds
-        .describe_db_instances()
-        .send()
-        .await
-        .unwrap()
-        .db_instances()
-    {
-        let tagged = d
-            .tag_list()
-            .iter()
-            .any(|t| t.key() == Some("ihp-infra:stack") && t.value() == Some(prefix));
-        if !tagged {
-            found.push(format!("database {:?}", d.db_instance_identifier()));
+    if emulator.has(Needs::Rds) {
+        let rds = emulator.rds(REGION).await;
+        for d in rds
+            .describe_db_instances()
+            .send()
+            .await
+            .unwrap()
+            .db_instances()
+        {
+            let tagged = d
+                .tag_list()
+                .iter()
+                .any(|t| t.key() == Some("ihp-infra:stack") && t.value() == Some(prefix));
+            if !tagged {
+                found.push(format!("database {:?}", d.db_instance_identifier()));
+            }
         }
-    }
-    for g in rds
-        .describe_db_subnet_groups()
-        .send()
-        .await
-        .unwrap()
-        .db_subnet_groups()
-    {
-        if g.db_subnet_group_name() != Some(&format!("{prefix}-db-subnets")) {
-            found.push(format!("db subnet group {:?}", g.db_subnet_group_name()));
+        for g in rds
+            .describe_db_subnet_groups()
+            .send()
+            .await
+            .unwrap()
+            .db_subnet_groups()
+        {
+            if g.db_subnet_group_name() != Some(&format!("{prefix}-db-subnets")) {
+                found.push(format!("db subnet group {:?}", g.db_subnet_group_name()));
+            }
         }
     }
     let s3 = emulator.s3(REGION).await;
@@ -235,7 +238,13 @@ fn killer(emulator: &Emulator, at: usize, stage: Stage, pid: Arc<AtomicU32>) -> 
 
 /// Runs a command through the proxy, killed by it at `at`; returns how many
 /// requests the proxy saw, and whether the process was killed.
-fn run_killed(p: &Project, emulator: &Emulator, args: &[&str], at: usize, stage: Stage) -> (usize, bool) {
+fn run_killed(
+    p: &Project,
+    emulator: &Emulator,
+    args: &[&str],
+    at: usize,
+    stage: Stage,
+) -> (usize, bool) {
     let pid = Arc::new(AtomicU32::new(0));
     let proxy = killer(emulator, at, stage, pid.clone());
     let mut child = p
@@ -501,7 +510,8 @@ async fn lock_left_by_a_lost_machine_is_broken_with_unlock() {
     emulator.ec2_with_key(REGION).await;
     let p = Project::new(&emulator.endpoint());
     p.write("stack.yaml", &stack_yaml("stale", REGION));
-    emulator.logs(REGION)
+    emulator
+        .logs(REGION)
         .await
         .create_log_group()
         .log_group_name("/ihp-infra/locks/stale")

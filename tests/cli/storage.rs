@@ -4,7 +4,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use aws_sdk_s3::primitives::ByteStream;
 
-use crate::common::{Emulator, FULL_STACK, Project, is_write, stack_yaml};
+use crate::common::{Emulator, FULL_STACK, Needs, Project, is_write, stack_yaml};
 use crate::network::tagged;
 
 const REGION: &str = "eu-central-1";
@@ -577,7 +577,9 @@ async fn renamed_bucket_is_not_orphaned_and_never_emptied_unasked() {
 
 #[tokio::test]
 async fn bucket_name_taken_by_another_account_is_a_clear_error() {
-    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+    let Some(emulator) =
+        Emulator::start_for(&[Needs::Rds, Needs::InstanceProfile, Needs::MotoInternals])
+    else {
         return;
     };
     emulator.ec2_with_key(REGION).await;
@@ -615,7 +617,11 @@ async fn endpoint_named_by_host_name_works_as_localstack_users_set_it() {
         return;
     };
     emulator.ec2_with_key(REGION).await;
-    let p = Project::with_stack(&format!("http://localhost:{}", emulator.port), "host", REGION);
+    let p = Project::with_stack(
+        &format!("http://localhost:{}", emulator.port),
+        "host",
+        REGION,
+    );
     p.run_ok(&["apply", "--auto-approve"], 0);
     p.run_ok(&["plan", "--detailed-exitcode"], 0);
     p.run_ok(&["destroy", "--auto-approve"], 0);

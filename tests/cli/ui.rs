@@ -492,7 +492,10 @@ async fn ctrl_c_finishes_what_is_in_flight_and_a_rerun_finishes_the_job() {
         made > 0 && made < 17,
         "interrupted half-way: {made}\n{seen}"
     );
-    assert!(!crate::safety::locked(&emulator, "intr").await, "lock released");
+    assert!(
+        !crate::safety::locked(&emulator, "intr").await,
+        "lock released"
+    );
 
     p.run_ok(&["apply", "--auto-approve"], 0);
     assert_eq!(tagged(&emulator, "intr").await.len(), 17);
@@ -513,7 +516,10 @@ async fn second_ctrl_c_quits_at_once_and_releases_the_lock() {
         seen.contains("quit: run the command again to finish"),
         "{seen}"
     );
-    assert!(!crate::safety::locked(&emulator, "quit").await, "lock released");
+    assert!(
+        !crate::safety::locked(&emulator, "quit").await,
+        "lock released"
+    );
     p.run_ok(&["apply", "--auto-approve"], 0);
     assert_eq!(tagged(&emulator, "quit").await.len(), 17);
 }
