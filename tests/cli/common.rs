@@ -40,6 +40,9 @@ pub enum Needs {
     Rds,
     /// A server launched with an instance profile (every stack's server).
     InstanceProfile,
+    /// The Resource Groups Tagging API finding S3 buckets by tag (how a
+    /// bucket the stack file no longer names is found).
+    BucketsByTag,
     /// moto's own ways: a second account by `x-moto-account-id`, and
     /// another account's bucket that answers 403 as on AWS (LocalStack lets
     /// every account read every bucket).
@@ -59,6 +62,9 @@ impl Needs {
             ),
             (Kind::LocalStack, Needs::InstanceProfile) => Some(
                 "LocalStack community's EC2 cannot see its IAM instance profiles (RunInstances and AssociateIamInstanceProfile answer NoSuchEntity)",
+            ),
+            (Kind::LocalStack, Needs::BucketsByTag) => Some(
+                "LocalStack's Resource Groups Tagging API finds no S3 buckets (its S3 keeps them where the tagging API doesn't look), so a renamed bucket can't be found there",
             ),
             (Kind::LocalStack, Needs::MotoInternals) => Some(
                 "the test needs a bucket of another account that it cannot read, as on AWS (LocalStack lets every account read every bucket)",
@@ -466,6 +472,15 @@ pub struct Project {
 pub fn stack_yaml(prefix: &str, region: &str) -> String {
     format!(
         "prefix: {prefix}\nregion: {region}\naz_1: {region}a\naz_2: {region}b\nkey_name: {KEY_NAME}\ndb_password: \"{PASSWORD}\"\n"
+    )
+}
+
+/// A stack without server and database: the network, the bucket, the log
+/// group and IAM, which every emulator serves (LocalStack community has no
+/// RDS and launches no server with an instance profile).
+pub fn bare_stack_yaml(prefix: &str, region: &str) -> String {
+    format!(
+        "prefix: {prefix}\nregion: {region}\naz_1: {region}a\naz_2: {region}b\nkey_name: {KEY_NAME}\ninstance: {{ enabled: false }}\ndatabase: {{ enabled: false }}\n"
     )
 }
 

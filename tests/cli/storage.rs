@@ -4,20 +4,28 @@ use std::os::unix::fs::PermissionsExt;
 
 use aws_sdk_s3::primitives::ByteStream;
 
-use crate::common::{Emulator, FULL_STACK, Needs, Project, is_write, stack_yaml};
+use crate::common::{Emulator, FULL_STACK, Needs, Project, bare_stack_yaml, is_write};
 use crate::network::tagged;
 
 const REGION: &str = "eu-central-1";
 
+/// A stack for the storage tests: without server and database (they are
+/// not what these tests are about), so they run on every emulator.
 fn with(p: &Project, prefix: &str, extra: &str) {
     p.write(
         "stack.yaml",
-        &format!("{}{extra}", stack_yaml(prefix, REGION)),
+        &format!("{}{extra}", bare_stack_yaml(prefix, REGION)),
     );
 }
 
-fn policy_arn(name: &str) -> String {
-    format!("arn:aws:iam::123456789012:policy/{name}")
+fn bare(emulator: &Emulator, prefix: &str) -> Project {
+    let p = Project::new(&emulator.endpoint());
+    with(&p, prefix, "");
+    p
+}
+
+fn policy_arn(emulator: &Emulator, name: &str) -> String {
+    format!("arn:aws:iam::{}:policy/{name}", emulator.account())
 }
 
 async fn default_document(iam: &aws_sdk_iam::Client, arn: &str) -> serde_json::Value {
@@ -118,13 +126,13 @@ async fn bucket_log_group_and_iam_as_asked() {
     assert_eq!(groups.log_groups()[0].retention_in_days(), Some(30));
 
     // The policies, filled with the stack's ARNs.
-    let s3_doc = default_document(&iam, &policy_arn("acc-s3-access")).await;
+    let s3_doc = default_document(&iam, &policy_arn(&emulator, "acc-s3-access")).await;
     assert_eq!(s3_doc["Statement"][0]["Action"], "s3:*");
     assert_eq!(
         s3_doc["Statement"][0]["Resource"],
         serde_json::json!(["arn:aws:s3:::acc-storage", "arn:aws:s3:::acc-storage/*"])
     );
-    let logs_doc = default_document(&iam, &policy_arn("acc-cloudwatch-logs")).await;
+    let logs_doc = default_document(&iam, &policy_arn(&emulator, "acc-cloudwatch-logs")).await;
     let group = "arn:aws:logs:eu-central-1:123456789012:log-group:/ihp/acc";
     assert_eq!(
         logs_doc["Statement"][0]["Resource"],
@@ -147,8 +155,8 @@ async fn bucket_log_group_and_iam_as_asked() {
     assert_eq!(
         arns,
         [
-            policy_arn("acc-cloudwatch-logs"),
-            policy_arn("acc-s3-access")
+            policy_arn(&emulator, "acc-cloudwatch-logs"),
+            policy_arn(&emulator, "acc-s3-access")
         ]
     );
     let profile = iam
@@ -199,9 +207,7 @@ async fn bucket_log_group_and_iam_as_asked() {
 
 #[tokio::test]
 async fn public_read_is_a_get_object_bucket_policy_and_can_be_taken_back() {
-    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
-        return;
-    };
+    let emulator = Emulator::start();
     emulator.ec2_with_key(REGION).await;
     let s3 = emulator.s3(REGION).await;
     let p = Project::new(&emulator.endpoint());
@@ -242,13 +248,11 @@ async fn public_read_is_a_get_object_bucket_policy_and_can_be_taken_back() {
 
 #[tokio::test]
 async fn changed_policy_is_a_new_default_version_pruned_at_five() {
-    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
-        return;
-    };
+    let emulator = Emulator::start();
     emulator.ec2_with_key(REGION).await;
     let iam = emulator.iam().await;
     let p = Project::new(&emulator.endpoint());
-    let arn = policy_arn("ver-cloudwatch-logs");
+    let arn = policy_arn(&emulator, "ver-cloudwatch-logs");
     for n in 1..=7 {
         with(
             &p,
@@ -298,9 +302,7 @@ async fn changed_policy_is_a_new_default_version_pruned_at_five() {
 
 #[tokio::test]
 async fn access_key_secret_is_written_once_to_a_private_file() {
-    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
-        return;
-    };
+    let emulator = Emulator::start();
     emulator.ec2_with_key(REGION).await;
     let iam = emulator.iam().await;
     let p = Project::new(&emulator.endpoint());
@@ -338,7 +340,7 @@ async fn access_key_secret_is_written_once_to_a_private_file() {
         .unwrap();
     assert_eq!(
         attached.attached_policies()[0].policy_arn(),
-        Some(policy_arn("key-s3-access").as_str())
+        Some(policy_arn(&emulator, "key-s3-access").as_str())
     );
     let out = p.run_ok(&["output"], 0);
     assert!(out.stdout.contains("S3_ACCESS_KEY_FILE="), "{out:?}");
@@ -382,12 +384,10 @@ async fn access_key_secret_is_written_once_to_a_private_file() {
 
 #[tokio::test]
 async fn destroy_stops_before_anything_when_the_bucket_has_objects() {
-    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
-        return;
-    };
+    let emulator = Emulator::start();
     emulator.ec2_with_key(REGION).await;
     let s3 = emulator.s3(REGION).await;
-    let p = Project::with_stack(&emulator.endpoint(), "full", REGION);
+    let p = bare(&emulator, "full");
     p.run_ok(&["apply", "--auto-approve"], 0);
     s3.put_object()
         .bucket("full-storage")
@@ -411,7 +411,7 @@ async fn destroy_stops_before_anything_when_the_bucket_has_objects() {
         .cloned()
         .collect();
     assert!(writes.is_empty(), "nothing deleted: {writes:?}");
-    assert_eq!(tagged(&emulator, "full").await.len(), 17);
+    assert_eq!(tagged(&emulator, "full").await.len(), 13);
 
     p.run_ok(
         &["destroy", "--auto-approve", "--delete-bucket-contents"],
@@ -422,12 +422,10 @@ async fn destroy_stops_before_anything_when_the_bucket_has_objects() {
 
 #[tokio::test]
 async fn versions_and_delete_markers_count_as_contents() {
-    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
-        return;
-    };
+    let emulator = Emulator::start();
     emulator.ec2_with_key(REGION).await;
     let s3 = emulator.s3(REGION).await;
-    let p = Project::with_stack(&emulator.endpoint(), "vers", REGION);
+    let p = bare(&emulator, "vers");
     p.run_ok(&["apply", "--auto-approve"], 0);
     s3.put_bucket_versioning()
         .bucket("vers-storage")
@@ -466,9 +464,7 @@ async fn versions_and_delete_markers_count_as_contents() {
 
 #[tokio::test]
 async fn bucket_not_tagged_for_the_stack_is_not_taken_over() {
-    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
-        return;
-    };
+    let emulator = Emulator::start();
     emulator.ec2_with_key(REGION).await;
     let s3 = emulator.s3(REGION).await;
     s3.create_bucket()
@@ -481,7 +477,7 @@ async fn bucket_not_tagged_for_the_stack_is_not_taken_over() {
         .send()
         .await
         .unwrap();
-    let p = Project::with_stack(&emulator.endpoint(), "mine", REGION);
+    let p = bare(&emulator, "mine");
     let out = p.run_ok(&["plan"], 1);
     assert!(
         out.stderr
@@ -504,12 +500,10 @@ async fn bucket_not_tagged_for_the_stack_is_not_taken_over() {
 
 #[tokio::test]
 async fn us_east_1_bucket_has_no_location_constraint() {
-    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
-        return;
-    };
+    let emulator = Emulator::start();
     emulator.ec2_with_key("us-east-1").await;
     let p = Project::new(&emulator.endpoint());
-    p.write("stack.yaml", &stack_yaml("east", "us-east-1"));
+    p.write("stack.yaml", &bare_stack_yaml("east", "us-east-1"));
     p.run_ok(&["apply", "--auto-approve"], 0);
     let s3 = emulator.s3("us-east-1").await;
     let location = s3
@@ -531,12 +525,12 @@ async fn us_east_1_bucket_has_no_location_constraint() {
 async fn renamed_bucket_is_not_orphaned_and_never_emptied_unasked() {
     // Found when a renamed log group stayed behind: resources the stack file
     // no longer names are found by their tag and cleaned up.
-    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+    let Some(emulator) = Emulator::start_for(&[Needs::BucketsByTag]) else {
         return;
     };
     emulator.ec2_with_key(REGION).await;
     let s3 = emulator.s3(REGION).await;
-    let p = Project::with_stack(&emulator.endpoint(), "ren", REGION);
+    let p = bare(&emulator, "ren");
     p.run_ok(&["apply", "--auto-approve"], 0);
     s3.put_object()
         .bucket("ren-storage")
@@ -613,15 +607,10 @@ async fn bucket_name_taken_by_another_account_is_a_clear_error() {
 #[tokio::test]
 async fn endpoint_named_by_host_name_works_as_localstack_users_set_it() {
     // http://localhost:PORT, not 127.0.0.1: S3 must not try <bucket>.localhost.
-    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
-        return;
-    };
+    let emulator = Emulator::start();
     emulator.ec2_with_key(REGION).await;
-    let p = Project::with_stack(
-        &format!("http://localhost:{}", emulator.port),
-        "host",
-        REGION,
-    );
+    let p = Project::new(&format!("http://localhost:{}", emulator.port));
+    with(&p, "host", "");
     p.run_ok(&["apply", "--auto-approve"], 0);
     p.run_ok(&["plan", "--detailed-exitcode"], 0);
     p.run_ok(&["destroy", "--auto-approve"], 0);
