@@ -90,11 +90,23 @@ pub fn hint(code: &str) -> Option<&'static str> {
     })
 }
 
+/// Hints for codes only an emulator's EC2 answers.
+fn ec2_hint(code: &str) -> Option<&'static str> {
+    // NoSuchEntity is IAM's code: AWS's EC2 never answers it. LocalStack
+    // community's EC2 (moto's) does for every instance profile, because it
+    // can't see LocalStack's own IAM.
+    (code == "NoSuchEntity").then_some(
+        "EC2 can't see the server's instance profile: LocalStack's community edition launches no server with one; \
+         leave the server out there (instance: { enabled: false }) or use LocalStack Pro, moto or AWS",
+    )
+}
+
 impl Error {
     /// What to do next, when the error's code says.
     pub fn hint(&self) -> Option<&'static str> {
         match self {
             Error::Rds(e) => e.hint(),
+            Error::Ec2(e) => e.code().and_then(ec2_hint),
             _ => None,
         }
         .or_else(|| self.code().and_then(hint))
@@ -510,6 +522,13 @@ impl Operator for Aws {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn instance_profile_unseen_by_localstack_ec2_has_a_hint() {
+        let h = ec2_hint("NoSuchEntity").unwrap();
+        assert!(h.contains("instance: { enabled: false }"), "{h}");
+        assert_eq!(ec2_hint("InvalidParameterValue"), None);
+    }
 
     #[test]
     fn codes_that_say_what_to_do_next_have_a_hint() {
