@@ -30,6 +30,8 @@ pub struct Outputs {
     pub log_group: String,
     /// Where the access key's secret was written, when the stack makes one.
     pub access_key_file: Option<String>,
+    /// The stack leaves the server out (`instance: { enabled: false }`).
+    pub no_server: bool,
 }
 
 /// The outputs as `ihp-infra output --json` prints them.
@@ -143,6 +145,9 @@ impl Outputs {
                     "\n# Log in:\n{ssh}\n\n# For ~/.ssh/config (deploy-to-nixos connects to \"{SSH_HOST}\"):\n{config}"
                 ));
             }
+            _ if self.no_server => {
+                out.push_str("\n# The stack has no server (instance: { enabled: false }).\n")
+            }
             _ => out.push_str("\n# No running server yet: `ihp-infra apply` creates it.\n"),
         }
         out
@@ -186,7 +191,27 @@ mod tests {
             bucket: "demo-storage".into(),
             log_group: "/ihp/demo".into(),
             access_key_file: None,
+            no_server: false,
         }
+    }
+
+    #[test]
+    fn text_of_a_stack_without_server_says_so() {
+        let o = Outputs {
+            no_server: true,
+            ..Default::default()
+        };
+        assert!(
+            o.to_text(None)
+                .ends_with("# The stack has no server (instance: { enabled: false }).\n"),
+            "{}",
+            o.to_text(None)
+        );
+        assert!(
+            Outputs::default()
+                .to_text(None)
+                .contains("No running server yet")
+        );
     }
 
     #[test]

@@ -422,6 +422,7 @@ impl Aws {
             log_group: stack.logs.group.clone(),
             access_key_file: (stack.storage.access_key && key_file.exists())
                 .then(|| key_file.display().to_string()),
+            no_server: stack.instance.is_none(),
         })
     }
 }

@@ -44,6 +44,13 @@ async fn stack_without_server_and_database_runs_on_every_emulator() {
         !p.dir.path().join("db_info.txt").exists(),
         "no server and no database: nothing for db_info.txt"
     );
+    let out = p.run_ok(&["output"], 0);
+    assert!(out.stdout.contains("S3_BUCKET=parts-storage"), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("# The stack has no server (instance: { enabled: false })."),
+        "{out:?}"
+    );
     let live = tagged(&emulator, "parts").await;
     assert_eq!(live.len(), 13, "{live:?}");
     assert_eq!(orphans(&emulator, "parts").await, Vec::<String>::new());
