@@ -184,6 +184,43 @@ impl Emulator {
         Emulator::start_for(&[]).expect("needs nothing")
     }
 
+    /// The widest stack this emulator serves, for tests whose point does not
+    /// depend on which parts a stack has: every part on moto; on LocalStack
+    /// community without server and database.
+    pub fn stack_yaml(&self, prefix: &str, region: &str) -> String {
+        if self.serves_whole_stack() {
+            stack_yaml(prefix, region)
+        } else {
+            bare_stack_yaml(prefix, region)
+        }
+    }
+
+    /// How many resources [`Emulator::stack_yaml`] makes.
+    pub fn stack_size(&self) -> usize {
+        if self.serves_whole_stack() { 17 } else { 13 }
+    }
+
+    fn serves_whole_stack(&self) -> bool {
+        FULL_STACK.iter().all(|need| self.has(*need))
+    }
+
+    /// The name of a snapshot of [`Emulator::stack_yaml`]'s output: each
+    /// stack has its own.
+    pub fn snapshot(&self, name: &str) -> String {
+        if self.serves_whole_stack() {
+            name.to_string()
+        } else {
+            format!("{name}_without_server_and_database")
+        }
+    }
+
+    /// A project with [`Emulator::stack_yaml`] as its stack file.
+    pub fn project(&self, prefix: &str, region: &str) -> Project {
+        let p = Project::new(&self.endpoint());
+        p.write("stack.yaml", &self.stack_yaml(prefix, region));
+        p
+    }
+
     /// The AWS account the test's calls go to (in ARNs).
     pub fn account(&self) -> &str {
         match &self.backend {

@@ -484,11 +484,9 @@ async fn drift_shows_attribute_by_attribute_and_apply_repairs_it() {
 
 #[tokio::test]
 async fn subnet_with_another_cidr_is_replaced() {
-    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
-        return;
-    };
+    let emulator = Emulator::start();
     let ec2 = emulator.ec2_with_key(REGION).await;
-    let p = Project::with_stack(&emulator.endpoint(), "repl", REGION);
+    let p = emulator.project("repl", REGION);
     p.run_ok(&["apply", "--auto-approve"], 0);
 
     // As if an older layout had made the public subnet with another CIDR.
@@ -519,7 +517,7 @@ async fn subnet_with_another_cidr_is_replaced() {
 
     let plan = p.run_ok(&["plan", "--detailed-exitcode"], 2);
     insta::with_settings!({ filters => id_filters() }, {
-        insta::assert_snapshot!("plan_replacement", plan.stdout);
+        insta::assert_snapshot!(emulator.snapshot("plan_replacement"), plan.stdout);
     });
 
     p.run_ok(&["apply", "--auto-approve"], 0);
@@ -549,18 +547,16 @@ async fn subnet_with_another_cidr_is_replaced() {
 
 #[tokio::test]
 async fn two_stacks_live_side_by_side_and_destroy_touches_only_its_own() {
-    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
-        return;
-    };
+    let emulator = Emulator::start();
     emulator.ec2_with_key(REGION).await;
-    let a = Project::with_stack(&emulator.endpoint(), "alpha", REGION);
-    let b = Project::with_stack(&emulator.endpoint(), "beta", REGION);
+    let a = emulator.project("alpha", REGION);
+    let b = emulator.project("beta", REGION);
     a.run_ok(&["apply", "--auto-approve"], 0);
     b.run_ok(&["apply", "--auto-approve"], 0);
     a.run_ok(&["plan", "--detailed-exitcode"], 0);
     b.run_ok(&["plan", "--detailed-exitcode"], 0);
     let beta_before = tagged(&emulator, "beta").await;
-    assert_eq!(beta_before.len(), 17);
+    assert_eq!(beta_before.len(), emulator.stack_size());
 
     a.run_ok(&["destroy", "--auto-approve"], 0);
     assert!(tagged(&emulator, "alpha").await.is_empty());
@@ -623,11 +619,9 @@ async fn partial_stack_converges_without_duplicates() {
 
 #[tokio::test]
 async fn two_resources_for_one_role_is_an_error_naming_both() {
-    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
-        return;
-    };
+    let emulator = Emulator::start();
     let ec2 = emulator.ec2_with_key(REGION).await;
-    let p = Project::with_stack(&emulator.endpoint(), "dup", REGION);
+    let p = emulator.project("dup", REGION);
     p.run_ok(&["apply", "--auto-approve"], 0);
     let first = id_of_vpc(&ec2, "dup").await;
     let tags = TagSpecification::builder()
@@ -658,18 +652,16 @@ async fn two_resources_for_one_role_is_an_error_naming_both() {
     }
     assert_eq!(
         tagged(&emulator, "dup").await.len(),
-        18,
+        emulator.stack_size() + 1,
         "nothing was touched"
     );
 }
 
 #[tokio::test]
 async fn independent_resources_are_started_together() {
-    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
-        return;
-    };
+    let emulator = Emulator::start();
     emulator.ec2_with_key(REGION).await;
-    let p = Project::with_stack(&emulator.endpoint(), "conc", REGION);
+    let p = emulator.project("conc", REGION);
     let out = p.run_ok(
         &["apply", "--auto-approve", "-v", "--log-format", "json"],
         0,
@@ -701,22 +693,21 @@ async fn independent_resources_are_started_together() {
 
 #[tokio::test]
 async fn apply_without_a_terminal_refuses_instead_of_hanging() {
-    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
-        return;
-    };
+    let emulator = Emulator::start();
     emulator.ec2_with_key(REGION).await;
-    let p = Project::with_stack(&emulator.endpoint(), "tty", REGION);
+    let p = emulator.project("tty", REGION);
     let out = p.run_ok(&["apply"], 1);
     assert!(out.stderr.contains("--auto-approve"), "{out:?}");
     assert!(
-        out.stdout.contains("Plan: 17 to add"),
+        out.stdout
+            .contains(&format!("Plan: {} to add", emulator.stack_size())),
         "the plan is shown first: {out:?}"
     );
     assert!(tagged(&emulator, "tty").await.is_empty());
     p.run_ok(&["apply", "--auto-approve"], 0);
     let out = p.run_ok(&["destroy"], 1);
     assert!(out.stderr.contains("refusing to destroy"), "{out:?}");
-    assert_eq!(tagged(&emulator, "tty").await.len(), 17);
+    assert_eq!(tagged(&emulator, "tty").await.len(), emulator.stack_size());
 }
 
 #[tokio::test]
@@ -784,11 +775,9 @@ fn unreachable_endpoint_is_a_clear_error() {
 async fn killed_at_any_point_a_rerun_converges_without_duplicates() {
     // kill -9 at different moments of applies and destroys. Wherever each one
     // died, the next full apply must end with exactly one of each resource.
-    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
-        return;
-    };
+    let emulator = Emulator::start();
     emulator.ec2_with_key(REGION).await;
-    let p = Project::with_stack(&emulator.endpoint(), "kill", REGION);
+    let p = emulator.project("kill", REGION);
     // A whole run takes about 100 ms here; the delays straddle that.
     let runs = (40u64..=130)
         .step_by(10)
@@ -805,7 +794,7 @@ async fn killed_at_any_point_a_rerun_converges_without_duplicates() {
         let _ = child.wait();
     }
     p.run_ok(&["apply", "--auto-approve"], 0);
-    assert_eq!(tagged(&emulator, "kill").await.len(), 17);
+    assert_eq!(tagged(&emulator, "kill").await.len(), emulator.stack_size());
     p.run_ok(&["plan", "--detailed-exitcode"], 0);
     p.run_ok(&["destroy", "--auto-approve"], 0);
     assert!(tagged(&emulator, "kill").await.is_empty());
@@ -815,9 +804,7 @@ async fn killed_at_any_point_a_rerun_converges_without_duplicates() {
 async fn nixos_image_fixture_is_served_in_every_region() {
     // The fixture later issues' image lookup runs against; moto before 5.2.5
     // answered HTTP 500 in every region after the first with such a list.
-    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
-        return;
-    };
+    let emulator = Emulator::start();
     for region in ["eu-central-1", "us-east-1", "ap-southeast-2"] {
         let images = emulator
             .ec2(region)
