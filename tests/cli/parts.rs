@@ -3,7 +3,9 @@
 //! a stack also runs on LocalStack's community edition, which has no RDS
 //! and launches no server with an instance profile.
 
-use crate::common::{Emulator, FULL_STACK, KEY_NAME, Project, is_write, stack_yaml};
+use crate::common::{
+    Emulator, FULL_STACK, KEY_NAME, Needs, Project, bare_stack_yaml, is_write, stack_yaml,
+};
 use crate::network::tagged;
 use crate::safety::{locked, orphans};
 
@@ -119,4 +121,36 @@ async fn database_left_out_later_is_deleted_with_a_final_snapshot() {
         "{names:?}"
     );
     p.run_ok(&["plan", "--detailed-exitcode"], 0);
+}
+
+#[tokio::test]
+async fn server_without_database_launches_or_says_why_it_cannot() {
+    let emulator = Emulator::start();
+    emulator.ec2_with_key(REGION).await;
+    let p = Project::new(&emulator.endpoint());
+    let server_only = bare_stack_yaml("solo", REGION).replace("instance: { enabled: false }\n", "");
+    p.write("stack.yaml", &server_only);
+    let out = p.run(&["apply", "--auto-approve"]);
+    if emulator.has(Needs::InstanceProfile) {
+        assert_eq!(out.code, 0, "{out:?}");
+        assert_eq!(tagged(&emulator, "solo").await.len(), 14);
+        p.run_ok(&["plan", "--detailed-exitcode"], 0);
+    } else {
+        // LocalStack community: its EC2 can't see the instance profile.
+        assert_eq!(out.code, 1, "{out:?}");
+        assert!(out.stderr.contains("NoSuchEntity"), "{out:?}");
+        assert!(
+            out.stderr
+                .contains("leave the server out there (instance: { enabled: false })"),
+            "{out:?}"
+        );
+        assert_eq!(
+            tagged(&emulator, "solo").await.len(),
+            13,
+            "everything but the server was made"
+        );
+    }
+    assert!(!p.dir.path().join("db_info.txt").exists());
+    p.run_ok(&["destroy", "--auto-approve"], 0);
+    assert_eq!(tagged(&emulator, "solo").await, Vec::<String>::new());
 }

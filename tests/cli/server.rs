@@ -18,6 +18,13 @@ fn with(p: &Project, prefix: &str, extra: &str) {
     );
 }
 
+/// A stack with the server but without a database, for the tests of what
+/// planning the server needs (its image, its key pair): every emulator
+/// serves that, as nothing is launched.
+fn without_database(p: &Project, prefix: &str, extra: &str) {
+    with(p, prefix, &format!("database:\n  enabled: false\n{extra}"));
+}
+
 async fn server(ec2: &aws_sdk_ec2::Client, prefix: &str) -> aws_sdk_ec2::types::Instance {
     let out = ec2
         .describe_instances()
@@ -49,11 +56,10 @@ async fn server(ec2: &aws_sdk_ec2::Client, prefix: &str) -> aws_sdk_ec2::types::
 
 #[tokio::test]
 async fn image_is_chosen_by_release_and_architecture() {
-    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
-        return;
-    };
+    let emulator = Emulator::start();
     emulator.ec2_with_key(REGION).await;
-    let p = Project::with_stack(&emulator.endpoint(), "img", REGION);
+    let p = Project::new(&emulator.endpoint());
+    without_database(&p, "img", "");
 
     // The newest available image of the NixOS account: not the pending one,
     // not the newer one another account published under the same name.
@@ -69,7 +75,7 @@ async fn image_is_chosen_by_release_and_architecture() {
         "{out:?}"
     );
 
-    with(&p, "img", "instance:\n  nixos_release: \"25.11\"\n");
+    without_database(&p, "img", "instance:\n  nixos_release: \"25.11\"\n");
     let out = p.run_ok(&["plan"], 0);
     assert!(
         out.stdout
@@ -77,7 +83,7 @@ async fn image_is_chosen_by_release_and_architecture() {
         "{out:?}"
     );
 
-    with(&p, "img", "instance:\n  type: t4g.small\n");
+    without_database(&p, "img", "instance:\n  type: t4g.small\n");
     let out = p.run_ok(&["plan"], 0);
     assert!(
         out.stdout
@@ -86,7 +92,7 @@ async fn image_is_chosen_by_release_and_architecture() {
     );
     assert!(out.stdout.contains("\"nixos newest arm64\""), "{out:?}");
 
-    with(&p, "img", "instance:\n  architecture: arm64\n");
+    without_database(&p, "img", "instance:\n  architecture: arm64\n");
     let out = p.run_ok(&["plan"], 1);
     assert!(
         out.stderr
@@ -94,7 +100,7 @@ async fn image_is_chosen_by_release_and_architecture() {
         "{out:?}"
     );
 
-    with(&p, "img", "instance:\n  nixos_release: \"24.05\"\n");
+    without_database(&p, "img", "instance:\n  nixos_release: \"24.05\"\n");
     let out = p.run_ok(&["plan"], 1);
     assert!(
         out.stderr.contains(
@@ -106,10 +112,9 @@ async fn image_is_chosen_by_release_and_architecture() {
 
 #[tokio::test]
 async fn missing_key_pair_is_refused_at_plan() {
-    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
-        return;
-    };
-    let p = Project::with_stack(&emulator.endpoint(), "nokey", REGION);
+    let emulator = Emulator::start();
+    let p = Project::new(&emulator.endpoint());
+    without_database(&p, "nokey", "");
     for args in [&["plan"][..], &["apply", "--auto-approve"]] {
         let out = p.run_ok(args, 1);
         assert!(
