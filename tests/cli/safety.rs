@@ -263,11 +263,9 @@ fn run_killed(
 
 #[tokio::test]
 async fn killed_at_exact_calls_a_rerun_converges_with_nothing_orphaned() {
-    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
-        return;
-    };
+    let emulator = Emulator::start();
     emulator.ec2_with_key(REGION).await;
-    let p = Project::with_stack(&emulator.endpoint(), "crash", REGION);
+    let p = emulator.project("crash", REGION);
 
     // How many calls a whole apply and destroy make (kill point beyond the end).
     let (apply_calls, _) = run_killed(
@@ -277,7 +275,10 @@ async fn killed_at_exact_calls_a_rerun_converges_with_nothing_orphaned() {
         usize::MAX,
         Stage::Received,
     );
-    assert_eq!(tagged(&emulator, "crash").await.len(), 17);
+    assert_eq!(
+        tagged(&emulator, "crash").await.len(),
+        emulator.stack_size()
+    );
     let (destroy_calls, _) = run_killed(
         &p,
         &emulator,
@@ -287,7 +288,7 @@ async fn killed_at_exact_calls_a_rerun_converges_with_nothing_orphaned() {
     );
     assert!(tagged(&emulator, "crash").await.is_empty());
     assert!(
-        apply_calls > 40 && destroy_calls > 40,
+        apply_calls > 30 && destroy_calls > 30,
         "{apply_calls} {destroy_calls}"
     );
 
@@ -309,7 +310,11 @@ async fn killed_at_exact_calls_a_rerun_converges_with_nothing_orphaned() {
             "apply killed at call {at} ({stage:?}), rerun: {rerun:?}"
         );
         let live = tagged(&emulator, "crash").await;
-        assert_eq!(live.len(), 17, "killed at {at} ({stage:?}): {live:?}");
+        assert_eq!(
+            live.len(),
+            emulator.stack_size(),
+            "killed at {at} ({stage:?}): {live:?}"
+        );
         assert_eq!(
             orphans(&emulator, "crash").await,
             Vec::<String>::new(),
@@ -339,11 +344,9 @@ async fn killed_at_exact_calls_a_rerun_converges_with_nothing_orphaned() {
 
 #[tokio::test]
 async fn transient_faults_are_survived_and_reported_at_v() {
-    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
-        return;
-    };
+    let emulator = Emulator::start();
     emulator.ec2_with_key(REGION).await;
-    let p = Project::with_stack(&emulator.endpoint(), "flaky", REGION);
+    let p = emulator.project("flaky", REGION);
     let mut total = 0;
     for seed in [7u64, 8, 9] {
         let proxy = Proxy::start(
@@ -372,7 +375,12 @@ async fn transient_faults_are_survived_and_reported_at_v() {
                 "seed {seed}, {args:?}, faults {:?}:\n{stderr}",
                 &proxy.injected()[before..]
             );
-            let faults = proxy.injected().len() - before;
+            // Without RDS (LocalStack community) its calls fail anyway and
+            // the stack wants none: a fault there may end in no retry.
+            let faults = proxy.injected()[before..]
+                .iter()
+                .filter(|(r, _)| r.service != "rds" || emulator.has(Needs::Rds))
+                .count();
             if faults > 0 {
                 assert!(
                     stderr.contains("survived faults"),
