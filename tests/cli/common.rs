@@ -200,7 +200,8 @@ impl Emulator {
         if self.serves_whole_stack() { 17 } else { 13 }
     }
 
-    fn serves_whole_stack(&self) -> bool {
+    /// Whether [`Emulator::stack_yaml`] is the whole stack.
+    pub fn serves_whole_stack(&self) -> bool {
         FULL_STACK.iter().all(|need| self.has(*need))
     }
 
@@ -582,6 +583,14 @@ impl Project {
 }
 
 /// insta filters for AWS ids, which change every run.
+/// insta filters for AWS ids, which change every run, and for the account
+/// in ARNs (LocalStack gives every test an account of its own).
 pub fn id_filters() -> Vec<(&'static str, &'static str)> {
-    vec![(r"\b(vpc|subnet|igw|rtb|sg|i)-[0-9a-f]{8,}", "[$1-id]")]
+    vec![
+        (r"\b(vpc|subnet|igw|rtb|sg|i)-[0-9a-f]{8,}", "[$1-id]"),
+        (
+            r"(arn:aws:[a-z0-9-]+:[a-z0-9-]*:)[0-9]{12}:",
+            "$1[account]:",
+        ),
+    ]
 }

@@ -13,29 +13,33 @@ const REGION: &str = "eu-central-1";
 #[tokio::test]
 async fn plan_outputs_for_delete_and_no_change() {
     // Create, update and replace are snapshotted in network.rs and server.rs.
-    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
-        return;
-    };
+    let emulator = Emulator::start();
     emulator.ec2_with_key(REGION).await;
-    let p = Project::with_stack(&emulator.endpoint(), "shown", REGION);
+    let p = emulator.project("shown", REGION);
     p.run_ok(&["apply", "--auto-approve"], 0);
 
     let plan = p.run_ok(&["plan", "--detailed-exitcode"], 0);
     assert_eq!(
         plan.stdout,
-        "No changes. Stack shown in eu-central-1 matches its file (17 resources).\n"
+        format!(
+            "No changes. Stack shown in eu-central-1 matches its file ({} resources).\n",
+            emulator.stack_size()
+        )
     );
 
     // Without a terminal destroy shows its plan, then refuses.
     let destroy = p.run_ok(&["destroy"], 1);
     insta::with_settings!({ filters => id_filters() }, {
-        insta::assert_snapshot!("plan_destroy", destroy.stdout);
+        insta::assert_snapshot!(emulator.snapshot("plan_destroy"), destroy.stdout);
     });
     assert!(
         destroy.stderr.contains("refusing to destroy"),
         "{destroy:?}"
     );
-    assert_eq!(tagged(&emulator, "shown").await.len(), 17);
+    assert_eq!(
+        tagged(&emulator, "shown").await.len(),
+        emulator.stack_size()
+    );
 }
 
 /// The keys the README documents for `plan --json`, at each level.
