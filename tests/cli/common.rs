@@ -166,11 +166,16 @@ impl Emulator {
                 .name()
                 .unwrap_or("a test")
                 .to_string();
-            let _ = writeln!(
-                std::io::stderr(),
-                "skipped on {kind:?}: {test}: {}",
-                why.join("; ")
-            );
+            let line = format!("skipped on {kind:?}: {test}: {}\n", why.join("; "));
+            let _ = std::io::stderr().write_all(line.as_bytes());
+            // And to the list a test run sums up (scripts/test), if asked.
+            if let Some(path) = std::env::var_os("IHP_INFRA_TEST_SKIPS") {
+                let list = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path);
+                let _ = list.and_then(|mut f| f.write_all(line.as_bytes()));
+            }
             return None;
         }
         Some(match kind {
