@@ -251,19 +251,17 @@ impl Emulator {
     fn localstack() -> Emulator {
         let url = std::env::var("IHP_INFRA_LOCALSTACK_URL")
             .unwrap_or_else(|_| "http://localhost:4566".to_string());
-        let port: u16 = url
-            .trim_end_matches('/')
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| {
-                panic!("IHP_INFRA_LOCALSTACK_URL={url}: expected http://localhost:PORT")
-            });
+        let (host, port) = url
+            .strip_prefix("http://")
+            .map(|rest| rest.trim_end_matches('/'))
+            .and_then(|authority| authority.rsplit_once(':'))
+            .and_then(|(host, port)| Some((host.to_string(), port.parse::<u16>().ok()?)))
+            .unwrap_or_else(|| panic!("IHP_INFRA_LOCALSTACK_URL={url}: expected http://HOST:PORT"));
         let mut health = String::new();
-        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+        if let Ok(mut s) = TcpStream::connect((host.as_str(), port)) {
             let _ = write!(
                 s,
-                "GET /_localstack/health HTTP/1.0\r\nHost: localhost\r\n\r\n"
+                "GET /_localstack/health HTTP/1.0\r\nHost: {host}\r\n\r\n"
             );
             let _ = s.read_to_string(&mut health);
         }
@@ -276,6 +274,7 @@ impl Emulator {
             port,
             crate::proxy::Options {
                 account: Some(account.clone()),
+                upstream_host: Some(host),
                 ..Default::default()
             },
         );

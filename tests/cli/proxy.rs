@@ -79,6 +79,8 @@ pub struct Options {
     /// signature's scope is replaced by it (LocalStack takes a 12-digit
     /// access key as the account id, and checks no signatures).
     pub account: Option<String>,
+    /// Where the upstream port is (default 127.0.0.1).
+    pub upstream_host: Option<String>,
 }
 
 pub struct Proxy {
@@ -302,7 +304,8 @@ impl Shared {
     }
 
     fn forward(&self, head: &str, body: &[u8]) -> Option<Vec<u8>> {
-        let mut server = TcpStream::connect(("127.0.0.1", self.upstream)).ok()?;
+        let host = self.options.upstream_host.as_deref().unwrap_or("127.0.0.1");
+        let mut server = TcpStream::connect((host, self.upstream)).ok()?;
         let mut out = String::new();
         for (i, line) in head.split("\r\n").enumerate() {
             if i > 0 && line.to_ascii_lowercase().starts_with("connection:") {
