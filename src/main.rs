@@ -195,12 +195,16 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
     if let Command::Validate = cli.command {
         if !quiet {
             outln!(
-                "{} is valid: stack {} in {} ({}, {})",
+                "{} is valid: stack {} in {} ({}, {}){}",
                 cli.global.stack.display(),
                 stack.prefix,
                 stack.region,
                 stack.az_1,
-                stack.az_2
+                stack.az_2,
+                stack
+                    .left_out()
+                    .map(|parts| format!(", {parts}"))
+                    .unwrap_or_default()
             );
         }
         return Ok(ExitCode::SUCCESS);

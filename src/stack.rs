@@ -125,6 +125,17 @@ impl Default for DatabaseSpec {
 }
 
 impl Stack {
+    /// The parts the stack leaves out, for people: "without server and
+    /// database", "without database", or None.
+    pub fn left_out(&self) -> Option<&'static str> {
+        match (self.instance.is_none(), self.database.is_none()) {
+            (true, true) => Some("without server and database"),
+            (true, false) => Some("without server"),
+            (false, true) => Some("without database"),
+            (false, false) => None,
+        }
+    }
+
     /// `Name` of the resource with this role: `<prefix>-<role>`.
     pub fn name(&self, role: &str) -> String {
         format!("{}-{}", self.prefix, role)
@@ -1067,6 +1078,18 @@ db_password: \"s3cret-pass\"
         assert_eq!(parse_str(&text).unwrap().db_password.expose(), "");
         let text = VALID.to_string() + "database: { enabled: true }\n";
         assert!(parse_str(&text).unwrap().database.is_some());
+    }
+
+    #[test]
+    fn left_out_parts_are_named_for_people() {
+        let mut stack = parse_str(VALID).unwrap();
+        assert_eq!(stack.left_out(), None);
+        stack.database = None;
+        assert_eq!(stack.left_out(), Some("without database"));
+        stack.instance = None;
+        assert_eq!(stack.left_out(), Some("without server and database"));
+        stack.database = Some(DatabaseSpec::default());
+        assert_eq!(stack.left_out(), Some("without server"));
     }
 
     #[test]

@@ -22,6 +22,11 @@ async fn stack_without_server_and_database_runs_on_every_emulator() {
     let emulator = Emulator::start();
     let p = Project::new(&emulator.endpoint());
     p.write("stack.yaml", &without_server_and_database("parts"));
+    let out = p.run_ok(&["validate"], 0);
+    assert_eq!(
+        out.stdout,
+        "stack.yaml is valid: stack parts in eu-central-1 (eu-central-1a, eu-central-1b), without server and database\n"
+    );
     // No key pair and no password: nothing in the stack needs them.
     let out = p.run_ok(&["plan", "--detailed-exitcode"], 2);
     assert!(
