@@ -159,3 +159,37 @@ async fn server_without_database_launches_or_says_why_it_cannot() {
     p.run_ok(&["destroy", "--auto-approve"], 0);
     assert_eq!(tagged(&emulator, "solo").await, Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn server_left_out_later_is_terminated_and_db_info_stays_unwritten() {
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
+    let p = Project::with_stack(&emulator.endpoint(), "noserver", REGION);
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    assert_eq!(tagged(&emulator, "noserver").await.len(), 17);
+    std::fs::remove_file(p.dir.path().join("db_info.txt")).unwrap();
+
+    p.write(
+        "stack.yaml",
+        &format!(
+            "{}instance:\n  enabled: false\n  type: t3.large\n",
+            stack_yaml("noserver", REGION)
+        ),
+    );
+    let out = p.run_ok(&["plan", "--detailed-exitcode"], 2);
+    assert!(
+        out.stdout
+            .contains("Plan: 0 to add, 0 to change, 0 to replace, 1 to destroy."),
+        "{out:?}"
+    );
+    assert!(out.stdout.contains("- instance.app"), "{out:?}");
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    assert_eq!(tagged(&emulator, "noserver").await.len(), 16);
+    assert!(
+        !p.dir.path().join("db_info.txt").exists(),
+        "no server: no Instance URL for db_info.txt"
+    );
+    p.run_ok(&["plan", "--detailed-exitcode"], 0);
+}
