@@ -43,10 +43,10 @@ pub enum Needs {
     /// The Resource Groups Tagging API finding S3 buckets by tag (how a
     /// bucket the stack file no longer names is found).
     BucketsByTag,
-    /// moto's own ways: a second account by `x-moto-account-id`, and
-    /// another account's bucket that answers 403 as on AWS (LocalStack lets
+    /// Accounts kept apart as on AWS: another account's bucket answers 403
+    /// (moto makes a second account by `x-moto-account-id`; LocalStack lets
     /// every account read every bucket).
-    MotoInternals,
+    IsolatedAccounts,
 }
 
 /// What a stack with every part needs.
@@ -57,18 +57,17 @@ impl Needs {
     fn missing_on(self, kind: Kind) -> Option<&'static str> {
         match (kind, self) {
             (Kind::Moto, _) => None,
-            (Kind::LocalStack, Needs::Rds) => Some(
-                "LocalStack community has no RDS (every call answers InternalFailure, \"not included in your current license plan\")",
-            ),
-            (Kind::LocalStack, Needs::InstanceProfile) => Some(
-                "LocalStack community's EC2 cannot see its IAM instance profiles (RunInstances and AssociateIamInstanceProfile answer NoSuchEntity)",
-            ),
-            (Kind::LocalStack, Needs::BucketsByTag) => Some(
-                "LocalStack's Resource Groups Tagging API finds no S3 buckets (its S3 keeps them where the tagging API doesn't look), so a renamed bucket can't be found there",
-            ),
-            (Kind::LocalStack, Needs::MotoInternals) => Some(
-                "the test needs a bucket of another account that it cannot read, as on AWS (LocalStack lets every account read every bucket)",
-            ),
+            // The README has the details of each.
+            (Kind::LocalStack, Needs::Rds) => Some("LocalStack community has no RDS"),
+            (Kind::LocalStack, Needs::InstanceProfile) => {
+                Some("its EC2 launches no server with an instance profile")
+            }
+            (Kind::LocalStack, Needs::BucketsByTag) => {
+                Some("its tagging API finds no S3 buckets, so no renamed bucket")
+            }
+            (Kind::LocalStack, Needs::IsolatedAccounts) => {
+                Some("every account can read every bucket there, so none is another account's")
+            }
         }
     }
 }

@@ -579,9 +579,7 @@ async fn renamed_bucket_is_not_orphaned_and_never_emptied_unasked() {
 
 #[tokio::test]
 async fn bucket_name_taken_by_another_account_is_a_clear_error() {
-    let Some(emulator) =
-        Emulator::start_for(&[Needs::Rds, Needs::InstanceProfile, Needs::MotoInternals])
-    else {
+    let Some(emulator) = Emulator::start_for(&[Needs::IsolatedAccounts]) else {
         return;
     };
     emulator.ec2_with_key(REGION).await;
@@ -601,7 +599,7 @@ async fn bucket_name_taken_by_another_account_is_a_clear_error() {
         .send()
         .await
         .unwrap();
-    let p = Project::with_stack(&emulator.endpoint(), "taken", REGION);
+    let p = emulator.project("taken", REGION);
     let out = p.run(&["apply", "--auto-approve"]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
