@@ -482,14 +482,12 @@ async fn write_db_info(stack: &Stack, session: &Session, quiet: bool) -> Result<
         );
         return Ok(());
     };
-    {
-        errln!(
-            "\nWrote {} (mode 0600; it holds the password). For the NixOS configuration \
-             (`ihp-infra output` shows these again, with SSH settings):\n{}",
-            path.display(),
-            outputs.to_env()
-        );
-    }
+    errln!(
+        "\nWrote {} (mode 0600; it holds the password). For the NixOS configuration \
+         (`ihp-infra output` shows these again, with SSH settings):\n{}",
+        path.display(),
+        outputs.to_env()
+    );
     Ok(())
 }
 

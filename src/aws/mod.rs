@@ -405,10 +405,22 @@ impl Aws {
 
     /// What the server's configuration needs, from the stack and AWS.
     pub async fn outputs(&self, stack: &Stack) -> Result<Outputs, Error> {
-        let ((server, a), (database, b)) = tokio::join!(
-            calls::counted(self.ec2.server_address()),
-            calls::counted(self.rds.endpoint())
-        );
+        // A part the stack leaves out has no outputs, even while a live one
+        // is still on its way out.
+        let server = async {
+            match stack.instance {
+                Some(_) => self.ec2.server_address().await,
+                None => Ok(None),
+            }
+        };
+        let database = async {
+            match stack.database {
+                Some(_) => self.rds.endpoint().await,
+                None => Ok(None),
+            }
+        };
+        let ((server, a), (database, b)) =
+            tokio::join!(calls::counted(server), calls::counted(database));
         self.depth.stage("outputs", Some(a.max(b)));
         let (instance_dns, instance_ip) = server?.unzip();
         let key_file = crate::db_info::access_key_path(&stack.path);

@@ -365,8 +365,7 @@ impl Rds {
     /// The endpoint address and master user name, once the database exists.
     /// Where the database answers, and as whom to log in.
     pub async fn endpoint(&self) -> Result<Option<crate::outputs::Database>, Error> {
-        let described = self.describe().await;
-        Ok(self.none_without_rds(described, None)?.and_then(|db| {
+        Ok(self.describe().await?.and_then(|db| {
             let endpoint = db.endpoint()?;
             Some(crate::outputs::Database {
                 endpoint: endpoint.address()?.to_string(),
