@@ -83,21 +83,16 @@ impl Logs {
 
     pub async fn observe(&self) -> Result<Vec<Observed>, Error> {
         // Groups of the stack under another name (logs.group changed).
-        let mut observed: Vec<Observed> = self
+        let mut observed = self
             .tagging
             // By service, not "logs:log-group": moto calls the type "logs:loggroup".
-            .arns("logs")
-            .await?
-            .iter()
-            .filter_map(|arn| super::tagging::log_group_name(arn))
-            .filter(|name| *name != self.group)
-            .map(|name| Observed {
-                address: Address::new(Kind::LogGroup, name),
-                id: name.to_string(),
-                attrs: BTreeMap::from([("name", Value::Text(name.to_string()))]),
-                tags: BTreeMap::from([(STACK_TAG.to_string(), self.prefix.clone())]),
-            })
-            .collect();
+            .renamed(
+                "logs",
+                Kind::LogGroup,
+                super::tagging::log_group_name,
+                &self.group,
+            )
+            .await?;
         let out = self
             .client
             .describe_log_groups()

@@ -145,20 +145,15 @@ impl S3 {
 
     pub async fn observe(&self) -> Result<Vec<Observed>, Error> {
         // Buckets of the stack under another name (storage.bucket changed).
-        let mut observed: Vec<Observed> = self
+        let mut observed = self
             .tagging
-            .arns("s3:bucket")
-            .await?
-            .iter()
-            .filter_map(|arn| super::tagging::bucket_name(arn))
-            .filter(|name| *name != self.bucket)
-            .map(|name| Observed {
-                address: Address::new(Kind::Bucket, name),
-                id: name.to_string(),
-                attrs: BTreeMap::from([("name", Value::Text(name.to_string()))]),
-                tags: BTreeMap::from([(STACK_TAG.to_string(), self.prefix.clone())]),
-            })
-            .collect();
+            .renamed(
+                "s3:bucket",
+                Kind::Bucket,
+                super::tagging::bucket_name,
+                &self.bucket,
+            )
+            .await?;
         let Some(tags) = self.tags().await? else {
             return Ok(observed);
         };

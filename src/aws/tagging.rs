@@ -6,6 +6,9 @@ use aws_sdk_resourcegroupstagging::Client;
 use aws_sdk_resourcegroupstagging::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_resourcegroupstagging::types::TagFilter;
 
+use std::collections::BTreeMap;
+
+use crate::model::{Address, Kind, Observed, Value};
 use crate::stack::STACK_TAG;
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +64,33 @@ impl Tagging {
             .iter()
             .flat_map(|p| p.resource_tag_mapping_list())
             .filter_map(|m| m.resource_arn().map(str::to_string))
+            .collect())
+    }
+}
+
+impl Tagging {
+    /// The stack's resources of `resource_type` under a name other than
+    /// `current` (the stack file renamed them): found by their tag, to be
+    /// cleaned up. `name_of` reads the name from an ARN.
+    pub async fn renamed(
+        &self,
+        resource_type: &str,
+        kind: Kind,
+        name_of: fn(&str) -> Option<&str>,
+        current: &str,
+    ) -> Result<Vec<Observed>, Error> {
+        Ok(self
+            .arns(resource_type)
+            .await?
+            .iter()
+            .filter_map(|arn| name_of(arn))
+            .filter(|name| *name != current)
+            .map(|name| Observed {
+                address: Address::new(kind, name),
+                id: name.to_string(),
+                attrs: BTreeMap::from([("name", Value::Text(name.to_string()))]),
+                tags: BTreeMap::from([(STACK_TAG.to_string(), self.prefix.clone())]),
+            })
             .collect())
     }
 }
