@@ -91,7 +91,7 @@ fn main() -> ExitCode {
     if retried > 0 {
         tracing::info!(
             retried,
-            "survived faults: AWS calls sent again after throttling, server errors or lost connections"
+            "survived faults: AWS calls sent again (or found done) after throttling, server errors or lost connections"
         );
     }
     match result {

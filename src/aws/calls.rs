@@ -20,13 +20,21 @@ use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 #[derive(Debug, Clone, Copy)]
 pub struct CallLog;
 
-/// Attempts the SDK made again after a fault, in this process.
+/// Faults this process got past: attempts the SDK made again, and the
+/// EC2 creates ihp-infra sent again or found done itself (the SDK must not
+/// resend those, see `ec2::create_once`).
 static RETRIES: AtomicUsize = AtomicUsize::new(0);
 
-/// How many calls the SDK has sent again so far (throttling, 5xx, lost
-/// connections): the faults this run survived.
+/// How many faults (throttling, 5xx, lost connections) this run has
+/// survived so far.
 pub fn retries() -> usize {
     RETRIES.load(Ordering::Relaxed)
+}
+
+/// Counts a fault that ihp-infra itself got past, not the SDK's retry: a
+/// create sent again, or found done by its tags after its answer was lost.
+pub fn survived_fault() {
+    RETRIES.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Calls made in this process (not counting retries).

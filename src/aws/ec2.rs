@@ -16,6 +16,7 @@ use aws_sdk_ec2::types::{
 };
 use futures::future::try_join_all;
 
+use crate::aws::calls;
 use crate::desired::ANYWHERE;
 use crate::model::{Address, Attrs, Item, Kind, Observed, Peer, Ref, Rule, Value};
 use crate::plan::AttrChange;
@@ -759,6 +760,7 @@ impl Ec2 {
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                     if let Some(id) = self.find(address).await? {
                         tracing::info!(resource = %target, id, "create answered with a fault, but AWS made it: found by its tags");
+                        calls::survived_fault();
                         return Ok(id);
                     }
                 }
@@ -774,6 +776,7 @@ impl Ec2 {
                 return Err(call("create", &target)(e));
             }
             tracing::info!(resource = %target, attempt, "create not done (fault); sending it again");
+            calls::survived_fault();
             tokio::time::sleep(std::time::Duration::from_millis(100 << attempt.min(6))).await;
         }
         unreachable!("the last attempt returns")

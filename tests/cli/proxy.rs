@@ -74,6 +74,9 @@ pub struct Options {
     /// Operations whose first answer is lost after moto did them (a write
     /// done by AWS whose answer never arrives).
     pub lose_first_answer: std::collections::HashSet<String>,
+    /// Operations whose first request is answered with a 500 before it
+    /// reaches the emulator (a fault that leaves nothing done).
+    pub fail_first: std::collections::HashSet<String>,
     pub hook: Option<Hook>,
     /// Sends every request as this account: the access key in the
     /// signature's scope is replaced by it (LocalStack takes a 12-digit
@@ -168,7 +171,7 @@ impl Drop for Proxy {
 
 struct Shared {
     upstream: u16,
-    /// Operations whose first answer was lost already.
+    /// Operations whose first answer was lost (or failed) already.
     lost: Mutex<std::collections::HashSet<String>>,
     options: Options,
     injected: Arc<Mutex<Vec<(Request, Fault)>>>,
@@ -223,8 +226,12 @@ impl Shared {
         }
         let lose = self.options.lose_first_answer.contains(&request.operation)
             && self.lost.lock().unwrap().insert(request.operation.clone());
+        let fail = self.options.fail_first.contains(&request.operation)
+            && self.lost.lock().unwrap().insert(request.operation.clone());
         let fault = if lose {
             Some(Fault::LoseAnswer)
+        } else if fail {
+            Some(Fault::Internal500)
         } else {
             self.fault(&request)
         };

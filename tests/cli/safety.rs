@@ -377,14 +377,15 @@ async fn transient_faults_are_survived_and_reported_at_v() {
             );
             // Without RDS (LocalStack community) its calls fail anyway and
             // the stack wants none: a fault there may end in no retry.
-            let faults = proxy.injected()[before..]
+            let faults: Vec<_> = proxy.injected()[before..]
                 .iter()
                 .filter(|(r, _)| r.service != "rds" || emulator.has(Needs::Rds))
-                .count();
-            if faults > 0 {
+                .cloned()
+                .collect();
+            if !faults.is_empty() {
                 assert!(
                     stderr.contains("survived faults"),
-                    "{faults} faults, not reported:\n{stderr}"
+                    "seed {seed}, {args:?}: faults not reported: {faults:?}\n{stderr}"
                 );
             }
         }
@@ -566,6 +567,44 @@ async fn lock_left_by_a_lost_machine_is_broken_with_unlock() {
     // The lock group is no resource of the stack: destroy leaves no lock.
     p.run_ok(&["destroy", "--auto-approve"], 0);
     assert!(!locked(&emulator, "stale").await);
+}
+
+#[tokio::test]
+async fn ec2_create_sent_again_by_ihp_infra_is_reported_as_a_survived_fault() {
+    // Regression: EC2's token-less creates are sent again by ihp-infra, not
+    // the SDK (see lost_answers_of_creates_never_make_duplicates), and those
+    // resends were missing from -v's "survived faults".
+    let emulator = Emulator::start();
+    emulator.ec2_with_key(REGION).await;
+    let p = emulator.project("resent", REGION);
+    let proxy = Proxy::start(
+        emulator.port,
+        Options {
+            fail_first: ["CreateInternetGateway".to_string()].into(),
+            ..Options::default()
+        },
+    );
+    let out = p
+        .command(&["apply", "--auto-approve", "-v"])
+        .env("AWS_ENDPOINT_URL", proxy.endpoint())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(proxy.injected().len(), 1, "{:?}", proxy.injected());
+    assert!(
+        stderr.contains("create not done (fault); sending it again"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("survived faults"), "{stderr}");
+    assert!(stderr.contains("retried=1"), "{stderr}");
+    let gateways = tagged(&emulator, "resent")
+        .await
+        .into_iter()
+        .filter(|id| id.starts_with("igw-"))
+        .count();
+    assert_eq!(gateways, 1);
+    p.run_ok(&["destroy", "--auto-approve"], 0);
 }
 
 #[tokio::test]
