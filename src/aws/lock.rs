@@ -10,6 +10,12 @@
 //! be gone (its pid no longer runs ihp-infra) and its lock taken over; one
 //! from a lost machine is broken with `ihp-infra unlock`. The group carries no
 //! stack tag, so no stack ever plans to delete it.
+//!
+//! Taking over is guarded: two runs that both find the same dead run's lock
+//! must not both delete it (the later delete would remove the lock the
+//! earlier run just took). Only the run that creates the takeover group
+//! named after that lock's creation time (one atomic create again) deletes
+//! the lock, and only if it is still that lock.
 
 use std::time::{Duration, Instant};
 
@@ -22,6 +28,9 @@ const TAG_LOCK: &str = "ihp-infra:lock";
 const TAG_WHO: &str = "ihp-infra:holder";
 const TAG_PID: &str = "ihp-infra:pid";
 const TAG_COMMAND: &str = "ihp-infra:command";
+/// `<lock group><TAKEOVER><the stale lock's creation time, ms>`: held while
+/// one run takes over a dead run's lock.
+const TAKEOVER: &str = ".takeover-";
 
 /// How often a waiting run looks again.
 const POLL: Duration = Duration::from_secs(2);
@@ -120,6 +129,9 @@ pub struct Taken {
     pub holder: Option<Holder>,
     /// RFC 3339, UTC.
     pub since: Option<String>,
+    /// The lock group's creation time (ms since the epoch): which lock this
+    /// is, as a lock released and taken again is a new group.
+    pub created: Option<i64>,
 }
 
 #[derive(Clone)]
@@ -201,15 +213,20 @@ impl Locks {
                     {
                         // A run on this machine that was killed (-9, power
                         // loss): nobody else can be using the lock.
-                        tracing::warn!(stack = %self.prefix, pid = holder.pid, "taking over the lock of a run on this machine that is gone");
-                        self.delete().await?;
-                        continue;
+                        if self
+                            .take_over(me, taken.as_ref().and_then(|t| t.created))
+                            .await?
+                        {
+                            tracing::warn!(stack = %self.prefix, pid = holder.pid, "took over the lock of a run on this machine that is gone");
+                            continue;
+                        }
                     }
                     let waited = started.elapsed();
                     if waited >= timeout {
                         let taken = taken.unwrap_or(Taken {
                             holder: None,
                             since: None,
+                            created: None,
                         });
                         return Err(Error::Held {
                             prefix: self.prefix.clone(),
@@ -242,7 +259,8 @@ impl Locks {
         else {
             return Ok(None);
         };
-        let since = group.creation_time().map(|ms| {
+        let created = group.creation_time();
+        let since = created.map(|ms| {
             aws_smithy_types::DateTime::from_millis(ms)
                 .fmt(aws_smithy_types::date_time::Format::DateTime)
                 .unwrap_or_default()
@@ -267,23 +285,83 @@ impl Locks {
             }),
             _ => None,
         };
-        Ok(Some(Taken { holder, since }))
+        Ok(Some(Taken {
+            holder,
+            since,
+            created,
+        }))
     }
 
-    /// Deletes the lock whoever holds it; returns what it said.
+    /// Deletes the lock created at `created` (ms) of a dead run, unless
+    /// another run is taking it over already (then it waits as for any
+    /// lock) or it is no longer that lock. Returns whether it was deleted.
+    async fn take_over(&self, me: &Holder, created: Option<i64>) -> Result<bool, Error> {
+        let Some(created) = created else {
+            return Ok(false);
+        };
+        let guard = format!("{}{TAKEOVER}{created}", self.group);
+        let made = self
+            .client
+            .create_log_group()
+            .log_group_name(&guard)
+            .tags(TAG_LOCK, &self.prefix)
+            .tags(TAG_WHO, &me.who)
+            .tags(TAG_PID, me.pid.to_string())
+            .tags(TAG_COMMAND, &me.command)
+            .send()
+            .await;
+        match made {
+            Ok(_) => {}
+            // Another run takes it over (or one that did so was killed
+            // half-way: `ihp-infra unlock` clears that).
+            Err(e) if e.code() == Some("ResourceAlreadyExistsException") => return Ok(false),
+            Err(e) => return Err(call("take over", &self.prefix)(e)),
+        }
+        // Read again now that no one else can delete it: the lock we found
+        // may have been taken over and released since.
+        let still = self.taken().await;
+        let deleted = match still {
+            Ok(Some(Taken {
+                created: Some(now), ..
+            })) if now == created => self.delete().await.map(|()| true),
+            Ok(_) => Ok(false),
+            Err(e) => Err(e),
+        };
+        self.delete_group(&guard).await?;
+        deleted
+    }
+
+    /// Deletes the lock whoever holds it, and what a takeover killed
+    /// half-way left; returns what the lock said.
     pub async fn break_lock(&self) -> Result<Option<Taken>, Error> {
         let taken = self.taken().await?;
         if taken.is_some() {
             self.delete().await?;
         }
+        let guards = self
+            .client
+            .describe_log_groups()
+            .log_group_name_prefix(format!("{}{TAKEOVER}", self.group))
+            .send()
+            .await
+            .map_err(call("read", &self.prefix))?;
+        for guard in guards.log_groups() {
+            if let Some(name) = guard.log_group_name() {
+                self.delete_group(name).await?;
+            }
+        }
         Ok(taken)
     }
 
     async fn delete(&self) -> Result<(), Error> {
+        self.delete_group(&self.group).await
+    }
+
+    async fn delete_group(&self, name: &str) -> Result<(), Error> {
         match self
             .client
             .delete_log_group()
-            .log_group_name(&self.group)
+            .log_group_name(name)
             .send()
             .await
         {

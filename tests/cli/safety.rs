@@ -523,6 +523,111 @@ async fn second_apply_refuses_or_waits_while_the_first_holds_the_lock() {
 }
 
 #[tokio::test]
+async fn two_runs_taking_over_a_dead_runs_lock_never_hold_it_at_once() {
+    // Both find the lock of a run on this machine that was killed. Before
+    // the takeover guard, both deleted it: the later delete removed the lock
+    // the other run had just taken, and both applied at once. The second
+    // lock delete is held back 2 s to open that window every time.
+    let emulator = Emulator::start();
+    let p = Project::new(&emulator.endpoint());
+    p.write("stack.yaml", &bare_stack_yaml("race", REGION));
+    let dead = {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        child.wait().unwrap();
+        child.id()
+    };
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "someone".into());
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    emulator
+        .logs(REGION)
+        .await
+        .create_log_group()
+        .log_group_name("/ihp-infra/locks/race")
+        .tags("ihp-infra:lock", "race")
+        .tags("ihp-infra:holder", format!("{user}@{host}"))
+        .tags("ihp-infra:pid", dead.to_string())
+        .tags("ihp-infra:command", "apply")
+        .send()
+        .await
+        .unwrap();
+    let deletes = Arc::new(AtomicU32::new(0));
+    let counted = deletes.clone();
+    let proxy = Proxy::start(
+        emulator.port,
+        Options {
+            delay: Duration::from_millis(50),
+            hook: Some(Arc::new(move |r: &Request, s: Stage| {
+                if s == Stage::Received
+                    && r.operation == "DeleteLogGroup"
+                    && counted.fetch_add(1, Ordering::SeqCst) == 1
+                {
+                    std::thread::sleep(Duration::from_secs(2));
+                }
+            })),
+            ..Options::default()
+        },
+    );
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            p.command(&["apply", "--auto-approve", "--lock-timeout", "2m", "-v"])
+                .env("AWS_ENDPOINT_URL", proxy.endpoint())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut held = Vec::new();
+    for run in runs {
+        let out = run.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        // The log's RFC 3339 UTC timestamps compare as text.
+        let at = |what: &str| {
+            stderr
+                .lines()
+                .find(|l| l.contains(what))
+                .and_then(|l| l.split_whitespace().next())
+                .unwrap_or_else(|| panic!("no {what:?} in:\n{stderr}"))
+                .to_string()
+        };
+        held.push((at("lock taken"), at("lock released"), stderr));
+    }
+    held.sort();
+    let (first, second) = (&held[0], &held[1]);
+    assert!(
+        first.1 <= second.0,
+        "both held the lock at once: {} to {} and {} to {}\n{}\n{}",
+        first.0,
+        first.1,
+        second.0,
+        second.1,
+        first.2,
+        second.2
+    );
+    assert!(
+        held.iter().any(|h| h
+            .2
+            .contains("took over the lock of a run on this machine that is gone")),
+        "{held:?}"
+    );
+    assert!(deletes.load(Ordering::SeqCst) >= 2, "the window was opened");
+    assert_eq!(tagged(&emulator, "race").await.len(), 13);
+    let left = emulator
+        .logs(REGION)
+        .await
+        .describe_log_groups()
+        .log_group_name_prefix("/ihp-infra/locks/race")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(left.log_groups().len(), 0, "{left:?}");
+    p.run_ok(&["destroy", "--auto-approve"], 0);
+}
+
+#[tokio::test]
 async fn lock_left_by_a_lost_machine_is_broken_with_unlock() {
     // The lock is all this is about: a stack every emulator serves.
     let emulator = Emulator::start();
@@ -556,9 +661,23 @@ async fn lock_left_by_a_lost_machine_is_broken_with_unlock() {
     let out = p.run_ok(&["unlock"], 1);
     assert!(out.stderr.contains("pass --force"), "{out:?}");
     assert!(locked(&emulator, "stale").await);
+    // What a takeover killed half-way leaves: unlock clears it too.
+    let logs = emulator.logs(REGION).await;
+    logs.create_log_group()
+        .log_group_name("/ihp-infra/locks/stale.takeover-1764000000000")
+        .send()
+        .await
+        .unwrap();
     let out = p.run_ok(&["unlock", "--force"], 0);
     assert!(out.stderr.contains("lock of stack stale broken"), "{out:?}");
     assert!(!locked(&emulator, "stale").await);
+    let left = logs
+        .describe_log_groups()
+        .log_group_name_prefix("/ihp-infra/locks/stale")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(left.log_groups().len(), 0, "{left:?}");
     let out = p.run_ok(&["unlock", "--force"], 0);
     assert!(out.stderr.contains("is not locked"), "{out:?}");
 
