@@ -87,6 +87,10 @@ pub enum Command {
         /// Do not ask for confirmation
         #[arg(long)]
         auto_approve: bool,
+        /// Let a change in the stack file replace the database: the new one
+        /// starts empty, the old one's data stays in its final snapshot
+        #[arg(long)]
+        replace_database: bool,
         #[command(flatten)]
         lock: LockArgs,
     },

@@ -236,11 +236,16 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     ExitCode::SUCCESS
                 })
             }
-            Command::Apply { auto_approve, lock } => {
+            Command::Apply {
+                auto_approve,
+                replace_database,
+                lock,
+            } => {
                 let run = Run {
                     stack: &stack,
                     goal: Goal::Converge,
                     auto_approve,
+                    replace_database,
                     quiet,
                     settings: &settings,
                     lock_timeout: lock.lock_timeout,
@@ -261,6 +266,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     stack: &stack,
                     goal: Goal::Destroy(options),
                     auto_approve,
+                    replace_database: false,
                     quiet,
                     settings: &settings,
                     lock_timeout: lock.lock_timeout,
@@ -359,6 +365,8 @@ struct Run<'a> {
     stack: &'a Stack,
     goal: Goal,
     auto_approve: bool,
+    /// --replace-database: see `Plan::allowed`.
+    replace_database: bool,
     quiet: bool,
     settings: &'a aws::Settings,
     lock_timeout: Duration,
@@ -426,6 +434,8 @@ async fn execute_locked(
             );
         }
     }
+    plan.allowed(run.replace_database)
+        .map_err(|e| explain(ihp_infra::Error::from(e)))?;
     if !plan.has_changes() {
         if goal == Goal::Converge {
             write_db_info(stack, session, quiet).await?;

@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
-use crate::model::{Address, Attrs, Desired, Item, Mutability, Observed, Peer, Ref, Rule, Value};
+use crate::model::{
+    Address, Attrs, Desired, Item, Kind, Mutability, Observed, Peer, Ref, Rule, Value,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -110,6 +112,34 @@ impl Plan {
     pub fn has_changes(&self) -> bool {
         self.changes.iter().any(|c| c.action != Action::NoOp)
     }
+
+    /// Whether this plan may be carried out as asked. A database replaced as
+    /// a side effect of a stack-file edit (its username, the network under
+    /// it) comes back empty: that needs `replace_database`, even with
+    /// --auto-approve. Deleting it is what destroy and `enabled: false` say
+    /// outright, and keeps a final snapshot.
+    pub fn allowed(&self, replace_database: bool) -> Result<(), PlanError> {
+        if replace_database {
+            return Ok(());
+        }
+        match self
+            .changes
+            .iter()
+            .find(|c| c.address.kind == Kind::Database && c.action == Action::Replace)
+        {
+            Some(c) => Err(PlanError::ReplacesDatabase {
+                name: c.name.clone(),
+                id: c.id.clone(),
+                because: c
+                    .attrs
+                    .iter()
+                    .filter(|a| a.forces_replacement && a.before.as_ref() != Some(&a.after))
+                    .map(|a| a.name)
+                    .collect(),
+            }),
+            None => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -124,6 +154,19 @@ pub enum PlanError {
         prefix: String,
         first: String,
         second: String,
+    },
+    #[error(
+        "the plan replaces the database {name}{} because {} changes: the new database \
+         starts empty and the old one's data stays only in its final snapshot\n  \
+         to go ahead, apply with --replace-database; to keep the database, undo that change \
+         in the stack file",
+        id.as_ref().map(|id| format!(" ({id})")).unwrap_or_default(),
+        because.join(", ")
+    )]
+    ReplacesDatabase {
+        name: String,
+        id: Option<String>,
+        because: Vec<&'static str>,
     },
     #[error("cannot change {attribute} of {address} from {live} to {wanted}: {why}")]
     Refused {
@@ -536,6 +579,55 @@ mod tests {
         let (added, removed) = change.attrs[0].set_delta();
         assert!(added.is_empty());
         assert_eq!(removed, BTreeSet::from([extra]));
+    }
+
+    #[test]
+    fn database_replaced_by_an_edit_needs_replace_database() {
+        let want = resources(&stack(), &crate::desired::test_facts());
+        let mut live = converged(&want);
+        let db = live
+            .iter_mut()
+            .find(|o| o.address == desired::database())
+            .unwrap();
+        db.attrs
+            .insert("username", Value::Text("someone_else".into()));
+        let plan = reconcile("demo", "eu-central-1", &want, &live).unwrap();
+        assert_eq!(action_of(&plan, &desired::database()), Action::Replace);
+        let refused = plan.allowed(false).unwrap_err();
+        assert!(
+            matches!(&refused, PlanError::ReplacesDatabase { because, .. } if because == &["username"]),
+            "{refused:?}"
+        );
+        let text = refused.to_string();
+        assert!(
+            text.starts_with("the plan replaces the database demo-postgres-db (database-0016) because username changes"),
+            "{text}"
+        );
+        assert!(text.contains("--replace-database"), "{text}");
+        assert_eq!(plan.allowed(true), Ok(()));
+    }
+
+    #[test]
+    fn database_created_updated_or_deleted_needs_no_flag() {
+        let want = resources(&stack(), &crate::desired::test_facts());
+        // Created.
+        let plan = reconcile("demo", "eu-central-1", &want, &[]).unwrap();
+        assert_eq!(plan.allowed(false), Ok(()));
+        // Deleted (destroy, or `enabled: false`): a final snapshot is kept.
+        let live = converged(&want);
+        let plan = reconcile("demo", "eu-central-1", &[], &live).unwrap();
+        assert_eq!(action_of(&plan, &desired::database()), Action::Delete);
+        assert_eq!(plan.allowed(false), Ok(()));
+        // Another resource replaced: only the database's data is guarded.
+        let mut live = converged(&want);
+        live.iter_mut()
+            .find(|o| o.address == desired::instance())
+            .unwrap()
+            .attrs
+            .insert("key_name", Value::Text("old-key".into()));
+        let plan = reconcile("demo", "eu-central-1", &want, &live).unwrap();
+        assert_eq!(action_of(&plan, &desired::instance()), Action::Replace);
+        assert_eq!(plan.allowed(false), Ok(()));
     }
 
     #[test]

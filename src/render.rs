@@ -117,7 +117,7 @@ fn change(out: &mut String, c: &Change, p: &Palette) {
             out,
             "        {}",
             p.delete.apply_to(
-                "! the new database starts empty: the data stays only in the final snapshot of the old one"
+                "! the new database starts empty: the data stays only in the final snapshot of the old one (apply needs --replace-database)"
             )
         );
     }

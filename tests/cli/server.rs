@@ -442,6 +442,70 @@ async fn destroy_keeps_a_final_snapshot_unless_told_otherwise() {
 }
 
 #[tokio::test]
+async fn database_replaced_by_an_edit_needs_replace_database_and_keeps_a_snapshot() {
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
+    let rds = emulator.rds(REGION).await;
+    let p = Project::new(&emulator.endpoint());
+    with(&p, "renamed", "");
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    let database = || async {
+        let out = rds
+            .describe_db_instances()
+            .db_instance_identifier("renamed-postgres-db")
+            .send()
+            .await
+            .unwrap();
+        out.db_instances()[0].clone()
+    };
+    assert_eq!(database().await.master_username(), Some("postgres_user"));
+    // A new master username: RDS can't change it, the database is replaced.
+    with(&p, "renamed", "database:\n  username: app_owner\n");
+    let plan = p.run_ok(&["plan"], 0);
+    assert!(
+        plan.stdout
+            .contains("! the new database starts empty: the data stays only in the final snapshot of the old one (apply needs --replace-database)"),
+        "{plan:?}"
+    );
+    // --auto-approve alone is not enough: refused after the plan, nothing done.
+    let out = p.run_ok(&["apply", "--auto-approve"], 1);
+    assert_eq!(out.stdout, plan.stdout);
+    assert!(
+        out.stderr
+            .contains("error: the plan replaces the database renamed-postgres-db (renamed-postgres-db) because")
+            && out.stderr.contains("because username changes")
+            && out.stderr.contains("apply with --replace-database"),
+        "{out:?}"
+    );
+    let still = database().await;
+    assert_eq!(still.master_username(), Some("postgres_user"));
+
+    p.run_ok(&["apply", "--auto-approve", "--replace-database"], 0);
+    let after = database().await;
+    // RDS can't change a master username: a new database.
+    assert_eq!(after.master_username(), Some("app_owner"));
+    let snapshots = rds
+        .describe_db_snapshots()
+        .db_instance_identifier("renamed-postgres-db")
+        .snapshot_type("manual")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(snapshots.db_snapshots().len(), 1, "{snapshots:?}");
+    assert_eq!(
+        snapshots.db_snapshots()[0].master_username(),
+        Some("postgres_user"),
+        "the old database's"
+    );
+    p.run_ok(&["plan", "--detailed-exitcode"], 0);
+    let info = std::fs::read_to_string(p.dir.path().join("db_info.txt")).unwrap();
+    assert!(info.contains("app_owner"), "db_info.txt names the new user");
+    p.run_ok(&["destroy", "--auto-approve", "--skip-final-snapshot"], 0);
+}
+
+#[tokio::test]
 async fn database_of_someone_else_is_not_taken_over() {
     let Some(emulator) = Emulator::start_for(FULL_STACK) else {
         return;
