@@ -727,6 +727,37 @@ async fn ec2_create_sent_again_by_ihp_infra_is_reported_as_a_survived_fault() {
 }
 
 #[tokio::test]
+async fn sdk_retries_follow_aws_max_attempts() {
+    // The README tells a throttled account to raise AWS_MAX_ATTEMPTS: the
+    // SDK's own setting, read by aws-config. At 1, a single 500 fails.
+    let emulator = Emulator::start();
+    let p = Project::new(&emulator.endpoint());
+    p.write("stack.yaml", &bare_stack_yaml("attempts", REGION));
+    for (attempts, code) in [("1", 1), ("2", 0)] {
+        let proxy = Proxy::start(
+            emulator.port,
+            Options {
+                fail_first: ["CreatePolicy".to_string()].into(),
+                ..Options::default()
+            },
+        );
+        let out = p
+            .command(&["apply", "--auto-approve", "-v"])
+            .env("AWS_ENDPOINT_URL", proxy.endpoint())
+            .env("AWS_MAX_ATTEMPTS", attempts)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{attempts}: {stderr}");
+        assert_eq!(proxy.injected().len(), 1);
+        if code == 1 {
+            assert!(stderr.contains("InternalError"), "{stderr}");
+        }
+    }
+    p.run_ok(&["destroy", "--auto-approve"], 0);
+}
+
+#[tokio::test]
 async fn lost_answers_of_creates_never_make_duplicates() {
     // AWS did the create, the answer never arrived. CreateVpc, CreateSubnet,
     // CreateInternetGateway and CreateRouteTable take no idempotency token:
