@@ -15,6 +15,9 @@ pub struct PlanDocument<'a> {
     pub stack: &'a str,
     pub region: &'a str,
     pub has_changes: bool,
+    /// The flags `apply` needs to carry this plan out (e.g.
+    /// "--replace-database"): a CI job can stop for a human instead.
+    pub apply_needs: Vec<&'static str>,
     pub summary: Summary,
     pub resources: Vec<Resource<'a>>,
 }
@@ -145,6 +148,10 @@ pub fn plan(plan: &Plan) -> PlanDocument<'_> {
         stack: &plan.prefix,
         region: &plan.region,
         has_changes: plan.has_changes(),
+        apply_needs: match plan.allowed(false) {
+            Err(crate::plan::PlanError::ReplacesDatabase { .. }) => vec!["--replace-database"],
+            _ => vec![],
+        },
         summary: Summary {
             add: s.create,
             change: s.update,
@@ -209,6 +216,23 @@ mod tests {
         assert_eq!(password["after"], serde_json::Value::Null);
         let text = plan_text(&plan);
         assert!(!text.contains(&test_facts().password_hash), "{text}");
+        assert_eq!(doc["apply_needs"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn replacing_the_database_says_apply_needs_the_flag() {
+        let mut live = converged(&desired(), |i, a| format!("{}-{i}", a.kind));
+        live.iter_mut()
+            .find(|o| o.address == crate::desired::database())
+            .unwrap()
+            .attrs
+            .insert("username", Value::Text("someone_else".into()));
+        let plan = reconcile("demo", "eu-central-1", &desired(), &live).unwrap();
+        let doc = serde_json::to_value(super::plan(&plan)).unwrap();
+        assert_eq!(
+            doc["apply_needs"],
+            serde_json::json!(["--replace-database"])
+        );
     }
 
     #[test]

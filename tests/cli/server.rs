@@ -469,6 +469,12 @@ async fn database_replaced_by_an_edit_needs_replace_database_and_keeps_a_snapsho
             .contains("! the new database starts empty: the data stays only in the final snapshot of the old one (apply needs --replace-database)"),
         "{plan:?}"
     );
+    let json: serde_json::Value =
+        serde_json::from_str(&p.run_ok(&["plan", "--json"], 2).stdout).unwrap();
+    assert_eq!(
+        json["apply_needs"],
+        serde_json::json!(["--replace-database"])
+    );
     // --auto-approve alone is not enough: refused after the plan, nothing done.
     let out = p.run_ok(&["apply", "--auto-approve"], 1);
     assert_eq!(out.stdout, plan.stdout);

@@ -48,6 +48,7 @@ const DOCUMENT_KEYS: &[&str] = &[
     "stack",
     "region",
     "has_changes",
+    "apply_needs",
     "summary",
     "resources",
 ];
@@ -95,6 +96,7 @@ fn check_plan_document(doc: &serde_json::Value) {
     assert_eq!(doc["format_version"], "1.0");
     assert!(doc["stack"].is_string() && doc["region"].is_string());
     assert!(doc["has_changes"].is_boolean());
+    assert!(doc["apply_needs"].is_array());
     expect_keys(&doc["summary"], SUMMARY_KEYS);
     for key in SUMMARY_KEYS {
         assert!(doc["summary"][key].is_u64(), "summary.{key}");
