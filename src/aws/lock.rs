@@ -13,9 +13,11 @@
 //!
 //! Taking over is guarded: two runs that both find the same dead run's lock
 //! must not both delete it (the later delete would remove the lock the
-//! earlier run just took). Only the run that creates the takeover group
-//! named after that lock's creation time (one atomic create again) deletes
-//! the lock, and only if it is still that lock.
+//! earlier run just took). Only runs on the dead run's machine ever take
+//! over, so a file lock on this machine (flock, in `/tmp`) lets one at a time
+//! read the lock again and delete it only if it is still the dead run's. The
+//! kernel releases a file lock with its process: a run killed while taking
+//! over leaves nothing behind.
 
 use std::time::{Duration, Instant};
 
@@ -28,9 +30,6 @@ const TAG_LOCK: &str = "ihp-infra:lock";
 const TAG_WHO: &str = "ihp-infra:holder";
 const TAG_PID: &str = "ihp-infra:pid";
 const TAG_COMMAND: &str = "ihp-infra:command";
-/// `<lock group><TAKEOVER><the stale lock's creation time, ms>`: held while
-/// one run takes over a dead run's lock.
-const TAKEOVER: &str = ".takeover-";
 
 /// How often a waiting run looks again.
 const POLL: Duration = Duration::from_secs(2);
@@ -51,6 +50,17 @@ pub enum Error {
         since: Option<String>,
         waited: Duration,
     },
+    #[error(
+        "failed to take over the lock of stack {prefix} from a run that is gone: {}: {source}\n  \
+         break the lock with `ihp-infra unlock`",
+        path.display()
+    )]
+    Takeover {
+        prefix: String,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// A CloudWatch Logs call on the lock failed.
     #[error(transparent)]
     Call(#[from] super::logs::Error),
@@ -60,7 +70,7 @@ impl Error {
     pub fn code(&self) -> Option<&str> {
         match self {
             Error::Call(e) => e.code(),
-            Error::Held { .. } => None,
+            Error::Held { .. } | Error::Takeover { .. } => None,
         }
     }
 }
@@ -212,14 +222,15 @@ impl Locks {
                         && holder.is_gone()
                     {
                         // A run on this machine that was killed (-9, power
-                        // loss): nobody else can be using the lock.
-                        if self
-                            .take_over(me, taken.as_ref().and_then(|t| t.created))
-                            .await?
-                        {
+                        // loss): nobody else can be using the lock. Read it
+                        // again under the guard: another run here may have
+                        // taken it over since.
+                        let _guard = takeover_guard(&self.prefix, &me.who).await?;
+                        if self.taken().await? == taken {
+                            self.delete().await?;
                             tracing::warn!(stack = %self.prefix, pid = holder.pid, "took over the lock of a run on this machine that is gone");
-                            continue;
                         }
+                        continue;
                     }
                     let waited = started.elapsed();
                     if waited >= timeout {
@@ -292,76 +303,20 @@ impl Locks {
         }))
     }
 
-    /// Deletes the lock created at `created` (ms) of a dead run, unless
-    /// another run is taking it over already (then it waits as for any
-    /// lock) or it is no longer that lock. Returns whether it was deleted.
-    async fn take_over(&self, me: &Holder, created: Option<i64>) -> Result<bool, Error> {
-        let Some(created) = created else {
-            return Ok(false);
-        };
-        let guard = format!("{}{TAKEOVER}{created}", self.group);
-        let made = self
-            .client
-            .create_log_group()
-            .log_group_name(&guard)
-            .tags(TAG_LOCK, &self.prefix)
-            .tags(TAG_WHO, &me.who)
-            .tags(TAG_PID, me.pid.to_string())
-            .tags(TAG_COMMAND, &me.command)
-            .send()
-            .await;
-        match made {
-            Ok(_) => {}
-            // Another run takes it over (or one that did so was killed
-            // half-way: `ihp-infra unlock` clears that).
-            Err(e) if e.code() == Some("ResourceAlreadyExistsException") => return Ok(false),
-            Err(e) => return Err(call("take over", &self.prefix)(e)),
-        }
-        // Read again now that no one else can delete it: the lock we found
-        // may have been taken over and released since.
-        let still = self.taken().await;
-        let deleted = match still {
-            Ok(Some(Taken {
-                created: Some(now), ..
-            })) if now == created => self.delete().await.map(|()| true),
-            Ok(_) => Ok(false),
-            Err(e) => Err(e),
-        };
-        self.delete_group(&guard).await?;
-        deleted
-    }
-
-    /// Deletes the lock whoever holds it, and what a takeover killed
-    /// half-way left; returns what the lock said.
+    /// Deletes the lock whoever holds it; returns what it said.
     pub async fn break_lock(&self) -> Result<Option<Taken>, Error> {
         let taken = self.taken().await?;
         if taken.is_some() {
             self.delete().await?;
         }
-        let guards = self
-            .client
-            .describe_log_groups()
-            .log_group_name_prefix(format!("{}{TAKEOVER}", self.group))
-            .send()
-            .await
-            .map_err(call("read", &self.prefix))?;
-        for guard in guards.log_groups() {
-            if let Some(name) = guard.log_group_name() {
-                self.delete_group(name).await?;
-            }
-        }
         Ok(taken)
     }
 
     async fn delete(&self) -> Result<(), Error> {
-        self.delete_group(&self.group).await
-    }
-
-    async fn delete_group(&self, name: &str) -> Result<(), Error> {
         match self
             .client
             .delete_log_group()
-            .log_group_name(name)
+            .log_group_name(&self.group)
             .send()
             .await
         {
@@ -370,6 +325,49 @@ impl Locks {
             Err(e) => Err(call("release", &self.prefix)(e)),
         }
     }
+}
+
+/// Where the runs on this machine take turns to take over stack `prefix`'s
+/// lock: `$XDG_RUNTIME_DIR`, else `/tmp` (not `$TMPDIR`, which two jobs on one
+/// machine may set differently), one file per user and stack.
+fn takeover_path(prefix: &str, who: &str) -> std::path::PathBuf {
+    let dir = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(std::path::PathBuf::from)
+        .filter(|d| d.is_dir())
+        .unwrap_or_else(|| "/tmp".into());
+    let who: String = who
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "@.-_".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    dir.join(format!("ihp-infra-{who}-{prefix}.takeover"))
+}
+
+/// Waits for this machine's takeover lock of stack `prefix`; held until the
+/// returned file is dropped (or the process dies).
+async fn takeover_guard(prefix: &str, who: &str) -> Result<std::fs::File, Error> {
+    let path = takeover_path(prefix, who);
+    let failed = |source| Error::Takeover {
+        prefix: prefix.to_string(),
+        path: path.clone(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(failed)?;
+    // A takeover takes a few calls: waiting for one is short.
+    tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+        .await
+        .map_err(|e| failed(std::io::Error::other(e)))?
+        .map_err(failed)
 }
 
 impl Lock {
@@ -383,6 +381,36 @@ impl Lock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn takeover_file_is_one_per_user_host_and_stack() {
+        let path = takeover_path("demo", "ana/x@host 1");
+        assert_eq!(
+            path.file_name().unwrap(),
+            "ihp-infra-ana_x@host_1-demo.takeover"
+        );
+        assert_ne!(path, takeover_path("other", "ana/x@host 1"));
+    }
+
+    #[tokio::test]
+    async fn one_takeover_at_a_time_and_none_after_its_run_is_gone() {
+        let prefix = format!("unit-test-{}", std::process::id());
+        let first = takeover_guard(&prefix, "test@here").await.unwrap();
+        // A second run on this machine waits for the first.
+        let second = tokio::time::timeout(
+            Duration::from_millis(300),
+            takeover_guard(&prefix, "test@here"),
+        )
+        .await;
+        assert!(second.is_err(), "the second took the guard too");
+        // Dropped (as when its process dies), the next one gets it.
+        drop(first);
+        let again =
+            tokio::time::timeout(Duration::from_secs(5), takeover_guard(&prefix, "test@here"))
+                .await;
+        assert!(matches!(again, Ok(Ok(_))), "{again:?}");
+        let _ = std::fs::remove_file(takeover_path(&prefix, "test@here"));
+    }
 
     #[test]
     fn a_held_lock_says_who_since_when_and_what_to_do() {
