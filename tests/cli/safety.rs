@@ -744,6 +744,88 @@ async fn sdk_retries_follow_aws_max_attempts() {
 }
 
 #[tokio::test]
+async fn lost_answers_of_every_write_are_taken_as_done() {
+    // AWS did it, the answer never came, the SDK sent it again: the second
+    // answer is "already" (InvalidPermission.Duplicate, RouteAlreadyExists,
+    // Resource.AlreadyAssociated, NotFound on a delete, ...). Every write an
+    // apply and a destroy make loses its first answer once.
+    let emulator = Emulator::start();
+    emulator.ec2_with_key(REGION).await;
+    // Which writes there are: one plain round first.
+    let seen = emulator.project("seen", REGION);
+    let recorder = Proxy::start(emulator.port, Options::default());
+    for args in [
+        &["apply", "--auto-approve"][..],
+        &["destroy", "--auto-approve"],
+    ] {
+        let out = seen
+            .command(args)
+            .env("AWS_ENDPOINT_URL", recorder.endpoint())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    let mut writes: Vec<String> = recorder
+        .received()
+        .into_iter()
+        .filter(|op| {
+            let read = ["Describe", "Get", "List", "S3 GET", "S3 HEAD"]
+                .iter()
+                .any(|p| op.starts_with(p));
+            // RunInstances relies on its ClientToken, which moto ignores
+            // (see lost_answers_of_creates_never_make_duplicates).
+            !read && op != "RunInstances"
+        })
+        .map(|op| op.trim_end_matches(" (lock)").to_string())
+        .collect();
+    writes.sort();
+    writes.dedup();
+    assert!(writes.len() >= 20, "{writes:?}");
+
+    let p = emulator.project("lostall", REGION);
+    let lost: Vec<String> = writes
+        .iter()
+        .map(|op| op.replace("/seen-", "/lostall-"))
+        .collect();
+    for args in [
+        &["apply", "--auto-approve", "-v"][..],
+        &["destroy", "--auto-approve", "-v"],
+    ] {
+        let proxy = Proxy::start(
+            emulator.port,
+            Options {
+                lose_first_answer: lost.iter().cloned().collect(),
+                ..Options::default()
+            },
+        );
+        let out = p
+            .command(args)
+            .env("AWS_ENDPOINT_URL", proxy.endpoint())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let injected: Vec<String> = proxy
+            .injected()
+            .iter()
+            .map(|(r, _)| r.operation.clone())
+            .collect();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}, lost {injected:?}:\n{stderr}"
+        );
+        if args[0] == "apply" {
+            let live = tagged(&emulator, "lostall").await;
+            assert_eq!(live.len(), emulator.stack_size(), "{live:?}");
+            assert_eq!(orphans(&emulator, "lostall").await, Vec::<String>::new());
+            p.run_ok(&["plan", "--detailed-exitcode"], 0);
+        }
+    }
+    assert!(tagged(&emulator, "lostall").await.is_empty());
+    assert_eq!(orphans(&emulator, "lostall").await, Vec::<String>::new());
+}
+
+#[tokio::test]
 async fn lost_answers_of_creates_never_make_duplicates() {
     // AWS did the create, the answer never arrived. CreateVpc, CreateSubnet,
     // CreateInternetGateway and CreateRouteTable take no idempotency token:
