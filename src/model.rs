@@ -66,6 +66,12 @@ impl Kind {
         }
     }
 
+    /// Whether AWS lets this kind carry tags. An access key can't: it is
+    /// found through its user, and its tags are never compared.
+    pub fn carries_tags(self) -> bool {
+        self != Kind::AccessKey
+    }
+
     /// Kinds this kind can depend on. Used to order deletes of resources
     /// whose role we do not know (left over from an earlier version).
     pub fn parents(self) -> &'static [Kind] {

@@ -295,7 +295,10 @@ pub fn reconcile(
                     }
                 }
                 let replace = attrs.iter().any(|a| a.forces_replacement);
-                if !replace && let Some(tags) = tag_change(&want.tags, &have.tags) {
+                if !replace
+                    && want.address.kind.carries_tags()
+                    && let Some(tags) = tag_change(&want.tags, &have.tags)
+                {
                     attrs.push(tags);
                 }
                 let action = if replace {
@@ -489,7 +492,12 @@ pub fn converged(desired: &[Desired], id: impl Fn(usize, &Address) -> String) ->
             Observed {
                 address: d.address.clone(),
                 id,
-                tags: d.tags.clone(),
+                // As AWS shows them: a kind without tags has none.
+                tags: if d.address.kind.carries_tags() {
+                    d.tags.clone()
+                } else {
+                    BTreeMap::new()
+                },
                 attrs,
             }
         })
@@ -579,6 +587,23 @@ mod tests {
         let (added, removed) = change.attrs[0].set_delta();
         assert!(added.is_empty());
         assert_eq!(removed, BTreeSet::from([extra]));
+    }
+
+    #[test]
+    fn access_key_without_tags_is_converged() {
+        // Regression: AWS keeps no tags on an access key, and every plan of a
+        // stack with `storage.access_key` wanted to set them.
+        let mut s = stack();
+        s.storage.access_key = true;
+        let want = resources(&s, &crate::desired::test_facts());
+        let live = converged(&want);
+        let key = live
+            .iter()
+            .find(|o| o.address == desired::access_key())
+            .unwrap();
+        assert!(key.tags.is_empty());
+        let plan = reconcile("demo", "eu-central-1", &want, &live).unwrap();
+        assert!(!plan.has_changes(), "{plan:?}");
     }
 
     #[test]

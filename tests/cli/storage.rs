@@ -316,6 +316,8 @@ async fn access_key_secret_is_written_once_to_a_private_file() {
     let p = Project::new(&emulator.endpoint());
     with(&p, "key", "storage:\n  access_key: true\n");
     let apply = p.run_ok(&["apply", "--auto-approve"], 0);
+    // Regression: the key carries no tags, and a plan wanted to set them.
+    p.run_ok(&["plan", "--detailed-exitcode"], 0);
     let path = p.dir.path().join("s3_access_key.env");
     let text = std::fs::read_to_string(&path).unwrap();
     assert_eq!(
