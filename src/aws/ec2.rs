@@ -178,31 +178,11 @@ fn no_retries() -> aws_sdk_ec2::config::Builder {
 fn maybe_done<E: ProvideErrorMetadata>(
     e: &SdkError<E, aws_smithy_runtime_api::http::Response>,
 ) -> bool {
-    match e {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            true
-        }
-        // A second create of the same thing: the first one happened.
-        _ if matches!(
-            e.code(),
-            Some("InvalidSubnet.Conflict" | "InvalidGroup.Duplicate")
-        ) =>
-        {
-            true
-        }
-        SdkError::ServiceError(_) => {
-            let status = e.raw_response().map_or(0, |r| r.status().as_u16());
-            status >= 500 && !is_throttle(e.code())
-        }
-        _ => false,
-    }
-}
-
-fn is_throttle(code: Option<&str>) -> bool {
+    // A second create of the same thing: the first one happened.
     matches!(
-        code,
-        Some("RequestLimitExceeded" | "Throttling" | "ThrottlingException" | "RequestThrottled")
-    )
+        e.code(),
+        Some("InvalidSubnet.Conflict" | "InvalidGroup.Duplicate")
+    ) || super::maybe_done(e)
 }
 
 fn attr_bool(value: bool) -> AttributeBooleanValue {
@@ -772,7 +752,7 @@ impl Ec2 {
                 {
                     return Err(call("create", &target)(e));
                 }
-            } else if !is_throttle(e.code()) || last {
+            } else if !super::is_throttle(e.code()) || last {
                 return Err(call("create", &target)(e));
             }
             tracing::info!(resource = %target, attempt, "create not done (fault); sending it again");

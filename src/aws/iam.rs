@@ -322,20 +322,10 @@ impl Iam {
             tags: tags.clone(),
         }];
         // Keys carry no tags: they are found through their user.
-        let keys = self
-            .client
-            .list_access_keys()
-            .user_name(name)
-            .send()
-            .await
-            .map_err(call("list access keys of", name))?;
-        for key in keys.access_key_metadata() {
-            let Some(id) = key.access_key_id() else {
-                continue;
-            };
+        for id in self.key_ids(name).await? {
             observed.push(Observed {
                 address: Address::new(Kind::AccessKey, "s3-user-key"),
-                id: id.to_string(),
+                id,
                 attrs: BTreeMap::from([("user", Value::Ref(Ref::Id(name.clone())))]),
                 tags: BTreeMap::new(),
             });
@@ -432,13 +422,7 @@ impl Iam {
             }
             Kind::AccessKey => {
                 let user = attrs.id("user").unwrap_or(&self.names.user).to_string();
-                let out = self
-                    .client
-                    .create_access_key()
-                    .user_name(&user)
-                    .send()
-                    .await
-                    .map_err(call("create access key of", &user))?;
+                let out = self.create_access_key(&user).await?;
                 let key = out.access_key().ok_or_else(|| Error::Incomplete {
                     action: "create access key of",
                     target: user.clone(),
@@ -461,6 +445,80 @@ impl Iam {
                 Ok(key.access_key_id().to_string())
             }
             kind => Err(Error::NotIam { kind }),
+        }
+    }
+
+    /// CreateAccessKey takes no idempotency token, and the secret comes
+    /// only in its answer: a key made by a call whose answer was lost is of
+    /// no use to anyone. So the SDK must not resend it on its own; after a
+    /// fault that may hide a done create, the user's keys that weren't there
+    /// before are deleted, then it is sent again.
+    async fn create_access_key(
+        &self,
+        user: &str,
+    ) -> Result<aws_sdk_iam::operation::create_access_key::CreateAccessKeyOutput, Error> {
+        const ATTEMPTS: u32 = 4;
+        let before = self.key_ids(user).await?;
+        for attempt in 1..=ATTEMPTS {
+            let e = match self
+                .client
+                .create_access_key()
+                .user_name(user)
+                .customize()
+                .config_override(
+                    aws_sdk_iam::config::Builder::default()
+                        .retry_config(aws_sdk_iam::config::retry::RetryConfig::disabled()),
+                )
+                .send()
+                .await
+            {
+                Ok(out) => return Ok(out),
+                Err(e) => e,
+            };
+            let done = super::maybe_done(&e);
+            if attempt == ATTEMPTS || !(done || super::is_throttle(e.code())) {
+                return Err(call("create access key of", user)(e));
+            }
+            if done {
+                for id in self.key_ids(user).await? {
+                    if !before.contains(&id) {
+                        tracing::info!(user, key = %id, "deleting the key whose answer (and secret) was lost");
+                        self.delete_key(user, &id).await?;
+                    }
+                }
+            }
+            super::calls::survived_fault();
+            tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    async fn key_ids(&self, user: &str) -> Result<Vec<String>, Error> {
+        let keys = self
+            .client
+            .list_access_keys()
+            .user_name(user)
+            .send()
+            .await
+            .map_err(call("list access keys of", user))?;
+        Ok(keys
+            .access_key_metadata()
+            .iter()
+            .filter_map(|k| k.access_key_id().map(String::from))
+            .collect())
+    }
+
+    async fn delete_key(&self, user: &str, id: &str) -> Result<(), Error> {
+        match self
+            .client
+            .delete_access_key()
+            .user_name(user)
+            .access_key_id(id)
+            .send()
+            .await
+        {
+            Err(e) if e.code() == Some("NoSuchEntity") => Ok(()),
+            other => other.map(drop).map_err(call("delete access key", id)),
         }
     }
 
@@ -723,15 +781,7 @@ impl Iam {
             Kind::IamRole => self.delete_role(id).await,
             Kind::InstanceProfile => self.delete_profile(id).await,
             Kind::IamUser => self.delete_user(id).await,
-            Kind::AccessKey => self
-                .client
-                .delete_access_key()
-                .user_name(&self.names.user)
-                .access_key_id(id)
-                .send()
-                .await
-                .map(drop)
-                .map_err(call("delete access key", id)),
+            Kind::AccessKey => self.delete_key(&self.names.user, id).await,
             kind => Err(Error::NotIam { kind }),
         };
         match result {
@@ -862,23 +912,8 @@ impl Iam {
         for arn in self.attached_to_user(user).await? {
             self.detach_user(user, &arn).await?;
         }
-        let keys = self
-            .client
-            .list_access_keys()
-            .user_name(user)
-            .send()
-            .await
-            .map_err(call("list access keys of", user))?;
-        for key in keys.access_key_metadata() {
-            if let Some(id) = key.access_key_id() {
-                self.client
-                    .delete_access_key()
-                    .user_name(user)
-                    .access_key_id(id)
-                    .send()
-                    .await
-                    .map_err(call("delete access key of", user))?;
-            }
+        for id in self.key_ids(user).await? {
+            self.delete_key(user, &id).await?;
         }
         self.client
             .delete_user()

@@ -532,6 +532,34 @@ impl Operator for Aws {
     }
 }
 
+/// Whether AWS may have done a call that failed this way: the answer was
+/// lost on the way (timeout, dropped connection, unreadable) or AWS failed
+/// after taking it (5xx other than throttling). For creates without an
+/// idempotency token, which must not be resent blindly.
+pub(crate) fn maybe_done<E: aws_sdk_sts::error::ProvideErrorMetadata>(
+    e: &aws_smithy_runtime_api::client::result::SdkError<E, aws_smithy_runtime_api::http::Response>,
+) -> bool {
+    use aws_smithy_runtime_api::client::result::SdkError;
+    match e {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(_) => {
+            let status = e.raw_response().map_or(0, |r| r.status().as_u16());
+            status >= 500 && !is_throttle(e.code())
+        }
+        _ => false,
+    }
+}
+
+/// AWS's throttling codes: not done, send again later.
+pub(crate) fn is_throttle(code: Option<&str>) -> bool {
+    matches!(
+        code,
+        Some("RequestLimitExceeded" | "Throttling" | "ThrottlingException" | "RequestThrottled")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -751,8 +751,18 @@ async fn lost_answers_of_every_write_are_taken_as_done() {
     // apply and a destroy make loses its first answer once.
     let emulator = Emulator::start();
     emulator.ec2_with_key(REGION).await;
+    // With the IAM user and its key: every kind the stack can have.
+    let project = |prefix: &str| {
+        let p = emulator.project(prefix, REGION);
+        let yaml = emulator.stack_yaml(prefix, REGION);
+        p.write(
+            "stack.yaml",
+            &format!("{yaml}storage:\n  access_key: true\n"),
+        );
+        p
+    };
     // Which writes there are: one plain round first.
-    let seen = emulator.project("seen", REGION);
+    let seen = project("seen");
     let recorder = Proxy::start(emulator.port, Options::default());
     for args in [
         &["apply", "--auto-approve"][..],
@@ -782,7 +792,7 @@ async fn lost_answers_of_every_write_are_taken_as_done() {
     writes.dedup();
     assert!(writes.len() >= 20, "{writes:?}");
 
-    let p = emulator.project("lostall", REGION);
+    let p = project("lostall");
     let lost: Vec<String> = writes
         .iter()
         .map(|op| op.replace("/seen-", "/lostall-"))
@@ -815,8 +825,27 @@ async fn lost_answers_of_every_write_are_taken_as_done() {
             "{args:?}, lost {injected:?}:\n{stderr}"
         );
         if args[0] == "apply" {
+            // The key made by the lost call is of no use (its secret went
+            // with the answer): deleted, and the key file names the new one.
+            assert!(
+                stderr.contains("deleting the key whose answer (and secret) was lost"),
+                "{stderr}"
+            );
+            let keys = emulator
+                .iam()
+                .await
+                .list_access_keys()
+                .user_name("lostall-s3-user")
+                .send()
+                .await
+                .unwrap();
+            let [key] = keys.access_key_metadata() else {
+                panic!("one key: {keys:?}")
+            };
+            let file = std::fs::read_to_string(p.dir.path().join("s3_access_key.env")).unwrap();
+            assert!(file.contains(key.access_key_id().unwrap()), "{file}");
             let live = tagged(&emulator, "lostall").await;
-            assert_eq!(live.len(), emulator.stack_size(), "{live:?}");
+            assert_eq!(live.len(), emulator.stack_size() + 2, "{live:?}");
             assert_eq!(orphans(&emulator, "lostall").await, Vec::<String>::new());
             p.run_ok(&["plan", "--detailed-exitcode"], 0);
         }
