@@ -93,6 +93,20 @@ where
     }
 }
 
+/// The tags a `tags` change sets (a changed value is set anew; tags the
+/// stack no longer sets are left alone, as plan shows).
+fn added_tags(changes: &[AttrChange]) -> BTreeMap<String, String> {
+    changes
+        .iter()
+        .filter(|c| c.name == "tags")
+        .flat_map(|c| c.set_delta().0)
+        .filter_map(|item| match item {
+            Item::Tag(k, v) => Some((k, v)),
+            _ => None,
+        })
+        .collect()
+}
+
 fn rds_tags(tags: &BTreeMap<String, String>) -> Vec<Tag> {
     tags.iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
@@ -462,11 +476,44 @@ impl Rds {
                         .await
                         .map_err(call("modify DB subnet group", &self.subnet_group))?;
                 }
+                let tags = added_tags(changes);
+                if !tags.is_empty() {
+                    let arn = self
+                        .client
+                        .describe_db_subnet_groups()
+                        .db_subnet_group_name(&self.subnet_group)
+                        .send()
+                        .await
+                        .map_err(call("describe DB subnet group", &self.subnet_group))?
+                        .db_subnet_groups()
+                        .first()
+                        .and_then(|g| g.db_subnet_group_arn().map(str::to_string))
+                        .unwrap_or_default();
+                    self.tag(&arn, &tags, "tag DB subnet group", &self.subnet_group)
+                        .await?;
+                }
                 Ok(())
             }
             Kind::Database => self.modify_database(changes).await,
             kind => Err(Error::NotRds { kind }),
         }
+    }
+
+    async fn tag(
+        &self,
+        arn: &str,
+        tags: &BTreeMap<String, String>,
+        action: &'static str,
+        name: &str,
+    ) -> Result<(), Error> {
+        self.client
+            .add_tags_to_resource()
+            .resource_name(arn)
+            .set_tags(Some(rds_tags(tags)))
+            .send()
+            .await
+            .map(drop)
+            .map_err(call(action, name))
     }
 
     async fn modify_database(&self, changes: &[AttrChange]) -> Result<(), Error> {
@@ -476,7 +523,9 @@ impl Rds {
             .db_instance_identifier(&self.identifier)
             .apply_immediately(true);
         let mut new_hash = None;
-        let mut other_tags = BTreeMap::new();
+        let mut other_tags = added_tags(changes);
+        // Tags alone are no modification: RDS is not asked, nor waited for.
+        let modified = changes.iter().any(|c| c.name != "tags");
         for c in changes {
             modify = match (c.name, &c.after) {
                 ("instance_class", Value::Text(class)) => modify.db_instance_class(class),
@@ -503,23 +552,16 @@ impl Rds {
                     new_hash = Some(hash.clone());
                     modify.master_user_password(self.password.expose())
                 }
-                ("tags", _) => {
-                    let (added, _) = c.set_delta();
-                    for item in added {
-                        if let Item::Tag(k, v) = item {
-                            other_tags.insert(k, v);
-                        }
-                    }
-                    modify
-                }
                 _ => modify,
             };
         }
-        self.wait_settled().await?;
-        modify
-            .send()
-            .await
-            .map_err(call("modify database", &self.identifier))?;
+        if modified {
+            self.wait_settled().await?;
+            modify
+                .send()
+                .await
+                .map_err(call("modify database", &self.identifier))?;
+        }
         if let Some(hash) = new_hash {
             other_tags.insert(password::TAG.to_string(), hash);
         }
@@ -529,13 +571,11 @@ impl Rds {
                 .await?
                 .and_then(|db| db.db_instance_arn().map(str::to_string))
                 .unwrap_or_default();
-            self.client
-                .add_tags_to_resource()
-                .resource_name(&arn)
-                .set_tags(Some(rds_tags(&other_tags)))
-                .send()
-                .await
-                .map_err(call("tag database", &self.identifier))?;
+            self.tag(&arn, &other_tags, "tag database", &self.identifier)
+                .await?;
+        }
+        if !modified {
+            return Ok(());
         }
         // A modify starts asynchronously: wait for it to show, then to finish.
         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -512,6 +512,53 @@ async fn database_replaced_by_an_edit_needs_replace_database_and_keeps_a_snapsho
 }
 
 #[tokio::test]
+async fn tags_added_later_reach_the_db_subnet_group_and_database() {
+    // Regression: the DB subnet group's update ignored tags, so a stack
+    // that gained `tags:` planned the same change on every run.
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
+    let rds = emulator.rds(REGION).await;
+    let p = Project::new(&emulator.endpoint());
+    with(&p, "tagged", "");
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    with(&p, "tagged", "tags:\n  team: web\n");
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    p.run_ok(&["plan", "--detailed-exitcode"], 0);
+    let group = rds
+        .describe_db_subnet_groups()
+        .db_subnet_group_name("tagged-db-subnets")
+        .send()
+        .await
+        .unwrap();
+    let db = rds
+        .describe_db_instances()
+        .db_instance_identifier("tagged-postgres-db")
+        .send()
+        .await
+        .unwrap();
+    for arn in [
+        group.db_subnet_groups()[0].db_subnet_group_arn().unwrap(),
+        db.db_instances()[0].db_instance_arn().unwrap(),
+    ] {
+        let tags = rds
+            .list_tags_for_resource()
+            .resource_name(arn)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            tags.tag_list()
+                .iter()
+                .any(|t| t.key() == Some("team") && t.value() == Some("web")),
+            "{arn}: {tags:?}"
+        );
+    }
+    p.run_ok(&["destroy", "--auto-approve", "--skip-final-snapshot"], 0);
+}
+
+#[tokio::test]
 async fn database_of_someone_else_is_not_taken_over() {
     let Some(emulator) = Emulator::start_for(FULL_STACK) else {
         return;
