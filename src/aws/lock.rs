@@ -225,12 +225,15 @@ impl Locks {
                         // loss): nobody else can be using the lock. Read it
                         // again under the guard: another run here may have
                         // taken it over since.
-                        let _guard = takeover_guard(&self.prefix, &me.who).await?;
-                        if self.taken().await? == taken {
-                            self.delete().await?;
-                            tracing::warn!(stack = %self.prefix, pid = holder.pid, "took over the lock of a run on this machine that is gone");
+                        // (Another run here taking it over: wait as for
+                        // any lock.)
+                        if let Some(_guard) = takeover_guard(&self.prefix, &me.who)? {
+                            if self.taken().await? == taken {
+                                self.delete().await?;
+                                tracing::warn!(stack = %self.prefix, pid = holder.pid, "took over the lock of a run on this machine that is gone");
+                            }
+                            continue;
                         }
-                        continue;
                     }
                     let waited = started.elapsed();
                     if waited >= timeout {
@@ -348,9 +351,9 @@ fn takeover_path(prefix: &str, who: &str) -> std::path::PathBuf {
     dir.join(format!("ihp-infra-{who}-{prefix}.takeover"))
 }
 
-/// Waits for this machine's takeover lock of stack `prefix`; held until the
-/// returned file is dropped (or the process dies).
-async fn takeover_guard(prefix: &str, who: &str) -> Result<std::fs::File, Error> {
+/// This machine's takeover lock of stack `prefix`, if no other run here
+/// holds it; held until the returned file is dropped (or the process dies).
+fn takeover_guard(prefix: &str, who: &str) -> Result<Option<std::fs::File>, Error> {
     let path = takeover_path(prefix, who);
     let failed = |source| Error::Takeover {
         prefix: prefix.to_string(),
@@ -363,11 +366,11 @@ async fn takeover_guard(prefix: &str, who: &str) -> Result<std::fs::File, Error>
         .write(true)
         .open(&path)
         .map_err(failed)?;
-    // A takeover takes a few calls: waiting for one is short.
-    tokio::task::spawn_blocking(move || file.lock().map(|()| file))
-        .await
-        .map_err(|e| failed(std::io::Error::other(e)))?
-        .map_err(failed)
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(failed(e)),
+    }
 }
 
 impl Lock {
@@ -392,23 +395,16 @@ mod tests {
         assert_ne!(path, takeover_path("other", "ana/x@host 1"));
     }
 
-    #[tokio::test]
-    async fn one_takeover_at_a_time_and_none_after_its_run_is_gone() {
+    #[test]
+    fn one_takeover_at_a_time_and_none_after_its_run_is_gone() {
         let prefix = format!("unit-test-{}", std::process::id());
-        let first = takeover_guard(&prefix, "test@here").await.unwrap();
-        // A second run on this machine waits for the first.
-        let second = tokio::time::timeout(
-            Duration::from_millis(300),
-            takeover_guard(&prefix, "test@here"),
-        )
-        .await;
-        assert!(second.is_err(), "the second took the guard too");
+        let first = takeover_guard(&prefix, "test@here").unwrap();
+        assert!(first.is_some());
+        // A second run on this machine doesn't get it while the first holds it.
+        assert!(takeover_guard(&prefix, "test@here").unwrap().is_none());
         // Dropped (as when its process dies), the next one gets it.
         drop(first);
-        let again =
-            tokio::time::timeout(Duration::from_secs(5), takeover_guard(&prefix, "test@here"))
-                .await;
-        assert!(matches!(again, Ok(Ok(_))), "{again:?}");
+        assert!(takeover_guard(&prefix, "test@here").unwrap().is_some());
         let _ = std::fs::remove_file(takeover_path(&prefix, "test@here"));
     }
 
