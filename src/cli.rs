@@ -91,6 +91,10 @@ pub enum Command {
         /// starts empty, the old one's data stays in its final snapshot
         #[arg(long)]
         replace_database: bool,
+        /// Let a change in the stack file replace the server of a stack without
+        /// an RDS database (Postgres on its disk goes with it)
+        #[arg(long)]
+        replace_server: bool,
         #[command(flatten)]
         lock: LockArgs,
     },

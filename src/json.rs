@@ -148,10 +148,7 @@ pub fn plan(plan: &Plan) -> PlanDocument<'_> {
         stack: &plan.prefix,
         region: &plan.region,
         has_changes: plan.has_changes(),
-        apply_needs: match plan.allowed(false) {
-            Err(crate::plan::PlanError::ReplacesDatabase { .. }) => vec!["--replace-database"],
-            _ => vec![],
-        },
+        apply_needs: plan.risks().iter().filter_map(|r| r.flag()).collect(),
         summary: Summary {
             add: s.create,
             change: s.update,

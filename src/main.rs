@@ -239,13 +239,21 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             Command::Apply {
                 auto_approve,
                 replace_database,
+                replace_server,
                 lock,
             } => {
+                let allow = [
+                    (replace_database, "--replace-database"),
+                    (replace_server, "--replace-server"),
+                ]
+                .into_iter()
+                .filter_map(|(given, flag)| given.then_some(flag))
+                .collect();
                 let run = Run {
                     stack: &stack,
                     goal: Goal::Converge,
                     auto_approve,
-                    replace_database,
+                    allow,
                     quiet,
                     settings: &settings,
                     lock_timeout: lock.lock_timeout,
@@ -266,7 +274,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     stack: &stack,
                     goal: Goal::Destroy(options),
                     auto_approve,
-                    replace_database: false,
+                    allow: vec![],
                     quiet,
                     settings: &settings,
                     lock_timeout: lock.lock_timeout,
@@ -365,8 +373,8 @@ struct Run<'a> {
     stack: &'a Stack,
     goal: Goal,
     auto_approve: bool,
-    /// --replace-database: see `Plan::allowed`.
-    replace_database: bool,
+    /// --replace-database, --replace-server: see `Plan::risks`.
+    allow: Vec<&'static str>,
     quiet: bool,
     settings: &'a aws::Settings,
     lock_timeout: Duration,
@@ -434,7 +442,7 @@ async fn execute_locked(
             );
         }
     }
-    plan.allowed(run.replace_database)
+    plan.allowed(&run.allow)
         .map_err(|e| explain(ihp_infra::Error::from(e)))?;
     if !plan.has_changes() {
         if goal == Goal::Converge {

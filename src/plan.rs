@@ -113,30 +113,62 @@ impl Plan {
         self.changes.iter().any(|c| c.action != Action::NoOp)
     }
 
-    /// Whether this plan may be carried out as asked. A database replaced as
-    /// a side effect of a stack-file edit (its username, the network under
-    /// it) comes back empty: that needs `replace_database`, even with
-    /// --auto-approve. Deleting it is what destroy and `enabled: false` say
-    /// outright, and keeps a final snapshot.
-    pub fn allowed(&self, replace_database: bool) -> Result<(), PlanError> {
-        if replace_database {
-            return Ok(());
-        }
-        match self
+    /// What this plan would lose that the stack file doesn't say outright,
+    /// each with the apply flag that lets it go ahead:
+    /// - the database replaced (its username, the network under it): the new
+    ///   one starts empty, the data stays only in the old one's snapshot;
+    /// - the server replaced while the stack has no RDS database: Postgres
+    ///   then lives on the server's disk, which goes with it, unsaved.
+    ///
+    /// Deletes are what destroy and `enabled: false` say outright (and the
+    /// database keeps a final snapshot).
+    pub fn risks(&self) -> Vec<PlanError> {
+        let forced = |c: &Change| {
+            c.attrs
+                .iter()
+                .filter(|a| a.forces_replacement && a.before.as_ref() != Some(&a.after))
+                .map(|a| a.name)
+                .collect()
+        };
+        let replaced = |kind| {
+            self.changes
+                .iter()
+                .find(move |c| c.address.kind == kind && c.action == Action::Replace)
+        };
+        let has_database = self
             .changes
             .iter()
-            .find(|c| c.address.kind == Kind::Database && c.action == Action::Replace)
-        {
-            Some(c) => Err(PlanError::ReplacesDatabase {
+            .any(|c| c.address.kind == Kind::Database && c.action != Action::Delete);
+        let mut risks = Vec::new();
+        if let Some(c) = replaced(Kind::Database) {
+            risks.push(PlanError::ReplacesDatabase {
                 name: c.name.clone(),
                 id: c.id.clone(),
-                because: c
-                    .attrs
-                    .iter()
-                    .filter(|a| a.forces_replacement && a.before.as_ref() != Some(&a.after))
-                    .map(|a| a.name)
-                    .collect(),
-            }),
+                because: forced(c),
+            });
+        }
+        if let Some(c) = replaced(Kind::Instance)
+            && !has_database
+        {
+            risks.push(PlanError::ReplacesServer {
+                name: c.name.clone(),
+                id: c.id.clone(),
+                because: forced(c),
+            });
+        }
+        risks
+    }
+
+    /// Whether this plan may be carried out with these apply flags (see
+    /// [`Plan::risks`]): the first risk no flag allows, even with
+    /// --auto-approve.
+    pub fn allowed(&self, flags: &[&str]) -> Result<(), PlanError> {
+        match self
+            .risks()
+            .into_iter()
+            .find(|r| !r.flag().is_some_and(|f| flags.contains(&f)))
+        {
+            Some(risk) => Err(risk),
             None => Ok(()),
         }
     }
@@ -168,6 +200,19 @@ pub enum PlanError {
         id: Option<String>,
         because: Vec<&'static str>,
     },
+    #[error(
+        "the plan replaces the server {name}{} because {} changes: the stack has no RDS \
+         database, so Postgres lives on the server's disk, which goes with it\n  \
+         to go ahead (after saving the data), apply with --replace-server; to keep the server, \
+         undo that change in the stack file",
+        id.as_ref().map(|id| format!(" ({id})")).unwrap_or_default(),
+        because.join(", ")
+    )]
+    ReplacesServer {
+        name: String,
+        id: Option<String>,
+        because: Vec<&'static str>,
+    },
     #[error("cannot change {attribute} of {address} from {live} to {wanted}: {why}")]
     Refused {
         address: Address,
@@ -176,6 +221,17 @@ pub enum PlanError {
         wanted: String,
         why: &'static str,
     },
+}
+
+impl PlanError {
+    /// The apply flag that lets this risk go ahead, if it is one.
+    pub fn flag(&self) -> Option<&'static str> {
+        match self {
+            PlanError::ReplacesDatabase { .. } => Some("--replace-database"),
+            PlanError::ReplacesServer { .. } => Some("--replace-server"),
+            _ => None,
+        }
+    }
 }
 
 /// Whether the live value differs from the desired one.
@@ -618,7 +674,7 @@ mod tests {
             .insert("username", Value::Text("someone_else".into()));
         let plan = reconcile("demo", "eu-central-1", &want, &live).unwrap();
         assert_eq!(action_of(&plan, &desired::database()), Action::Replace);
-        let refused = plan.allowed(false).unwrap_err();
+        let refused = plan.allowed(&[]).unwrap_err();
         assert!(
             matches!(&refused, PlanError::ReplacesDatabase { because, .. } if because == &["username"]),
             "{refused:?}"
@@ -629,7 +685,40 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("--replace-database"), "{text}");
-        assert_eq!(plan.allowed(true), Ok(()));
+        assert_eq!(plan.allowed(&["--replace-database"]), Ok(()));
+    }
+
+    #[test]
+    fn server_replaced_without_a_database_needs_replace_server() {
+        // appWithPostgres: the data is on the server's disk.
+        let mut s = stack();
+        s.database = None;
+        let want = resources(&s, &crate::desired::test_facts());
+        let mut live = converged(&want);
+        live.iter_mut()
+            .find(|o| o.address == desired::instance())
+            .unwrap()
+            .attrs
+            .insert("key_name", Value::Text("old-key".into()));
+        let plan = reconcile("demo", "eu-central-1", &want, &live).unwrap();
+        let refused = plan.allowed(&["--replace-database"]).unwrap_err();
+        assert!(
+            matches!(&refused, PlanError::ReplacesServer { because, .. } if because == &["key_name"]),
+            "{refused:?}"
+        );
+        assert!(refused.to_string().contains("apply with --replace-server"));
+        assert_eq!(refused.flag(), Some("--replace-server"));
+        assert_eq!(plan.allowed(&["--replace-server"]), Ok(()));
+        // Also while the database is being deleted (`enabled: false`).
+        let mut live = converged(&resources(&stack(), &crate::desired::test_facts()));
+        live.iter_mut()
+            .find(|o| o.address == desired::instance())
+            .unwrap()
+            .attrs
+            .insert("key_name", Value::Text("old-key".into()));
+        let plan = reconcile("demo", "eu-central-1", &want, &live).unwrap();
+        assert_eq!(action_of(&plan, &desired::database()), Action::Delete);
+        assert!(plan.allowed(&[]).is_err());
     }
 
     #[test]
@@ -637,12 +726,12 @@ mod tests {
         let want = resources(&stack(), &crate::desired::test_facts());
         // Created.
         let plan = reconcile("demo", "eu-central-1", &want, &[]).unwrap();
-        assert_eq!(plan.allowed(false), Ok(()));
+        assert_eq!(plan.allowed(&[]), Ok(()));
         // Deleted (destroy, or `enabled: false`): a final snapshot is kept.
         let live = converged(&want);
         let plan = reconcile("demo", "eu-central-1", &[], &live).unwrap();
         assert_eq!(action_of(&plan, &desired::database()), Action::Delete);
-        assert_eq!(plan.allowed(false), Ok(()));
+        assert_eq!(plan.allowed(&[]), Ok(()));
         // Another resource replaced: only the database's data is guarded.
         let mut live = converged(&want);
         live.iter_mut()
@@ -652,7 +741,7 @@ mod tests {
             .insert("key_name", Value::Text("old-key".into()));
         let plan = reconcile("demo", "eu-central-1", &want, &live).unwrap();
         assert_eq!(action_of(&plan, &desired::instance()), Action::Replace);
-        assert_eq!(plan.allowed(false), Ok(()));
+        assert_eq!(plan.allowed(&[]), Ok(()));
     }
 
     #[test]

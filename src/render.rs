@@ -6,7 +6,7 @@ use std::fmt::Write;
 use console::Style;
 
 use crate::model::{Kind, Value};
-use crate::plan::{Action, AttrChange, Change, Plan};
+use crate::plan::{Action, AttrChange, Change, Plan, PlanError};
 
 pub struct Palette {
     create: Style,
@@ -84,15 +84,16 @@ pub fn plan(plan: &Plan, p: &Palette) -> String {
         p.bold.apply_to(&plan.prefix),
         plan.region
     );
+    let risks = plan.risks();
     for c in changes {
-        change(&mut out, c, p);
+        change(&mut out, c, &risks, p);
     }
     let _ = writeln!(out);
     let _ = writeln!(out, "{}", summary(plan, p));
     out
 }
 
-fn change(out: &mut String, c: &Change, p: &Palette) {
+fn change(out: &mut String, c: &Change, risks: &[PlanError], p: &Palette) {
     let st = style(p, c.action);
     let id =
         c.id.as_deref()
@@ -112,14 +113,17 @@ fn change(out: &mut String, c: &Change, p: &Palette) {
         p.dim.apply_to(id),
         st.apply_to(note)
     );
-    if c.address.kind == Kind::Database && c.action == Action::Replace {
-        let _ = writeln!(
-            out,
-            "        {}",
-            p.delete.apply_to(
+    for risk in risks.iter().filter(|_| c.action == Action::Replace) {
+        let warning = match risk {
+            PlanError::ReplacesDatabase { .. } if c.address.kind == Kind::Database => {
                 "! the new database starts empty: the data stays only in the final snapshot of the old one (apply needs --replace-database)"
-            )
-        );
+            }
+            PlanError::ReplacesServer { .. } if c.address.kind == Kind::Instance => {
+                "! its disk goes with it, and without an RDS database Postgres lives there (apply needs --replace-server)"
+            }
+            _ => continue,
+        };
+        let _ = writeln!(out, "        {}", p.delete.apply_to(warning));
     }
     let width = c.attrs.iter().map(|a| a.name.len()).max().unwrap_or(0);
     for a in &c.attrs {

@@ -5,7 +5,9 @@ use std::os::unix::fs::PermissionsExt;
 
 use aws_sdk_ec2::types::{Filter, InstanceStateName};
 
-use crate::common::{Emulator, FULL_STACK, KEY_NAME, PASSWORD, Project, id_filters, stack_yaml};
+use crate::common::{
+    Emulator, FULL_STACK, KEY_NAME, Needs, PASSWORD, Project, id_filters, stack_yaml,
+};
 use crate::network::tagged;
 
 const REGION: &str = "eu-central-1";
@@ -284,6 +286,55 @@ async fn newer_image_never_replaces_the_server_but_a_new_release_does() {
         .clone();
     assert_eq!(state, InstanceStateName::Terminated);
     p.run_ok(&["plan", "--detailed-exitcode"], 0);
+}
+
+#[tokio::test]
+async fn server_holding_postgres_is_replaced_only_with_replace_server() {
+    // Without RDS (IHP's appWithPostgres) the data is on the server's disk,
+    // which a replacement deletes with no snapshot.
+    let Some(emulator) = Emulator::start_for(&[Needs::InstanceProfile]) else {
+        return;
+    };
+    let ec2 = emulator.ec2_with_key(REGION).await;
+    let p = Project::new(&emulator.endpoint());
+    without_database(&p, "onbox", "");
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    let first = server(&ec2, "onbox")
+        .await
+        .instance_id()
+        .unwrap()
+        .to_string();
+
+    without_database(&p, "onbox", "instance:\n  nixos_release: \"25.11\"\n");
+    let plan = p.run_ok(&["plan", "--json"], 2);
+    let json: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    assert_eq!(json["apply_needs"], serde_json::json!(["--replace-server"]));
+    let out = p.run_ok(&["apply", "--auto-approve"], 1);
+    assert!(
+        out.stdout.contains(
+            "! its disk goes with it, and without an RDS database Postgres lives there (apply needs --replace-server)"
+        ),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr
+            .contains("error: the plan replaces the server onbox-app (")
+            && out.stderr.contains("because image changes")
+            && out.stderr.contains("apply with --replace-server"),
+        "{out:?}"
+    );
+    assert_eq!(
+        server(&ec2, "onbox").await.instance_id(),
+        Some(first.as_str()),
+        "nothing done"
+    );
+    p.run_ok(&["apply", "--auto-approve", "--replace-server"], 0);
+    assert_ne!(
+        server(&ec2, "onbox").await.instance_id(),
+        Some(first.as_str())
+    );
+    p.run_ok(&["plan", "--detailed-exitcode"], 0);
+    p.run_ok(&["destroy", "--auto-approve"], 0);
 }
 
 #[tokio::test]
