@@ -459,6 +459,7 @@ impl Iam {
     ) -> Result<aws_sdk_iam::operation::create_access_key::CreateAccessKeyOutput, Error> {
         const ATTEMPTS: u32 = 4;
         let before = self.key_ids(user).await?;
+        let mut maybe_made = false;
         for attempt in 1..=ATTEMPTS {
             let e = match self
                 .client
@@ -472,7 +473,15 @@ impl Iam {
                 .send()
                 .await
             {
-                Ok(out) => return Ok(out),
+                Ok(out) => {
+                    if maybe_made {
+                        // IAM's lists may lag its writes: look once more.
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        let made = out.access_key().map(|k| k.access_key_id());
+                        self.delete_lost_keys(user, &before, made).await?;
+                    }
+                    return Ok(out);
+                }
                 Err(e) => e,
             };
             let done = super::maybe_done(&e);
@@ -480,17 +489,30 @@ impl Iam {
                 return Err(call("create access key of", user)(e));
             }
             if done {
-                for id in self.key_ids(user).await? {
-                    if !before.contains(&id) {
-                        tracing::info!(user, key = %id, "deleting the key whose answer (and secret) was lost");
-                        self.delete_key(user, &id).await?;
-                    }
-                }
+                maybe_made = true;
+                self.delete_lost_keys(user, &before, None).await?;
             }
             super::calls::survived_fault();
             tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
         }
         unreachable!("the last attempt returns")
+    }
+
+    /// Deletes the user's keys that are neither in `before` nor `keep`:
+    /// made by a create whose answer (and secret) was lost.
+    async fn delete_lost_keys(
+        &self,
+        user: &str,
+        before: &[String],
+        keep: Option<&str>,
+    ) -> Result<(), Error> {
+        for id in self.key_ids(user).await? {
+            if !before.contains(&id) && Some(id.as_str()) != keep {
+                tracing::info!(user, key = %id, "deleting the key whose answer (and secret) was lost");
+                self.delete_key(user, &id).await?;
+            }
+        }
+        Ok(())
     }
 
     async fn key_ids(&self, user: &str) -> Result<Vec<String>, Error> {

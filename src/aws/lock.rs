@@ -222,11 +222,10 @@ impl Locks {
                         && holder.is_gone()
                     {
                         // A run on this machine that was killed (-9, power
-                        // loss): nobody else can be using the lock. Read it
-                        // again under the guard: another run here may have
-                        // taken it over since.
-                        // (Another run here taking it over: wait as for
-                        // any lock.)
+                        // loss): nobody else can be using the lock. One run
+                        // here at a time takes it over, reading it again
+                        // first (another may have done so already); the
+                        // others wait as for any lock.
                         if let Some(_guard) = takeover_guard(&self.prefix, &me.who)? {
                             if self.taken().await? == taken {
                                 self.delete().await?;
