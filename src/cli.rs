@@ -103,7 +103,8 @@ pub enum Command {
         /// Do not ask for confirmation
         #[arg(long)]
         auto_approve: bool,
-        /// Delete the database without keeping a final snapshot (its data is lost)
+        /// Delete the database without keeping a final snapshot (its data is
+        /// lost); in a stack without one, the server's disk likewise
         #[arg(long)]
         skip_final_snapshot: bool,
         /// Empty the S3 bucket first (its files are lost); without it, a bucket

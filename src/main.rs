@@ -442,6 +442,23 @@ async fn execute_locked(
             );
         }
     }
+    // Without RDS, Postgres lives on the server's disk (see Aws::connect_for).
+    let deletes_server = plan.changes.iter().any(|c| {
+        c.address.kind == Kind::Instance && matches!(c.action, Action::Delete | Action::Replace)
+    });
+    if stack.database.is_none() && deletes_server && !quiet {
+        match goal {
+            Goal::Destroy(options) if options.skip_final_snapshot => outln!(
+                "\nThe server's disk (the stack has no RDS database: Postgres lives there) is deleted WITHOUT a snapshot (--skip-final-snapshot)."
+            ),
+            Goal::Destroy(_) => outln!(
+                "\nThe server's disk (the stack has no RDS database: Postgres lives there) keeps a snapshot; --skip-final-snapshot deletes it without one."
+            ),
+            Goal::Converge => outln!(
+                "\nThe server's disk (the stack has no RDS database: Postgres lives there) keeps a snapshot before the server goes."
+            ),
+        }
+    }
     plan.allowed(&run.allow)
         .map_err(|e| explain(ihp_infra::Error::from(e)))?;
     if !plan.has_changes() {

@@ -64,6 +64,11 @@ pub enum Error {
         "instance {id} was terminated while ihp-infra waited for it to run; run apply again to launch a new one"
     )]
     Terminated { id: String },
+    #[error(
+        "the snapshot {snapshot} of the disk of server {instance} failed; the server is left \
+         running: run again to take a new one"
+    )]
+    SnapshotFailed { snapshot: String, instance: String },
     #[error("timed out after {minutes} minutes waiting for {what}")]
     Timeout { what: String, minutes: u64 },
     #[error("{action} {target}: the response lacks {field}")]
@@ -147,6 +152,9 @@ pub struct Ec2 {
     client: Client,
     prefix: String,
     budgets: Budgets,
+    /// Snapshot the server's disk before it is terminated: the stack has no
+    /// RDS database, so Postgres lives there (see `keep_server_disk`).
+    keep_disk: bool,
 }
 
 fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
@@ -279,7 +287,13 @@ impl Ec2 {
             client,
             prefix: prefix.to_string(),
             budgets,
+            keep_disk: false,
         }
+    }
+
+    /// Whether a terminated server leaves a snapshot of its disk behind.
+    pub fn keep_server_disk(&mut self, keep: bool) {
+        self.keep_disk = keep;
     }
 
     fn stack_filter(&self) -> Filter {
@@ -859,7 +873,15 @@ impl Ec2 {
         Ok(())
     }
 
-    pub async fn delete(&self, address: &Address, id: &str) -> Result<(), Error> {
+    /// Deletes; for a server whose disk is kept, returns its snapshot.
+    pub async fn delete(&self, address: &Address, id: &str) -> Result<Option<String>, Error> {
+        if address.kind == Kind::Instance {
+            return self.delete_instance(id).await;
+        }
+        self.delete_other(address, id).await.map(|()| None)
+    }
+
+    async fn delete_other(&self, address: &Address, id: &str) -> Result<(), Error> {
         let target = format!("{address} {id}");
         let result = match address.kind {
             Kind::Vpc => {
@@ -905,7 +927,6 @@ impl Ec2 {
                 .map(drop)
                 .map_err(call("delete", &target))
             }
-            Kind::Instance => self.delete_instance(id).await,
             Kind::SecurityGroup => {
                 self.revoke_references_to(id).await?;
                 retry(NotYet::DependencyViolation, self.budgets.dependency, || {

@@ -327,10 +327,16 @@ impl Aws {
         goal: crate::Goal,
     ) -> Result<Self, Error> {
         let mut aws = Aws::connect(stack, settings).await?;
+        let mut skip_final_snapshot = false;
         if let crate::Goal::Destroy(options) = goal {
+            skip_final_snapshot = options.skip_final_snapshot;
             aws.rds.skip_final_snapshot(options.skip_final_snapshot);
             aws.s3.delete_contents(options.delete_bucket_contents);
         }
+        // Without RDS, Postgres lives on the server (appWithPostgres): its
+        // disk is the database, and gets the final snapshot.
+        aws.ec2
+            .keep_server_disk(stack.database.is_none() && !skip_final_snapshot);
         Ok(aws)
     }
 
@@ -521,7 +527,7 @@ impl Operator for Aws {
         Box::pin(self.depth.step(change, Phase::Delete, async move {
             let address = &change.address;
             match service(address.kind) {
-                Service::Ec2 => self.ec2.delete(address, id).await?,
+                Service::Ec2 => return Ok(self.ec2.delete(address, id).await?),
                 Service::Rds => return Ok(self.rds.delete(address).await?),
                 Service::S3 => self.s3.delete(id).await?,
                 Service::Logs => self.logs.delete(id).await?,

@@ -328,13 +328,92 @@ async fn server_holding_postgres_is_replaced_only_with_replace_server() {
         Some(first.as_str()),
         "nothing done"
     );
-    p.run_ok(&["apply", "--auto-approve", "--replace-server"], 0);
-    assert_ne!(
-        server(&ec2, "onbox").await.instance_id(),
-        Some(first.as_str())
-    );
+    let out = p.run_ok(&["apply", "--auto-approve", "--replace-server"], 0);
+    let second = server(&ec2, "onbox")
+        .await
+        .instance_id()
+        .unwrap()
+        .to_string();
+    assert_ne!(second, first);
+    // The old disk was kept all the same.
+    let kept = disk_snapshots(&ec2, "onbox").await;
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].1, first);
+    assert!(out.stderr.contains(&kept[0].0), "{out:?}");
     p.run_ok(&["plan", "--detailed-exitcode"], 0);
-    p.run_ok(&["destroy", "--auto-approve"], 0);
+    let out = p.run_ok(&["destroy", "--auto-approve"], 0);
+    assert!(
+        out.stdout.contains("The server's disk (the stack has no RDS database: Postgres lives there) keeps a snapshot; --skip-final-snapshot deletes it without one."),
+        "{out:?}"
+    );
+    let kept = disk_snapshots(&ec2, "onbox").await;
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert!(kept.iter().any(|(_, of)| *of == second), "{kept:?}");
+}
+
+#[tokio::test]
+async fn destroy_keeps_the_disk_of_a_server_holding_postgres_unless_told_otherwise() {
+    let Some(emulator) = Emulator::start_for(&[Needs::InstanceProfile]) else {
+        return;
+    };
+    let ec2 = emulator.ec2_with_key(REGION).await;
+    for (prefix, flags, kept) in [
+        ("diskkept", &[][..], 1),
+        ("diskgone", &["--skip-final-snapshot"][..], 0),
+    ] {
+        let p = Project::new(&emulator.endpoint());
+        without_database(&p, prefix, "");
+        p.run_ok(&["apply", "--auto-approve"], 0);
+        let id = server(&ec2, prefix)
+            .await
+            .instance_id()
+            .unwrap()
+            .to_string();
+        let mut args = vec!["destroy", "--auto-approve"];
+        args.extend(flags);
+        let out = p.run_ok(&args, 0);
+        let snapshots = disk_snapshots(&ec2, prefix).await;
+        assert_eq!(snapshots.len(), kept, "{prefix}: {snapshots:?}");
+        if kept == 1 {
+            assert_eq!(snapshots[0].1, id);
+            assert!(
+                out.stderr
+                    .contains(&format!("snapshot of the server's disk {}", snapshots[0].0)),
+                "{out:?}"
+            );
+        } else {
+            assert!(out.stdout.contains("WITHOUT a snapshot"), "{out:?}");
+        }
+        assert!(tagged(&emulator, prefix).await.is_empty());
+    }
+}
+
+/// The disk snapshots kept of stack `prefix`'s servers: (snapshot, server).
+async fn disk_snapshots(ec2: &aws_sdk_ec2::Client, prefix: &str) -> Vec<(String, String)> {
+    let out = ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .filters(
+            Filter::builder()
+                .name("tag:ihp-infra:kept-from-stack")
+                .values(prefix)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    out.snapshots()
+        .iter()
+        .map(|s| {
+            let of = s
+                .tags()
+                .iter()
+                .find(|t| t.key() == Some("ihp-infra:disk-of"))
+                .and_then(|t| t.value())
+                .unwrap_or_default();
+            (s.snapshot_id().unwrap().to_string(), of.to_string())
+        })
+        .collect()
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_ec2::types::{
     AttributeValue, BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, Instance,
     InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceStateName, InstanceType,
-    ResourceType, VolumeType,
+    ResourceType, SnapshotState, VolumeType,
 };
 use sha2::{Digest, Sha256};
 
@@ -26,6 +26,13 @@ pub const NIXOS_OWNER: &str = "427812963091";
 pub const IMAGE_TAG: &str = "ihp-infra:image";
 const ROOT_DEVICE: &str = "/dev/xvda";
 const INSTANCE_WAIT: Duration = Duration::from_secs(15 * 60);
+/// A first snapshot copies the whole disk: minutes for a few dozen GB.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(60 * 60);
+/// The server a kept disk snapshot was taken of (its instance id), and the
+/// stack: not `ihp-infra:stack`, as the snapshot is no resource of the stack
+/// and outlives it.
+const SNAPSHOT_OF: &str = "ihp-infra:disk-of";
+const SNAPSHOT_STACK: &str = "ihp-infra:kept-from-stack";
 
 /// The idempotency token of a launch. Same stack, role, image choice,
 /// earlier servers and UTC day: same token, so a retried launch returns the
@@ -623,7 +630,12 @@ impl Ec2 {
         Ok(true)
     }
 
-    pub(super) async fn delete_instance(&self, id: &str) -> Result<(), Error> {
+    pub(super) async fn delete_instance(&self, id: &str) -> Result<Option<String>, Error> {
+        let snapshot = if self.keep_disk {
+            self.snapshot_disk(id).await?
+        } else {
+            None
+        };
         let result = self
             .client
             .terminate_instances()
@@ -632,11 +644,125 @@ impl Ec2 {
             .await
             .map_err(call("terminate", id));
         match result {
-            Err(e) if is_gone(&e) => return Ok(()),
+            Err(e) if is_gone(&e) => return Ok(snapshot),
             other => other.map(drop)?,
         }
         // Its network interface holds the subnet and security group until it is gone.
-        self.wait_instance(id, InstanceStateName::Terminated).await
+        self.wait_instance(id, InstanceStateName::Terminated)
+            .await?;
+        Ok(snapshot.map(|s| format!("snapshot of the server's disk {s}")))
+    }
+
+    /// Takes a snapshot of the server's root volume and waits until it is
+    /// complete; returns its id (none when the server or its disk is gone).
+    /// A rerun after an interruption finds the snapshot it made by the tag
+    /// naming the server, instead of taking a second one.
+    async fn snapshot_disk(&self, id: &str) -> Result<Option<String>, Error> {
+        let found = self
+            .client
+            .describe_snapshots()
+            .owner_ids("self")
+            .filters(
+                Filter::builder()
+                    .name(format!("tag:{SNAPSHOT_OF}"))
+                    .values(id)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(call("look for the disk snapshot of", id))?;
+        let snapshot = match found.snapshots().iter().find_map(|s| s.snapshot_id()) {
+            Some(existing) => existing.to_string(),
+            None => {
+                let Some(volume) = self.root_volume(id).await? else {
+                    return Ok(None);
+                };
+                let name = format!(
+                    "{}-server-final-{}",
+                    self.prefix,
+                    aws_smithy_types::DateTime::from(std::time::SystemTime::now())
+                        .fmt(aws_smithy_types::date_time::Format::DateTime)
+                        .unwrap_or_default()
+                        .replace([':', '-'], "")
+                );
+                let tags = BTreeMap::from([
+                    ("Name".to_string(), name),
+                    (SNAPSHOT_OF.to_string(), id.to_string()),
+                    (SNAPSHOT_STACK.to_string(), self.prefix.clone()),
+                ]);
+                let out = self
+                    .client
+                    .create_snapshot()
+                    .volume_id(&volume)
+                    .description(format!(
+                        "ihp-infra: the disk of {}'s server {id}, kept when it was deleted",
+                        self.prefix
+                    ))
+                    .tag_specifications(tag_spec(ResourceType::Snapshot, &tags))
+                    .send()
+                    .await
+                    .map_err(call("snapshot the disk of", id))?;
+                out.snapshot_id()
+                    .map(str::to_string)
+                    .ok_or_else(|| incomplete("snapshot the disk of", id, "SnapshotId"))?
+            }
+        };
+        let started = Instant::now();
+        loop {
+            let out = self
+                .client
+                .describe_snapshots()
+                .snapshot_ids(&snapshot)
+                .send()
+                .await
+                .map_err(call("describe snapshot", &snapshot))?;
+            let state = out.snapshots().first().and_then(|s| s.state()).cloned();
+            match state {
+                Some(SnapshotState::Completed) => return Ok(Some(snapshot)),
+                Some(SnapshotState::Error) => {
+                    return Err(Error::SnapshotFailed {
+                        snapshot,
+                        instance: id.to_string(),
+                    });
+                }
+                _ => {}
+            }
+            if started.elapsed() > SNAPSHOT_WAIT {
+                return Err(Error::Timeout {
+                    what: format!("snapshot {snapshot} of the disk of {id}"),
+                    minutes: SNAPSHOT_WAIT.as_secs() / 60,
+                });
+            }
+            tracing::info!(instance = id, snapshot, state = ?state, "waiting for the disk snapshot");
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        }
+    }
+
+    /// The id of the server's root volume, if the server still has one.
+    async fn root_volume(&self, id: &str) -> Result<Option<String>, Error> {
+        let out = match self
+            .client
+            .describe_instances()
+            .instance_ids(id)
+            .send()
+            .await
+        {
+            Err(e) if e.code().is_some_and(|c| c.starts_with("InvalidInstanceID")) => {
+                return Ok(None);
+            }
+            other => other.map_err(call("describe", id))?,
+        };
+        let Some(instance) = out.reservations().iter().flat_map(|r| r.instances()).next() else {
+            return Ok(None);
+        };
+        let root = instance.root_device_name();
+        Ok(instance
+            .block_device_mappings()
+            .iter()
+            .find(|m| m.device_name() == root)
+            .and_then(|m| m.ebs())
+            .and_then(|e| e.volume_id())
+            .map(str::to_string))
     }
 }
 
