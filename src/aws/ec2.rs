@@ -724,7 +724,7 @@ impl Ec2 {
     async fn create_once<O, E, Fut>(
         &self,
         address: &Address,
-        mut send: impl FnMut() -> Fut,
+        send: impl FnMut() -> Fut,
         field: &'static str,
         id_of: impl Fn(&O) -> Option<&str>,
     ) -> Result<String, Error>
@@ -735,45 +735,8 @@ impl Ec2 {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
         aws_sdk_ec2::Error: From<SdkError<E, aws_smithy_runtime_api::http::Response>>,
     {
-        const ATTEMPTS: u32 = 6;
         let target = address.to_string();
-        for attempt in 1..=ATTEMPTS {
-            let e = match send().await {
-                Ok(out) => {
-                    return id_of(&out)
-                        .map(str::to_string)
-                        .ok_or_else(|| incomplete("create", &target, field));
-                }
-                Err(e) => e,
-            };
-            let last = attempt == ATTEMPTS;
-            if maybe_done(&e) {
-                // EC2's describe calls may lag its creates by a moment: look
-                // a few times before concluding the create was not done.
-                for _ in 0..3 {
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                    if let Some(id) = self.find(address).await? {
-                        tracing::info!(resource = %target, id, "create answered with a fault, but AWS made it: found by its tags");
-                        calls::survived_fault();
-                        return Ok(id);
-                    }
-                }
-                if last
-                    || matches!(
-                        e.code(),
-                        Some("InvalidSubnet.Conflict" | "InvalidGroup.Duplicate")
-                    )
-                {
-                    return Err(call("create", &target)(e));
-                }
-            } else if !super::is_throttle(e.code()) || last {
-                return Err(call("create", &target)(e));
-            }
-            tracing::info!(resource = %target, attempt, "create not done (fault); sending it again");
-            calls::survived_fault();
-            tokio::time::sleep(std::time::Duration::from_millis(100 << attempt.min(6))).await;
-        }
-        unreachable!("the last attempt returns")
+        create_once_found_by(&target, send, field, id_of, || self.find(address)).await
     }
 
     /// The live resource at `address`, found by its tags.
@@ -1334,6 +1297,61 @@ impl Ec2 {
         }
         Ok(())
     }
+}
+
+/// [`Ec2::create_once`] for a create whose result `find` looks for (by the
+/// tags set in the create call itself).
+pub(super) async fn create_once_found_by<O, E, Fut, Found>(
+    target: &str,
+    mut send: impl FnMut() -> Fut,
+    field: &'static str,
+    id_of: impl Fn(&O) -> Option<&str>,
+    find: impl Fn() -> Found,
+) -> Result<String, Error>
+where
+    Fut: std::future::Future<Output = Result<O, SdkError<E, aws_smithy_runtime_api::http::Response>>>,
+    Found: std::future::Future<Output = Result<Option<String>, Error>>,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    aws_sdk_ec2::Error: From<SdkError<E, aws_smithy_runtime_api::http::Response>>,
+{
+    const ATTEMPTS: u32 = 6;
+    for attempt in 1..=ATTEMPTS {
+        let e = match send().await {
+            Ok(out) => {
+                return id_of(&out)
+                    .map(str::to_string)
+                    .ok_or_else(|| incomplete("create", target, field));
+            }
+            Err(e) => e,
+        };
+        let last = attempt == ATTEMPTS;
+        if maybe_done(&e) {
+            // EC2's describe calls may lag its creates by a moment: look
+            // a few times before concluding the create was not done.
+            for _ in 0..3 {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                if let Some(id) = find().await? {
+                    tracing::info!(resource = %target, id, "create answered with a fault, but AWS made it: found by its tags");
+                    calls::survived_fault();
+                    return Ok(id);
+                }
+            }
+            if last
+                || matches!(
+                    e.code(),
+                    Some("InvalidSubnet.Conflict" | "InvalidGroup.Duplicate")
+                )
+            {
+                return Err(call("create", target)(e));
+            }
+        } else if !super::is_throttle(e.code()) || last {
+            return Err(call("create", target)(e));
+        }
+        tracing::info!(resource = %target, attempt, "create not done (fault); sending it again");
+        calls::survived_fault();
+        tokio::time::sleep(std::time::Duration::from_millis(100 << attempt.min(6))).await;
+    }
+    unreachable!("the last attempt returns")
 }
 
 #[cfg(test)]

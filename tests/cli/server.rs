@@ -6,9 +6,10 @@ use std::os::unix::fs::PermissionsExt;
 use aws_sdk_ec2::types::{Filter, InstanceStateName};
 
 use crate::common::{
-    Emulator, FULL_STACK, KEY_NAME, Needs, PASSWORD, Project, id_filters, stack_yaml,
+    Emulator, FULL_STACK, KEY_NAME, Needs, Output, PASSWORD, Project, id_filters, stack_yaml,
 };
 use crate::network::tagged;
+use crate::proxy::{Options, Proxy};
 
 const REGION: &str = "eu-central-1";
 const NEWEST_X86: &str = "ami-0a11c0ffee2605102";
@@ -371,7 +372,27 @@ async fn destroy_keeps_the_disk_of_a_server_holding_postgres_unless_told_otherwi
             .to_string();
         let mut args = vec!["destroy", "--auto-approve"];
         args.extend(flags);
-        let out = p.run_ok(&args, 0);
+        // CreateSnapshot takes no idempotency token: its lost answer must
+        // not end in a second snapshot.
+        let proxy = Proxy::start(
+            emulator.port,
+            Options {
+                lose_first_answer: ["CreateSnapshot".to_string()].into(),
+                ..Options::default()
+            },
+        );
+        let out = p
+            .command(&args)
+            .env("AWS_ENDPOINT_URL", proxy.endpoint())
+            .output()
+            .unwrap();
+        let out = Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        assert_eq!(out.code, 0, "{out:?}");
+        assert_eq!(proxy.injected().len(), kept, "{:?}", proxy.injected());
         let snapshots = disk_snapshots(&ec2, prefix).await;
         assert_eq!(snapshots.len(), kept, "{prefix}: {snapshots:?}");
         if kept == 1 {

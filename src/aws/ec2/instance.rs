@@ -13,7 +13,9 @@ use sha2::{Digest, Sha256};
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::IamInstanceProfileSpecification;
 
-use super::{Ec2, Error, call, incomplete, is_gone, tag_map, tag_spec};
+use super::{
+    Ec2, Error, call, create_once_found_by, incomplete, is_gone, no_retries, tag_map, tag_spec,
+};
 use crate::desired::Image;
 use crate::model::{Address, Attrs, Item, Kind, Observed, Ref, Value};
 use crate::plan::AttrChange;
@@ -658,21 +660,8 @@ impl Ec2 {
     /// A rerun after an interruption finds the snapshot it made by the tag
     /// naming the server, instead of taking a second one.
     async fn snapshot_disk(&self, id: &str) -> Result<Option<String>, Error> {
-        let found = self
-            .client
-            .describe_snapshots()
-            .owner_ids("self")
-            .filters(
-                Filter::builder()
-                    .name(format!("tag:{SNAPSHOT_OF}"))
-                    .values(id)
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(call("look for the disk snapshot of", id))?;
-        let snapshot = match found.snapshots().iter().find_map(|s| s.snapshot_id()) {
-            Some(existing) => existing.to_string(),
+        let snapshot = match self.disk_snapshot_of(id).await? {
+            Some(existing) => existing,
             None => {
                 let Some(volume) = self.root_volume(id).await? else {
                     return Ok(None);
@@ -690,21 +679,28 @@ impl Ec2 {
                     (SNAPSHOT_OF.to_string(), id.to_string()),
                     (SNAPSHOT_STACK.to_string(), self.prefix.clone()),
                 ]);
-                let out = self
-                    .client
-                    .create_snapshot()
-                    .volume_id(&volume)
-                    .description(format!(
-                        "ihp-infra: the disk of {}'s server {id}, kept when it was deleted",
-                        self.prefix
-                    ))
-                    .tag_specifications(tag_spec(ResourceType::Snapshot, &tags))
-                    .send()
-                    .await
-                    .map_err(call("snapshot the disk of", id))?;
-                out.snapshot_id()
-                    .map(str::to_string)
-                    .ok_or_else(|| incomplete("snapshot the disk of", id, "SnapshotId"))?
+                // No idempotency token: sent once, and after a fault looked
+                // for by its tag before it is sent again.
+                create_once_found_by(
+                    &format!("snapshot of the disk of {id}"),
+                    || {
+                        self.client
+                            .create_snapshot()
+                            .volume_id(&volume)
+                            .description(format!(
+                                "ihp-infra: the disk of {}'s server {id}, kept when it was deleted",
+                                self.prefix
+                            ))
+                            .tag_specifications(tag_spec(ResourceType::Snapshot, &tags))
+                            .customize()
+                            .config_override(no_retries())
+                            .send()
+                    },
+                    "SnapshotId",
+                    |out| out.snapshot_id(),
+                    || self.disk_snapshot_of(id),
+                )
+                .await?
             }
         };
         let started = Instant::now();
@@ -736,6 +732,28 @@ impl Ec2 {
             tracing::info!(instance = id, snapshot, state = ?state, "waiting for the disk snapshot");
             tokio::time::sleep(Duration::from_secs(10)).await;
         }
+    }
+
+    /// The disk snapshot kept of server `id`, found by its tag.
+    async fn disk_snapshot_of(&self, id: &str) -> Result<Option<String>, Error> {
+        let found = self
+            .client
+            .describe_snapshots()
+            .owner_ids("self")
+            .filters(
+                Filter::builder()
+                    .name(format!("tag:{SNAPSHOT_OF}"))
+                    .values(id)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(call("look for the disk snapshot of", id))?;
+        Ok(found
+            .snapshots()
+            .iter()
+            .find_map(|s| s.snapshot_id())
+            .map(str::to_string))
     }
 
     /// The id of the server's root volume, if the server still has one.
