@@ -92,7 +92,8 @@ pub enum Command {
         #[arg(long)]
         replace_database: bool,
         /// Let a change in the stack file replace the server of a stack without
-        /// an RDS database (Postgres on its disk goes with it)
+        /// an RDS database (the new one starts without the Postgres data on the
+        /// old disk, which is kept as a snapshot)
         #[arg(long)]
         replace_server: bool,
         #[command(flatten)]

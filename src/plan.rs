@@ -118,7 +118,8 @@ impl Plan {
     /// - the database replaced (its username, the network under it): the new
     ///   one starts empty, the data stays only in the old one's snapshot;
     /// - the server replaced while the stack has no RDS database: Postgres
-    ///   then lives on the server's disk, which goes with it, unsaved.
+    ///   then lives on the server's disk, and the new server starts without
+    ///   it (the old disk is kept only as a snapshot).
     ///
     /// Deletes are what destroy and `enabled: false` say outright (and the
     /// database keeps a final snapshot).
@@ -202,9 +203,10 @@ pub enum PlanError {
     },
     #[error(
         "the plan replaces the server {name}{} because {} changes: the stack has no RDS \
-         database, so Postgres lives on the server's disk, which goes with it\n  \
-         to go ahead (after saving the data), apply with --replace-server; to keep the server, \
-         undo that change in the stack file",
+         database, so Postgres lives on the server's disk: the new server starts without \
+         that data, which stays only in a snapshot of the old disk\n  \
+         to go ahead, apply with --replace-server; to keep the server, undo that change in \
+         the stack file",
         id.as_ref().map(|id| format!(" ({id})")).unwrap_or_default(),
         because.join(", ")
     )]

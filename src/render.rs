@@ -119,7 +119,7 @@ fn change(out: &mut String, c: &Change, risks: &[PlanError], p: &Palette) {
                 "! the new database starts empty: the data stays only in the final snapshot of the old one (apply needs --replace-database)"
             }
             PlanError::ReplacesServer { .. } if c.address.kind == Kind::Instance => {
-                "! its disk goes with it, and without an RDS database Postgres lives there (apply needs --replace-server)"
+                "! the new server starts without the data on the old one's disk (Postgres, as there is no RDS database), kept only in a snapshot (apply needs --replace-server)"
             }
             _ => continue,
         };

@@ -313,7 +313,7 @@ async fn server_holding_postgres_is_replaced_only_with_replace_server() {
     let out = p.run_ok(&["apply", "--auto-approve"], 1);
     assert!(
         out.stdout.contains(
-            "! its disk goes with it, and without an RDS database Postgres lives there (apply needs --replace-server)"
+            "! the new server starts without the data on the old one's disk (Postgres, as there is no RDS database), kept only in a snapshot (apply needs --replace-server)"
         ),
         "{out:?}"
     );
