@@ -442,11 +442,10 @@ async fn execute_locked(
             );
         }
     }
-    // Without RDS, Postgres lives on the server's disk (see Aws::connect_for).
     let deletes_server = plan.changes.iter().any(|c| {
         c.address.kind == Kind::Instance && matches!(c.action, Action::Delete | Action::Replace)
     });
-    if stack.database.is_none() && deletes_server && !quiet {
+    if stack.server_holds_database() && deletes_server && !quiet {
         match goal {
             Goal::Destroy(options) if options.skip_final_snapshot => outln!(
                 "\nThe server's disk (the stack has no RDS database: Postgres lives there) is deleted WITHOUT a snapshot (--skip-final-snapshot)."

@@ -136,6 +136,13 @@ impl Stack {
         }
     }
 
+    /// Whether the server's disk holds the database: a stack without RDS
+    /// runs Postgres on the server (IHP's appWithPostgres), so that disk
+    /// gets the final snapshot a database would.
+    pub fn server_holds_database(&self) -> bool {
+        self.database.is_none()
+    }
+
     /// `Name` of the resource with this role: `<prefix>-<role>`.
     pub fn name(&self, role: &str) -> String {
         format!("{}-{}", self.prefix, role)

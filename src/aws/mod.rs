@@ -333,10 +333,8 @@ impl Aws {
             aws.rds.skip_final_snapshot(options.skip_final_snapshot);
             aws.s3.delete_contents(options.delete_bucket_contents);
         }
-        // Without RDS, Postgres lives on the server (appWithPostgres): its
-        // disk is the database, and gets the final snapshot.
         aws.ec2
-            .keep_server_disk(stack.database.is_none() && !skip_final_snapshot);
+            .keep_server_disk(stack.server_holds_database() && !skip_final_snapshot);
         Ok(aws)
     }
 
