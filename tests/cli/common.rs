@@ -494,6 +494,16 @@ impl Output {
     }
 }
 
+impl From<std::process::Output> for Output {
+    fn from(out: std::process::Output) -> Self {
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
 impl std::fmt::Debug for Output {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -562,15 +572,19 @@ impl Project {
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
-        let out = self
-            .command(args)
+        self.command(args)
             .output()
-            .expect("failed to run ihp-infra");
-        Output {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+            .expect("failed to run ihp-infra")
+            .into()
+    }
+
+    /// Runs against `endpoint` (a test proxy in front of the emulator).
+    pub fn run_at(&self, endpoint: &str, args: &[&str]) -> Output {
+        self.command(args)
+            .env("AWS_ENDPOINT_URL", endpoint)
+            .output()
+            .expect("failed to run ihp-infra")
+            .into()
     }
 
     /// Runs and insists on an exit code, showing all output when it differs.

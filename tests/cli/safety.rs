@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::common::{Emulator, Needs, Project, bare_stack_yaml};
+use crate::common::{Emulator, Needs, Output, Project, bare_stack_yaml};
 use crate::network::tagged;
 use crate::proxy::{Options, Proxy, Request, Stage};
 
@@ -363,14 +363,10 @@ async fn transient_faults_are_survived_and_reported_at_v() {
             (&["destroy", "--auto-approve", "-v"], 0),
         ] {
             let before = proxy.injected().len();
-            let out = p
-                .command(args)
-                .env("AWS_ENDPOINT_URL", proxy.endpoint())
-                .output()
-                .unwrap();
-            let stderr = String::from_utf8_lossy(&out.stderr);
+            let out = p.run_at(&proxy.endpoint(), args);
+            let stderr = &out.stderr;
             assert_eq!(
-                out.status.code(),
+                Some(out.code),
                 Some(code),
                 "seed {seed}, {args:?}, faults {:?}:\n{stderr}",
                 &proxy.injected()[before..]
@@ -422,13 +418,9 @@ async fn errors_that_wont_pass_stop_at_once_and_the_next_run_converges() {
             ..Options::default()
         },
     );
-    let out = p
-        .command(&["apply", "--auto-approve"])
-        .env("AWS_ENDPOINT_URL", proxy.endpoint())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let out = p.run_at(&proxy.endpoint(), &["apply", "--auto-approve"]);
+    let stderr = &out.stderr;
+    assert_eq!(out.code, 1, "{stderr}");
     // The server and database only where the emulator's stack has them.
     let denied: Vec<(&str, &str, &str)> = [
         ("instance.app", "RunInstances", "UnauthorizedOperation"),
@@ -581,9 +573,9 @@ async fn two_runs_taking_over_a_dead_runs_lock_never_hold_it_at_once() {
         .collect();
     let mut held = Vec::new();
     for run in runs {
-        let out = run.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        let out: Output = run.wait_with_output().unwrap().into();
+        let stderr = out.stderr;
+        assert_eq!(out.code, 0, "{stderr}");
         // The log's RFC 3339 UTC timestamps compare as text.
         let at = |what: &str| {
             stderr
@@ -689,13 +681,9 @@ async fn ec2_create_sent_again_by_ihp_infra_is_reported_as_a_survived_fault() {
             ..Options::default()
         },
     );
-    let out = p
-        .command(&["apply", "--auto-approve", "-v"])
-        .env("AWS_ENDPOINT_URL", proxy.endpoint())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let out = p.run_at(&proxy.endpoint(), &["apply", "--auto-approve", "-v"]);
+    let stderr = &out.stderr;
+    assert_eq!(out.code, 0, "{stderr}");
     assert_eq!(proxy.injected().len(), 1, "{:?}", proxy.injected());
     assert!(
         stderr.contains("create not done (fault); sending it again"),
@@ -727,14 +715,15 @@ async fn sdk_retries_follow_aws_max_attempts() {
                 ..Options::default()
             },
         );
-        let out = p
+        let out: Output = p
             .command(&["apply", "--auto-approve", "-v"])
             .env("AWS_ENDPOINT_URL", proxy.endpoint())
             .env("AWS_MAX_ATTEMPTS", attempts)
             .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(code), "{attempts}: {stderr}");
+            .unwrap()
+            .into();
+        let stderr = &out.stderr;
+        assert_eq!(out.code, code, "{attempts}: {stderr}");
         assert_eq!(proxy.injected().len(), 1);
         if code == 1 {
             assert!(stderr.contains("InternalError"), "{stderr}");
@@ -783,12 +772,8 @@ async fn lost_answers_of_every_write_are_taken_as_done() {
     for (stack, args) in rounds {
         seen.write("stack.yaml", &stack("seen"));
         let recorder = Proxy::start(emulator.port, Options::default());
-        let out = seen
-            .command(args)
-            .env("AWS_ENDPOINT_URL", recorder.endpoint())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
+        let out = seen.run_at(&recorder.endpoint(), args);
+        assert_eq!(out.code, 0, "{out:?}");
         let mut round: Vec<String> = recorder
             .received()
             .into_iter()
@@ -822,22 +807,14 @@ async fn lost_answers_of_every_write_are_taken_as_done() {
                 ..Options::default()
             },
         );
-        let out = p
-            .command(args)
-            .env("AWS_ENDPOINT_URL", proxy.endpoint())
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let out = p.run_at(&proxy.endpoint(), args);
+        let stderr = &out.stderr;
         let injected: Vec<String> = proxy
             .injected()
             .iter()
             .map(|(r, _)| r.operation.clone())
             .collect();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{args:?}, lost {injected:?}:\n{stderr}"
-        );
+        assert_eq!(out.code, 0, "{args:?}, lost {injected:?}:\n{stderr}");
         if args[0] == "destroy" {
             continue;
         }
@@ -906,18 +883,14 @@ async fn lost_answers_of_creates_never_make_duplicates() {
             ..Options::default()
         },
     );
-    let out = p
-        .command(&["apply", "--auto-approve", "-v"])
-        .env("AWS_ENDPOINT_URL", proxy.endpoint())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let out = p.run_at(&proxy.endpoint(), &["apply", "--auto-approve", "-v"]);
+    let stderr = &out.stderr;
     let lost: Vec<String> = proxy
         .injected()
         .iter()
         .map(|(r, _)| r.operation.clone())
         .collect();
-    assert_eq!(out.status.code(), Some(0), "lost {lost:?}:\n{stderr}");
+    assert_eq!(out.code, 0, "lost {lost:?}:\n{stderr}");
     // Every create the stack makes lost its first answer.
     for op in lose {
         if emulator.serves_whole_stack() || !op.contains("DB") {

@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use aws_sdk_ec2::types::{Filter, InstanceStateName};
 
 use crate::common::{
-    Emulator, FULL_STACK, KEY_NAME, Needs, Output, PASSWORD, Project, id_filters, stack_yaml,
+    Emulator, FULL_STACK, KEY_NAME, Needs, PASSWORD, Project, id_filters, stack_yaml,
 };
 use crate::network::tagged;
 use crate::proxy::{Options, Proxy};
@@ -381,16 +381,7 @@ async fn destroy_keeps_the_disk_of_a_server_holding_postgres_unless_told_otherwi
                 ..Options::default()
             },
         );
-        let out = p
-            .command(&args)
-            .env("AWS_ENDPOINT_URL", proxy.endpoint())
-            .output()
-            .unwrap();
-        let out = Output {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        };
+        let out = p.run_at(&proxy.endpoint(), &args);
         assert_eq!(out.code, 0, "{out:?}");
         assert_eq!(proxy.injected().len(), kept, "{:?}", proxy.injected());
         let snapshots = disk_snapshots(&ec2, prefix).await;
