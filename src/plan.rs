@@ -667,13 +667,12 @@ mod tests {
     #[test]
     fn database_replaced_by_an_edit_needs_replace_database() {
         let want = resources(&stack(), &crate::desired::test_facts());
-        let mut live = converged(&want);
-        let db = live
-            .iter_mut()
-            .find(|o| o.address == desired::database())
-            .unwrap();
-        db.attrs
-            .insert("username", Value::Text("someone_else".into()));
+        let live = with_live(
+            &want,
+            desired::database(),
+            "username",
+            Value::Text("someone_else".into()),
+        );
         let plan = reconcile("demo", "eu-central-1", &want, &live).unwrap();
         assert_eq!(action_of(&plan, &desired::database()), Action::Replace);
         let refused = plan.allowed(&[]).unwrap_err();
@@ -696,12 +695,8 @@ mod tests {
         let mut s = stack();
         s.database = None;
         let want = resources(&s, &crate::desired::test_facts());
-        let mut live = converged(&want);
-        live.iter_mut()
-            .find(|o| o.address == desired::instance())
-            .unwrap()
-            .attrs
-            .insert("key_name", Value::Text("old-key".into()));
+        let old_key = || Value::Text("old-key".into());
+        let live = with_live(&want, desired::instance(), "key_name", old_key());
         let plan = reconcile("demo", "eu-central-1", &want, &live).unwrap();
         let refused = plan.allowed(&["--replace-database"]).unwrap_err();
         assert!(
@@ -712,12 +707,8 @@ mod tests {
         assert_eq!(refused.flag(), Some("--replace-server"));
         assert_eq!(plan.allowed(&["--replace-server"]), Ok(()));
         // Also while the database is being deleted (`enabled: false`).
-        let mut live = converged(&resources(&stack(), &crate::desired::test_facts()));
-        live.iter_mut()
-            .find(|o| o.address == desired::instance())
-            .unwrap()
-            .attrs
-            .insert("key_name", Value::Text("old-key".into()));
+        let with_database = resources(&stack(), &crate::desired::test_facts());
+        let live = with_live(&with_database, desired::instance(), "key_name", old_key());
         let plan = reconcile("demo", "eu-central-1", &want, &live).unwrap();
         assert_eq!(action_of(&plan, &desired::database()), Action::Delete);
         assert!(plan.allowed(&[]).is_err());
@@ -735,12 +726,12 @@ mod tests {
         assert_eq!(action_of(&plan, &desired::database()), Action::Delete);
         assert_eq!(plan.allowed(&[]), Ok(()));
         // Another resource replaced: only the database's data is guarded.
-        let mut live = converged(&want);
-        live.iter_mut()
-            .find(|o| o.address == desired::instance())
-            .unwrap()
-            .attrs
-            .insert("key_name", Value::Text("old-key".into()));
+        let live = with_live(
+            &want,
+            desired::instance(),
+            "key_name",
+            Value::Text("old-key".into()),
+        );
         let plan = reconcile("demo", "eu-central-1", &want, &live).unwrap();
         assert_eq!(action_of(&plan, &desired::instance()), Action::Replace);
         assert_eq!(plan.allowed(&[]), Ok(()));
