@@ -1328,8 +1328,10 @@ where
         if maybe_done(&e) {
             // EC2's describe calls may lag its creates by a moment: look
             // a few times before concluding the create was not done.
-            for _ in 0..3 {
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            for look in 0..3 {
+                if look > 0 {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
                 if let Some(id) = find().await? {
                     tracing::info!(resource = %target, id, "create answered with a fault, but AWS made it: found by its tags");
                     calls::survived_fault();
