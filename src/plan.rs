@@ -48,6 +48,19 @@ impl AttrChange {
             before.difference(after).cloned().collect(),
         )
     }
+
+    /// For a `tags` change: the tags to set (new ones and new values; tags
+    /// the stack no longer sets are left alone, as plan shows).
+    pub fn added_tags(&self) -> BTreeMap<String, String> {
+        self.set_delta()
+            .0
+            .into_iter()
+            .filter_map(|item| match item {
+                Item::Tag(k, v) => Some((k, v)),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

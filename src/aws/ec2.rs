@@ -774,18 +774,10 @@ impl Ec2 {
             };
             match (address.kind, change.name, &change.after) {
                 (_, "tags", _) => {
-                    let (added, _) = change.set_delta();
-                    let tags: BTreeMap<String, String> = added
-                        .into_iter()
-                        .filter_map(|i| match i {
-                            Item::Tag(k, v) => Some((k, v)),
-                            _ => None,
-                        })
-                        .collect();
                     self.client
                         .create_tags()
                         .resources(id)
-                        .set_tags(Some(aws_tags(&tags)))
+                        .set_tags(Some(aws_tags(&change.added_tags())))
                         .send()
                         .await
                         .map_err(call("tag", id))?;

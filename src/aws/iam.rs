@@ -596,7 +596,7 @@ impl Iam {
                         self.add_role(id, &role).await?;
                     }
                 }
-                (_, "tags", _) => self.tag(address.kind, id, &added).await?,
+                (_, "tags", _) => self.tag(address.kind, id, &c.added_tags()).await?,
                 _ => {}
             }
         }
@@ -607,16 +607,9 @@ impl Iam {
         &self,
         kind: Kind,
         id: &str,
-        added: &std::collections::BTreeSet<Item>,
+        tags: &BTreeMap<String, String>,
     ) -> Result<(), Error> {
-        let tags: BTreeMap<String, String> = added
-            .iter()
-            .filter_map(|i| match i {
-                Item::Tag(k, v) => Some((k.clone(), v.clone())),
-                _ => None,
-            })
-            .collect();
-        let tags = Some(iam_tags(&tags));
+        let tags = Some(iam_tags(tags));
         match kind {
             Kind::IamPolicy => {
                 let request = self.client.tag_policy().policy_arn(id).set_tags(tags);

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use aws_sdk_cloudwatchlogs::Client;
 use aws_sdk_cloudwatchlogs::error::{ProvideErrorMetadata, SdkError};
 
-use crate::model::{Address, Attrs, Item, Kind, Observed, Value};
+use crate::model::{Address, Attrs, Kind, Observed, Value};
 use crate::plan::AttrChange;
 use crate::stack::STACK_TAG;
 
@@ -186,19 +186,10 @@ impl Logs {
             match (c.name, &c.after) {
                 ("retention_days", Value::Int(days)) => self.set_retention(*days).await?,
                 ("tags", _) => {
-                    let added: BTreeMap<String, String> = c
-                        .set_delta()
-                        .0
-                        .into_iter()
-                        .filter_map(|i| match i {
-                            Item::Tag(k, v) => Some((k, v)),
-                            _ => None,
-                        })
-                        .collect();
                     self.client
                         .tag_resource()
                         .resource_arn(&self.arn)
-                        .set_tags(Some(added.into_iter().collect()))
+                        .set_tags(Some(c.added_tags().into_iter().collect()))
                         .send()
                         .await
                         .map_err(call("tag log group", &self.group))?;

@@ -93,17 +93,12 @@ where
     }
 }
 
-/// The tags a `tags` change sets (a changed value is set anew; tags the
-/// stack no longer sets are left alone, as plan shows).
+/// The tags the changes set.
 fn added_tags(changes: &[AttrChange]) -> BTreeMap<String, String> {
     changes
         .iter()
         .filter(|c| c.name == "tags")
-        .flat_map(|c| c.set_delta().0)
-        .filter_map(|item| match item {
-            Item::Tag(k, v) => Some((k, v)),
-            _ => None,
-        })
+        .flat_map(AttrChange::added_tags)
         .collect()
 }
 

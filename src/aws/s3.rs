@@ -371,12 +371,9 @@ impl S3 {
             self.put_encryption().await?;
         }
         if let Some(c) = changes.iter().find(|c| c.name == "tags") {
+            // PutBucketTagging replaces the whole set: keep the others' tags.
             let mut tags = self.tags().await?.unwrap_or_default();
-            for item in c.set_delta().0 {
-                if let crate::model::Item::Tag(k, v) = item {
-                    tags.insert(k, v);
-                }
-            }
+            tags.extend(c.added_tags());
             self.put_tags(&tags).await?;
         }
         Ok(())
