@@ -43,8 +43,7 @@ use clap::Parser;
 use clap::CommandFactory;
 use cli::{Cli, Command, LogFormat, Shell};
 use ihp_infra::executor::Outcome;
-use ihp_infra::model::Kind;
-use ihp_infra::plan::{Action, Plan};
+use ihp_infra::plan::Plan;
 use ihp_infra::render::{self, Palette};
 use ihp_infra::session::Session;
 use ihp_infra::stack::{self, Stack};
@@ -424,38 +423,9 @@ async fn execute_locked(
     if !(quiet && run.auto_approve) {
         out!("{}", render::plan(&plan, &Palette::new(colors)));
     }
-    let deletes_database = plan
-        .changes
-        .iter()
-        .any(|c| c.address.kind == Kind::Database && c.action == Action::Delete);
-    if let Goal::Destroy(options) = goal
-        && deletes_database
-        && !quiet
-    {
-        if options.skip_final_snapshot {
-            outln!(
-                "\nThe database is deleted WITHOUT a final snapshot (--skip-final-snapshot): its data is lost."
-            );
-        } else {
-            outln!(
-                "\nThe database keeps a final snapshot; --skip-final-snapshot deletes it without one."
-            );
-        }
-    }
-    let deletes_server = plan.changes.iter().any(|c| {
-        c.address.kind == Kind::Instance && matches!(c.action, Action::Delete | Action::Replace)
-    });
-    if stack.server_holds_database() && deletes_server && !quiet {
-        match goal {
-            Goal::Destroy(options) if options.skip_final_snapshot => outln!(
-                "\nThe server's disk (the stack has no RDS database: Postgres lives there) is deleted WITHOUT a snapshot (--skip-final-snapshot)."
-            ),
-            Goal::Destroy(_) => outln!(
-                "\nThe server's disk (the stack has no RDS database: Postgres lives there) keeps a snapshot; --skip-final-snapshot deletes it without one."
-            ),
-            Goal::Converge => outln!(
-                "\nThe server's disk (the stack has no RDS database: Postgres lives there) keeps a snapshot before the server goes."
-            ),
+    if !quiet {
+        for note in goal.data_kept(&plan, stack) {
+            outln!("\n{note}");
         }
     }
     plan.allowed(&run.allow)

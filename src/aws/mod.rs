@@ -327,14 +327,11 @@ impl Aws {
         goal: crate::Goal,
     ) -> Result<Self, Error> {
         let mut aws = Aws::connect(stack, settings).await?;
-        let mut skip_final_snapshot = false;
         if let crate::Goal::Destroy(options) = goal {
-            skip_final_snapshot = options.skip_final_snapshot;
             aws.rds.skip_final_snapshot(options.skip_final_snapshot);
             aws.s3.delete_contents(options.delete_bucket_contents);
         }
-        aws.ec2
-            .keep_server_disk(stack.server_holds_database() && !skip_final_snapshot);
+        aws.ec2.keep_server_disk(goal.keeps_server_disk(stack));
         Ok(aws)
     }
 
