@@ -78,6 +78,19 @@ pub struct Facts {
     pub arns: crate::policies::Arns,
 }
 
+impl Facts {
+    /// What gives the graph's shape and names but not what a create would
+    /// use: enough to observe, or to destroy.
+    pub fn unknown(arns: crate::policies::Arns) -> Facts {
+        Facts {
+            image: None,
+            image_choice: String::new(),
+            password_hash: String::new(),
+            arns,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Image {
     pub id: String,
@@ -137,6 +150,20 @@ pub fn database_identifier(stack: &Stack) -> String {
 
 /// Every resource the stack wants, dependencies before dependents.
 pub fn resources(stack: &Stack, facts: &Facts) -> Vec<Desired> {
+    graph(stack, facts).wanted
+}
+
+/// The resources of a stack: those it wants, and those of the parts it
+/// leaves out (found to be deleted, by the names they would have).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Graph {
+    /// Dependencies before dependents.
+    pub wanted: Vec<Desired>,
+    pub left_out: Vec<Desired>,
+}
+
+/// The stack's [`Graph`].
+pub fn graph(stack: &Stack, facts: &Facts) -> Graph {
     let resource = |address: Address, attrs: Vec<Attr>, depends_on: Vec<Address>| Desired {
         tags: tags(stack, &address.role),
         address,
@@ -331,8 +358,11 @@ pub fn resources(stack: &Stack, facts: &Facts) -> Vec<Desired> {
     if stack.database.is_none() {
         left_out.extend([database(), db_subnet_group(), db_security_group()]);
     }
-    all.retain(|d| !left_out.contains(&d.address));
-    all
+    if !stack.storage.access_key {
+        left_out.extend([s3_user(), access_key()]);
+    }
+    let (left_out, wanted) = all.into_iter().partition(|d| left_out.contains(&d.address));
+    Graph { wanted, left_out }
 }
 
 /// S3, CloudWatch Logs and the IAM that lets the server (and optionally a
@@ -430,21 +460,20 @@ fn access(
             vec![role()],
         ),
     ];
-    if stack.storage.access_key {
-        all.push(resource(
-            s3_user(),
-            vec![
-                replace("name", Value::Text(stack.name("s3-user"))),
-                in_place("policies", policies(&[s3_policy()])),
-            ],
-            vec![s3_policy()],
-        ));
-        all.push(resource(
-            access_key(),
-            vec![replace("user", pending(s3_user()))],
-            vec![s3_user()],
-        ));
-    }
+    // Left out unless storage.access_key (see `graph`).
+    all.push(resource(
+        s3_user(),
+        vec![
+            replace("name", Value::Text(stack.name("s3-user"))),
+            in_place("policies", policies(&[s3_policy()])),
+        ],
+        vec![s3_policy()],
+    ));
+    all.push(resource(
+        access_key(),
+        vec![replace("user", pending(s3_user()))],
+        vec![s3_user()],
+    ));
     all
 }
 

@@ -4,8 +4,8 @@
 
 use serde::Serialize;
 
-use crate::model::{Item, Peer, Ref, Value};
-use crate::plan::{Action, AttrChange, Change, Plan};
+use crate::model::{Item, Ref, Value};
+use crate::plan::{Action, AttrChange, Change, DataOnDelete, Plan, has_pending};
 
 pub const FORMAT_VERSION: &str = "1.0";
 
@@ -42,6 +42,11 @@ pub struct Resource<'a> {
     pub id: Option<&'a str>,
     pub action: &'static str,
     pub depends_on: Vec<String>,
+    /// What a delete or replacement does with the data the resource holds
+    /// ("final_snapshot", "disk_snapshot", "lost", "refuse_if_not_empty",
+    /// "empty_first"); null when it holds none of the user's data or
+    /// stays.
+    pub data_on_delete: Option<DataOnDelete>,
     pub changes: Vec<Attribute>,
 }
 
@@ -88,20 +93,6 @@ fn item(i: &Item) -> serde_json::Value {
     serde_json::Value::String(i.to_string())
 }
 
-fn unknown(v: &Value) -> bool {
-    let pending = |r: &Ref| matches!(r, Ref::Pending(_));
-    match v {
-        Value::Ref(r) => pending(r),
-        Value::Set(items) => items.iter().any(|i| match i {
-            Item::Subnet(r) | Item::Group(r) | Item::Policy(r) | Item::Role(r) => pending(r),
-            Item::Route { gateway, .. } => pending(gateway),
-            Item::Rule(rule) => matches!(&rule.peer, Peer::Group(r) if pending(r)),
-            Item::Tag(..) => false,
-        }),
-        _ => false,
-    }
-}
-
 fn attribute(a: &AttrChange) -> Attribute {
     let sensitive =
         matches!(a.after, Value::Sensitive(_)) || matches!(a.before, Some(Value::Sensitive(_)));
@@ -116,7 +107,7 @@ fn attribute(a: &AttrChange) -> Attribute {
         name: a.name,
         before: a.before.as_ref().map_or(serde_json::Value::Null, masked),
         after: masked(&a.after),
-        after_unknown: unknown(&a.after),
+        after_unknown: has_pending(&a.after),
         sensitive,
         forces_replacement: a.forces_replacement,
     }
@@ -131,6 +122,7 @@ fn resource(c: &Change) -> Resource<'_> {
         id: c.id.as_deref(),
         action: action(c.action),
         depends_on: c.depends_on.iter().map(|a| a.to_string()).collect(),
+        data_on_delete: c.data_on_delete,
         // As in the text plan: a replace lists what differs, not what stays.
         changes: c
             .attrs

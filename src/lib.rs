@@ -26,7 +26,7 @@ pub mod stack;
 
 use aws::Aws;
 use model::Kind;
-use plan::{Action, Plan, PlanError};
+use plan::{Action, DataOnDelete, DataPolicy, Plan, PlanError};
 use stack::{Stack, StackError};
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +39,8 @@ pub enum Error {
     Plan(#[from] PlanError),
     #[error("the server or the database is missing after apply; run `ihp-infra plan` to see why")]
     Incomplete,
+    #[error(transparent)]
+    KeyFile(#[from] session::KeyFileError),
     #[error("failed to write {}: {source}", path.display())]
     DbInfo {
         path: std::path::PathBuf,
@@ -63,53 +65,70 @@ impl Error {
     }
 }
 
+/// What a destroy may also throw away.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DestroyOptions {
+    pub skip_final_snapshot: bool,
+    pub delete_bucket_contents: bool,
+}
+
 /// What a run should leave behind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Goal {
     /// Everything the stack file describes, and nothing else of the stack.
     Converge,
     /// Nothing of the stack.
-    Destroy(aws::DestroyOptions),
+    Destroy(DestroyOptions),
 }
 
 impl Goal {
-    fn skips_final_snapshot(self) -> bool {
-        matches!(self, Goal::Destroy(options) if options.skip_final_snapshot)
-    }
-
-    /// Whether a server that goes first leaves a snapshot of its disk: when
-    /// the disk holds the database, unless destroy was told to keep none.
-    pub fn keeps_server_disk(self, stack: &Stack) -> bool {
-        stack.server_holds_database() && !self.skips_final_snapshot()
+    /// How this run treats the data it deletes.
+    pub fn data_policy(self, stack: &Stack) -> DataPolicy {
+        let options = match self {
+            Goal::Destroy(options) => options,
+            Goal::Converge => DestroyOptions::default(),
+        };
+        DataPolicy {
+            skip_final_snapshot: options.skip_final_snapshot,
+            delete_bucket_contents: options.delete_bucket_contents,
+            server_holds_database: stack.server_holds_database(),
+        }
     }
 
     /// What becomes of the data the plan deletes, for the user to read
     /// before confirming: the database's final snapshot, or the disk of a
-    /// server that holds the database.
-    pub fn data_kept(self, plan: &Plan, stack: &Stack) -> Vec<&'static str> {
-        let goes = |kind: Kind, actions: &[Action]| {
+    /// server that holds the database. Read from the plan's
+    /// [`DataOnDelete`]s.
+    pub fn data_kept(self, plan: &Plan) -> Vec<&'static str> {
+        let mut notes = Vec::new();
+        let going = |kind: Kind| {
             plan.changes
                 .iter()
-                .any(|c| c.address.kind == kind && actions.contains(&c.action))
+                .filter(move |c| c.address.kind == kind)
+                .filter(|c| matches!(c.action, Action::Delete | Action::Replace))
         };
-        let mut notes = Vec::new();
-        if matches!(self, Goal::Destroy(_)) && goes(Kind::Database, &[Action::Delete]) {
-            notes.push(if self.skips_final_snapshot() {
+        if matches!(self, Goal::Destroy(_))
+            && let Some(db) = going(Kind::Database).find(|c| c.action == Action::Delete)
+        {
+            notes.push(if db.data_on_delete == Some(DataOnDelete::Lost) {
                 "The database is deleted WITHOUT a final snapshot (--skip-final-snapshot): its data is lost."
             } else {
                 "The database keeps a final snapshot; --skip-final-snapshot deletes it without one."
             });
         }
-        if stack.server_holds_database() && goes(Kind::Instance, &[Action::Delete, Action::Replace])
-        {
-            notes.push(match self {
-                Goal::Destroy(_) if !self.keeps_server_disk(stack) => {
+        let server_disk = going(Kind::Instance).find_map(|c| {
+            c.data_on_delete
+                .filter(|d| matches!(d, DataOnDelete::DiskSnapshot | DataOnDelete::Lost))
+        });
+        if let Some(disk) = server_disk {
+            notes.push(match (self, disk) {
+                (_, DataOnDelete::Lost) => {
                     "The server's disk (the stack has no RDS database: Postgres lives there) is deleted WITHOUT a snapshot (--skip-final-snapshot)."
                 }
-                Goal::Destroy(_) => {
+                (Goal::Destroy(_), _) => {
                     "The server's disk (the stack has no RDS database: Postgres lives there) keeps a snapshot; --skip-final-snapshot deletes it without one."
                 }
-                Goal::Converge => {
+                (Goal::Converge, _) => {
                     "The server's disk (the stack has no RDS database: Postgres lives there) keeps a snapshot before the server goes."
                 }
             });
@@ -124,15 +143,16 @@ pub async fn plan(
     goal: Goal,
     settings: &aws::Settings,
 ) -> Result<(Aws, Plan), Error> {
-    let aws = Aws::connect_for(stack, settings, goal).await?;
+    let aws = Aws::connect(stack, settings).await?;
     let plan = plan_with(&aws, stack, goal).await?;
     Ok((aws, plan))
 }
 
-/// Observes the stack's live resources through `aws` (connected for this
-/// `goal`) and plans.
+/// Observes the stack's live resources through `aws` and plans for `goal`.
 pub async fn plan_with(aws: &Aws, stack: &Stack, goal: Goal) -> Result<Plan, Error> {
-    let observed = aws.observe().await?;
+    // What to look for needs names only, not what a create would use.
+    let shape = desired::graph(stack, &desired::Facts::unknown(aws.arns.clone()));
+    let observed = aws.observe(&aws::Wanted { graph: &shape }).await?;
     let plan = match goal {
         Goal::Converge => {
             let facts = aws.facts(stack, &observed).await?;
@@ -143,43 +163,16 @@ pub async fn plan_with(aws: &Aws, stack: &Stack, goal: Goal) -> Result<Plan, Err
                     && matches!(c.action, Action::Create | Action::Replace)
             });
             if launches && facts.image.is_none() {
-                return Err(aws::Error::from(aws::ec2::Ec2::no_image(
-                    &facts.image_choice,
-                    &stack.region,
-                ))
-                .into());
+                return Err(Aws::no_image(&facts, &stack.region).into());
             }
             plan
         }
-        Goal::Destroy(_) => {
-            // Destroy needs only the graph's shape, not what a create would use.
-            let facts = desired::Facts {
-                image: None,
-                image_choice: String::new(),
-                password_hash: String::new(),
-                arns: aws.arns.clone(),
-            };
-            plan::destroy(
-                &stack.prefix,
-                &stack.region,
-                &desired::resources(stack, &facts),
-                &observed,
-            )?
-        }
-    };
-    // A bucket with files is never emptied unasked: stop before changing
-    // anything rather than half-way.
-    for c in &plan.changes {
-        if c.address.kind == Kind::Bucket
-            && matches!(c.action, Action::Delete | Action::Replace)
-            && let Some(bucket) = &c.id
-        {
-            aws.s3
-                .check_deletable(bucket)
-                .await
-                .map_err(aws::Error::from)?;
-        }
+        Goal::Destroy(_) => plan::destroy(&stack.prefix, &stack.region, &shape.wanted, &observed)?,
     }
+    .with_data_policy(goal.data_policy(stack));
+    // What only AWS can tell (a bucket that still holds files) stops the
+    // run before anything changes rather than half-way.
+    aws.check(&plan).await?;
     Ok(plan)
 }
 
@@ -202,6 +195,8 @@ mod tests {
                     attrs: vec![],
                     tags: BTreeMap::new(),
                     depends_on: vec![],
+                    data_on_delete: None,
+                    observed: model::Attrs::default(),
                 })
                 .collect(),
         }
@@ -210,7 +205,7 @@ mod tests {
     #[test]
     fn data_kept_says_what_each_goal_keeps() {
         let destroy = |skip| {
-            Goal::Destroy(aws::DestroyOptions {
+            Goal::Destroy(DestroyOptions {
                 skip_final_snapshot: skip,
                 delete_bucket_contents: false,
             })
@@ -218,33 +213,66 @@ mod tests {
         let with_rds = stack::test_stack("demo");
         let mut on_server = stack::test_stack("demo");
         on_server.database = None;
-        let both_go = plan_of(&[
+        // The notes read the plan's data policy, as the goal sets it.
+        let kept = |goal: Goal, stack: &Stack, changes: &[(model::Address, Action)]| {
+            goal.data_kept(&plan_of(changes).with_data_policy(goal.data_policy(stack)))
+        };
+        let both_go = [
             (desired::database(), Action::Delete),
             (desired::instance(), Action::Delete),
-        ]);
+        ];
         // With RDS: the database's snapshot, and the server holds nothing.
-        let notes = destroy(false).data_kept(&both_go, &with_rds);
+        let notes = kept(destroy(false), &with_rds, &both_go);
         assert_eq!(notes.len(), 1, "{notes:?}");
         assert!(notes[0].starts_with("The database keeps a final snapshot"));
-        assert!(destroy(true).data_kept(&both_go, &with_rds)[0].contains("WITHOUT"));
-        assert!(!destroy(true).keeps_server_disk(&with_rds));
+        assert!(kept(destroy(true), &with_rds, &both_go)[0].contains("WITHOUT"));
         // Postgres on the server: its disk is kept unless told otherwise.
-        let server_goes = plan_of(&[(desired::instance(), Action::Delete)]);
-        assert!(destroy(false).keeps_server_disk(&on_server));
-        assert!(
-            destroy(false).data_kept(&server_goes, &on_server)[0].contains("keeps a snapshot;")
-        );
-        assert!(!destroy(true).keeps_server_disk(&on_server));
-        assert!(
-            destroy(true).data_kept(&server_goes, &on_server)[0].contains("WITHOUT a snapshot")
-        );
-        let replaced = plan_of(&[(desired::instance(), Action::Replace)]);
-        assert!(Goal::Converge.keeps_server_disk(&on_server));
-        assert!(
-            Goal::Converge.data_kept(&replaced, &on_server)[0].contains("before the server goes")
-        );
+        let server_goes = [(desired::instance(), Action::Delete)];
+        assert!(kept(destroy(false), &on_server, &server_goes)[0].contains("keeps a snapshot;"));
+        assert!(kept(destroy(true), &on_server, &server_goes)[0].contains("WITHOUT a snapshot"));
+        let replaced = [(desired::instance(), Action::Replace)];
+        assert!(kept(Goal::Converge, &on_server, &replaced)[0].contains("before the server goes"));
         // Nothing goes: nothing to say.
-        let updated = plan_of(&[(desired::instance(), Action::Update)]);
-        assert!(Goal::Converge.data_kept(&updated, &on_server).is_empty());
+        let updated = [(desired::instance(), Action::Update)];
+        assert!(kept(Goal::Converge, &on_server, &updated).is_empty());
+    }
+
+    #[test]
+    fn data_policy_follows_goal_flags_and_stack() {
+        let with_rds = stack::test_stack("demo");
+        let mut on_server = stack::test_stack("demo");
+        on_server.database = None;
+        let converge = Goal::Converge.data_policy(&with_rds);
+        assert_eq!(
+            converge.on_delete(Kind::Database),
+            Some(DataOnDelete::FinalSnapshot)
+        );
+        assert_eq!(
+            converge.on_delete(Kind::Bucket),
+            Some(DataOnDelete::RefuseIfNotEmpty)
+        );
+        assert_eq!(
+            converge.on_delete(Kind::Instance),
+            None,
+            "RDS holds the data"
+        );
+        assert_eq!(converge.on_delete(Kind::Vpc), None);
+        let all_gone = Goal::Destroy(DestroyOptions {
+            skip_final_snapshot: true,
+            delete_bucket_contents: true,
+        });
+        let policy = all_gone.data_policy(&on_server);
+        assert_eq!(policy.on_delete(Kind::Database), Some(DataOnDelete::Lost));
+        assert_eq!(policy.on_delete(Kind::Instance), Some(DataOnDelete::Lost));
+        assert_eq!(
+            policy.on_delete(Kind::Bucket),
+            Some(DataOnDelete::EmptyFirst)
+        );
+        assert_eq!(
+            Goal::Converge
+                .data_policy(&on_server)
+                .on_delete(Kind::Instance),
+            Some(DataOnDelete::DiskSnapshot)
+        );
     }
 }

@@ -42,8 +42,6 @@ use clap::Parser;
 
 use clap::CommandFactory;
 use cli::{Cli, Command, LogFormat, Shell};
-use ihp_infra::executor::Outcome;
-use ihp_infra::plan::Plan;
 use ihp_infra::render::{self, Palette};
 use ihp_infra::session::Session;
 use ihp_infra::stack::{self, Stack};
@@ -265,7 +263,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 delete_bucket_contents,
                 lock,
             } => {
-                let options = aws::DestroyOptions {
+                let options = ihp_infra::DestroyOptions {
                     skip_final_snapshot,
                     delete_bucket_contents,
                 };
@@ -282,10 +280,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             }
             Command::Unlock { force } => unlock(&stack, &settings, force).await,
             Command::Output { json, show_secrets } => {
-                let aws = aws::Aws::connect(&stack, &settings)
+                let outputs = ihp_infra::session::outputs(&stack, &settings)
                     .await
                     .map_err(explain)?;
-                let outputs = aws.outputs(&stack).await.map_err(explain)?;
                 let password = show_secrets.then_some(&stack.db_password);
                 let text = if json {
                     format!("{}\n", outputs.to_json(password))
@@ -424,7 +421,7 @@ async fn execute_locked(
         out!("{}", render::plan(&plan, &Palette::new(colors)));
     }
     if !quiet {
-        for note in goal.data_kept(&plan, stack) {
+        for note in goal.data_kept(&plan) {
             outln!("\n{note}");
         }
     }
@@ -464,7 +461,21 @@ async fn execute_locked(
     interrupts.executing();
     let outcome = session.execute(&plan, &*progress, interrupts.first()).await;
     heartbeat.abort();
-    let code = report(&plan, &outcome, verb, started.elapsed(), quiet)?;
+    let code = match render::outcome(
+        &plan,
+        &outcome,
+        verb,
+        started.elapsed(),
+        &Palette::new(colors_on_stderr()),
+        ihp_infra::Error::hint,
+    ) {
+        Ok(_) if quiet => ExitCode::SUCCESS,
+        Ok(done) => {
+            errln!("{done}");
+            ExitCode::SUCCESS
+        }
+        Err(failed) => return Err(failed),
+    };
     if goal == Goal::Converge {
         write_db_info(stack, session, quiet).await?;
     }
@@ -565,8 +576,10 @@ impl Interrupts {
 
 /// `ihp-infra unlock`: breaks a lock a killed run left behind.
 async fn unlock(stack: &Stack, settings: &aws::Settings, force: bool) -> Result<ExitCode, String> {
-    let aws = aws::Aws::connect(stack, settings).await.map_err(explain)?;
-    let Some(taken) = aws.locks.taken().await.map_err(explain)? else {
+    let lock = ihp_infra::session::StackLock::connect(stack, settings)
+        .await
+        .map_err(explain)?;
+    let Some(taken) = lock.taken().await.map_err(explain)? else {
         errln!("stack {} is not locked", stack.prefix);
         return Ok(ExitCode::SUCCESS);
     };
@@ -595,7 +608,7 @@ async fn unlock(stack: &Stack, settings: &aws::Settings, force: bool) -> Result<
             return Err("unlock cancelled: the lock is still held".into());
         }
     }
-    aws.locks.break_lock().await.map_err(explain)?;
+    lock.break_lock().await.map_err(explain)?;
     errln!("lock of stack {} broken", stack.prefix);
     Ok(ExitCode::SUCCESS)
 }
@@ -619,58 +632,4 @@ fn confirm(stack: &Stack, verb: &str) -> Result<(), String> {
         return Err(format!("{verb} cancelled: nothing was changed"));
     }
     Ok(())
-}
-
-fn report(
-    plan: &Plan,
-    outcome: &Outcome<aws::Error>,
-    verb: &str,
-    elapsed: std::time::Duration,
-    quiet: bool,
-) -> Result<ExitCode, String> {
-    let p = Palette::new(colors_on_stderr());
-    if outcome.succeeded() && quiet {
-        return Ok(ExitCode::SUCCESS);
-    }
-    if outcome.succeeded() {
-        let s = plan.summary();
-        errln!(
-            "\n{} {verb} complete in {:.1}s: {} created, {} updated, {} replaced, {} deleted.",
-            p.ok("✓"),
-            elapsed.as_secs_f64(),
-            s.create,
-            s.update,
-            s.replace,
-            s.delete
-        );
-        for note in &outcome.notes {
-            errln!("  kept: {note}");
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    let mut message = format!(
-        "{verb} did not complete ({} steps done)",
-        outcome.done.len()
-    );
-    for (step, e) in &outcome.failed {
-        message.push_str(&format!(
-            "\n  failed to {} {}: {e}",
-            step.phase.verb(),
-            step.address
-        ));
-        if let Some(hint) = e.hint() {
-            message.push_str(&format!("\n    hint: {hint}"));
-        }
-    }
-    if !outcome.skipped.is_empty() {
-        let skipped: Vec<String> = outcome.skipped.iter().map(|s| s.to_string()).collect();
-        message.push_str(&format!("\n  not started: {}", skipped.join(", ")));
-    }
-    if outcome.interrupted {
-        message.push_str("\n  interrupted by the user");
-    }
-    message.push_str(&format!(
-        "\n  nothing is lost: run `ihp-infra {verb}` again to finish"
-    ));
-    Err(message)
 }

@@ -77,6 +77,78 @@ pub struct Change {
     pub tags: BTreeMap<String, String>,
     /// Addresses this one needs (creates) or that need it (deletes, reversed).
     pub depends_on: Vec<Address>,
+    /// What a delete (or a replacement's delete) does with the data the
+    /// resource holds; none for resources that hold no data of the user's.
+    pub data_on_delete: Option<DataOnDelete>,
+    /// The live attributes, for a delete: what finds the resource besides
+    /// its id (an access key's user).
+    pub observed: Attrs,
+}
+
+/// What a delete does with the data the resource holds: decided when the
+/// plan is made (from the goal and the flags), shown with it, and read by
+/// the service that deletes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataOnDelete {
+    /// The database leaves a final snapshot.
+    FinalSnapshot,
+    /// A server whose disk holds Postgres (the stack has no RDS database)
+    /// leaves a snapshot of its disk.
+    DiskSnapshot,
+    /// Deleted without a snapshot (destroy --skip-final-snapshot): the
+    /// data is lost.
+    Lost,
+    /// A bucket that still holds files is refused before anything changes.
+    RefuseIfNotEmpty,
+    /// The bucket's files are deleted first (destroy --delete-bucket-contents).
+    EmptyFirst,
+}
+
+impl DataOnDelete {
+    /// For people: what happens to the data.
+    pub fn describe(self) -> &'static str {
+        match self {
+            DataOnDelete::FinalSnapshot => "a final snapshot is kept",
+            DataOnDelete::DiskSnapshot => "a snapshot of the disk is kept",
+            DataOnDelete::Lost => "deleted without a snapshot",
+            DataOnDelete::RefuseIfNotEmpty => "refused while it holds files",
+            DataOnDelete::EmptyFirst => "its files are deleted first",
+        }
+    }
+}
+
+/// How a run treats data it deletes (see [`Plan::with_data_policy`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DataPolicy {
+    /// destroy --skip-final-snapshot.
+    pub skip_final_snapshot: bool,
+    /// destroy --delete-bucket-contents.
+    pub delete_bucket_contents: bool,
+    /// The stack has no RDS database: Postgres lives on the server's disk.
+    pub server_holds_database: bool,
+}
+
+impl DataPolicy {
+    /// What deleting a resource of `kind` does with its data.
+    pub fn on_delete(self, kind: Kind) -> Option<DataOnDelete> {
+        let snapshot = |kept| {
+            if self.skip_final_snapshot {
+                DataOnDelete::Lost
+            } else {
+                kept
+            }
+        };
+        match kind {
+            Kind::Database => Some(snapshot(DataOnDelete::FinalSnapshot)),
+            Kind::Instance if self.server_holds_database => {
+                Some(snapshot(DataOnDelete::DiskSnapshot))
+            }
+            Kind::Bucket if self.delete_bucket_contents => Some(DataOnDelete::EmptyFirst),
+            Kind::Bucket => Some(DataOnDelete::RefuseIfNotEmpty),
+            _ => None,
+        }
+    }
 }
 
 impl Change {
@@ -108,6 +180,17 @@ pub struct Summary {
 }
 
 impl Plan {
+    /// The plan with what each delete does with its data set by `policy`.
+    pub fn with_data_policy(mut self, policy: DataPolicy) -> Plan {
+        for c in &mut self.changes {
+            c.data_on_delete = match c.action {
+                Action::Delete | Action::Replace => policy.on_delete(c.address.kind),
+                _ => None,
+            };
+        }
+        self
+    }
+
     pub fn summary(&self) -> Summary {
         let mut s = Summary::default();
         for c in &self.changes {
@@ -347,6 +430,8 @@ pub fn reconcile(
                     .collect(),
                 tags: want.tags.clone(),
                 depends_on: want.depends_on.clone(),
+                data_on_delete: None,
+                observed: Attrs::default(),
             },
             Some(have) => {
                 let mut attrs = Vec::new();
@@ -404,6 +489,8 @@ pub fn reconcile(
                     attrs,
                     tags: want.tags.clone(),
                     depends_on: want.depends_on.clone(),
+                    data_on_delete: None,
+                    observed: Attrs::default(),
                 }
             }
         };
@@ -463,6 +550,8 @@ fn delete_change(have: Observed, desired: &[Desired]) -> Change {
         attrs: Vec::new(),
         tags: have.tags,
         depends_on,
+        data_on_delete: None,
+        observed: Attrs(have.attrs),
     }
 }
 

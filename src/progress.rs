@@ -183,6 +183,8 @@ mod tests {
             attrs: Vec::new(),
             tags: Default::default(),
             depends_on: Vec::new(),
+            data_on_delete: None,
+            observed: Default::default(),
         }
     }
 

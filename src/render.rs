@@ -1,10 +1,11 @@
-//! Plans and outcomes as text for people. Pure: the caller decides where
+//! Plans and run outcomes as text for people. Pure: the caller decides where
 //! it goes and whether it has colours.
 
 use std::fmt::Write;
 
 use console::Style;
 
+use crate::executor::Outcome;
 use crate::model::{Kind, Value};
 use crate::plan::{Action, AttrChange, Change, Plan, PlanError};
 
@@ -125,6 +126,14 @@ fn change(out: &mut String, c: &Change, risks: &[PlanError], p: &Palette) {
         };
         let _ = writeln!(out, "        {}", p.delete.apply_to(warning));
     }
+    if let Some(data) = c.data_on_delete {
+        let _ = writeln!(
+            out,
+            "        {}",
+            p.dim
+                .apply_to(format!("# data on delete: {}", data.describe()))
+        );
+    }
     let width = c.attrs.iter().map(|a| a.name.len()).max().unwrap_or(0);
     for a in &c.attrs {
         if c.action == Action::Replace && a.before.as_ref() == Some(&a.after) {
@@ -196,6 +205,61 @@ pub fn summary(plan: &Plan, p: &Palette) -> String {
         p.replace.apply_to(s.replace),
         p.delete.apply_to(s.delete),
     )
+}
+
+/// How a run ended: the summary of a success (with what deletes kept), or
+/// the message of a failure, naming each failed step with its `hint`.
+pub fn outcome<E: std::fmt::Display>(
+    plan: &Plan,
+    outcome: &Outcome<E>,
+    verb: &str,
+    elapsed: std::time::Duration,
+    p: &Palette,
+    hint: impl Fn(&E) -> Option<&'static str>,
+) -> Result<String, String> {
+    if outcome.succeeded() {
+        let s = plan.summary();
+        let mut done = format!(
+            "\n{} {verb} complete in {:.1}s: {} created, {} updated, {} replaced, {} deleted.",
+            p.ok("✓"),
+            elapsed.as_secs_f64(),
+            s.create,
+            s.update,
+            s.replace,
+            s.delete
+        );
+        for note in &outcome.notes {
+            let _ = write!(done, "\n  kept: {note}");
+        }
+        return Ok(done);
+    }
+    let mut message = format!(
+        "{verb} did not complete ({} steps done)",
+        outcome.done.len()
+    );
+    for (step, e) in &outcome.failed {
+        let _ = write!(
+            message,
+            "\n  failed to {} {}: {e}",
+            step.phase.verb(),
+            step.address
+        );
+        if let Some(hint) = hint(e) {
+            let _ = write!(message, "\n    hint: {hint}");
+        }
+    }
+    if !outcome.skipped.is_empty() {
+        let skipped: Vec<String> = outcome.skipped.iter().map(|s| s.to_string()).collect();
+        let _ = write!(message, "\n  not started: {}", skipped.join(", "));
+    }
+    if outcome.interrupted {
+        message.push_str("\n  interrupted by the user");
+    }
+    let _ = write!(
+        message,
+        "\n  nothing is lost: run `ihp-infra {verb}` again to finish"
+    );
+    Err(message)
 }
 
 #[cfg(test)]

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::aws::lock::{Holder, Lock};
-use crate::aws::{self, Aws, Outputs, calls};
-use crate::executor::{self, Observer, Outcome};
-use crate::plan::Plan;
+use crate::aws::{self, Aws, NewSecret, Outputs, calls};
+use crate::executor::{self, BoxFuture, Observer, Operator, Outcome};
+use crate::model::Attrs;
+use crate::plan::{AttrChange, Change, Plan};
 use crate::stack::Stack;
 use crate::{Error, Goal, db_info};
 
@@ -17,6 +18,90 @@ pub struct Session {
     aws: Arc<Aws>,
     lock: Lock,
     goal: Goal,
+    /// Where a new access key's secret goes, and what it goes with.
+    key_file: KeyFile,
+}
+
+/// The access key file: the env-file IHP's S3 storage reads (mode 0600).
+#[derive(Clone)]
+struct KeyFile {
+    path: PathBuf,
+    region: String,
+    bucket: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("failed to write the access key to {}: {source}", path.display())]
+pub struct KeyFileError {
+    path: PathBuf,
+    #[source]
+    source: std::io::Error,
+}
+
+/// Carries out a plan's steps through the services; stores the secrets
+/// they produce the moment they exist.
+struct Steps {
+    aws: Arc<Aws>,
+    key_file: KeyFile,
+}
+
+impl Steps {
+    /// A secret AWS shows only once: masked in every output from now on,
+    /// and written before anything else happens.
+    fn store(&self, secret: &NewSecret) -> Result<(), Error> {
+        match secret {
+            NewSecret::AccessKey { id, secret } => {
+                crate::redact::register(secret);
+                let KeyFile {
+                    path,
+                    region,
+                    bucket,
+                } = &self.key_file;
+                let text = aws::iam::key_file_text(id, secret, region, bucket);
+                db_info::write_private(path, &text).map_err(|source| {
+                    Error::KeyFile(KeyFileError {
+                        path: path.clone(),
+                        source,
+                    })
+                })
+            }
+        }
+    }
+}
+
+impl Operator for Steps {
+    type Error = Error;
+
+    fn create<'a>(
+        &'a self,
+        change: &'a Change,
+        attrs: Attrs,
+    ) -> BoxFuture<'a, Result<String, Error>> {
+        Box::pin(async move {
+            let created = self.aws.create(change, attrs).await?;
+            if let Some(secret) = &created.secret {
+                self.store(secret)?;
+            }
+            Ok(created.id)
+        })
+    }
+
+    fn update<'a>(
+        &'a self,
+        change: &'a Change,
+        id: &'a str,
+        attrs: Vec<AttrChange>,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move { Ok(self.aws.update(change, id, &attrs).await?) })
+    }
+
+    fn delete<'a>(
+        &'a self,
+        change: &'a Change,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, Error>> {
+        Box::pin(async move { Ok(self.aws.delete(change, id).await?) })
+    }
 }
 
 impl Session {
@@ -29,7 +114,7 @@ impl Session {
         command: &str,
         lock_timeout: Duration,
     ) -> Result<Session, Error> {
-        let aws = Aws::connect_for(stack, settings, goal).await?;
+        let aws = Aws::connect(stack, settings).await?;
         let (lock, lock_calls) =
             calls::counted(aws.locks.acquire(&Holder::me(command), lock_timeout)).await;
         let lock = lock?;
@@ -38,6 +123,11 @@ impl Session {
             aws: Arc::new(aws),
             lock,
             goal,
+            key_file: KeyFile {
+                path: db_info::access_key_path(&stack.path),
+                region: stack.region.clone(),
+                bucket: stack.storage.bucket.clone(),
+            },
         })
     }
 
@@ -55,8 +145,12 @@ impl Session {
         plan: &Plan,
         observer: &dyn Observer,
         stop: impl std::future::Future<Output = ()>,
-    ) -> Outcome<aws::Error> {
-        executor::execute(plan, self.aws.clone(), observer, stop).await
+    ) -> Outcome<Error> {
+        let steps = Steps {
+            aws: self.aws.clone(),
+            key_file: self.key_file.clone(),
+        };
+        executor::execute(plan, Arc::new(steps), observer, stop).await
     }
 
     /// After every apply: db_info.txt next to the stack file (0600), and
@@ -90,7 +184,9 @@ impl Session {
     /// nothing can beat this many round trips one after another; the lock's
     /// release is the last.
     pub fn log_critical_path(&self, plan: &Plan) {
-        let (stages, chain) = self.aws.depth.critical_path(plan);
+        let depth = &self.aws.depth;
+        let stages = depth.stage_calls();
+        let chain = executor::critical_path(plan, |step| depth.step_calls(step));
         tracing::info!(
             critical_path_calls = stages + chain + 1,
             planning_and_outputs = stages,
@@ -103,5 +199,35 @@ impl Session {
     /// Releases the lock.
     pub async fn close(self) -> Result<(), aws::lock::Error> {
         self.lock.release().await
+    }
+}
+
+/// `ihp-infra output`: what the server's configuration needs, read from AWS.
+pub async fn outputs(stack: &Stack, settings: &aws::Settings) -> Result<Outputs, Error> {
+    let aws = Aws::connect(stack, settings).await?;
+    Ok(aws.outputs(stack).await?)
+}
+
+/// The stack's lock, for `ihp-infra unlock`.
+pub struct StackLock {
+    aws: Aws,
+}
+
+impl StackLock {
+    pub async fn connect(stack: &Stack, settings: &aws::Settings) -> Result<StackLock, Error> {
+        Ok(StackLock {
+            aws: Aws::connect(stack, settings).await?,
+        })
+    }
+
+    /// Who holds it, if anyone.
+    pub async fn taken(&self) -> Result<Option<aws::lock::Taken>, Error> {
+        Ok(self.aws.locks.taken().await?)
+    }
+
+    /// Breaks it, whoever holds it.
+    pub async fn break_lock(&self) -> Result<(), Error> {
+        self.aws.locks.break_lock().await?;
+        Ok(())
     }
 }

@@ -16,22 +16,22 @@ use aws_sdk_ec2::types::{
 };
 use futures::future::try_join_all;
 
+use super::service::{CallError, Created, Service, Wanted, required};
 use crate::aws::calls;
 use crate::desired::ANYWHERE;
+use crate::executor::BoxFuture;
 use crate::model::{Address, Attrs, Item, Kind, Observed, Peer, Ref, Rule, Value};
-use crate::plan::AttrChange;
+use crate::plan::{AttrChange, Change, DataOnDelete};
 use crate::retry::{Budgets, NotYet, retry};
 use crate::stack::STACK_TAG;
 
+/// A failed EC2 call.
+pub type Call = CallError<aws_sdk_ec2::Error>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("failed to {action} {target}: {}", describe(source.as_ref()))]
-    Call {
-        action: &'static str,
-        target: String,
-        #[source]
-        source: Box<aws_sdk_ec2::Error>,
-    },
+    #[error(transparent)]
+    Call(#[from] Call),
     #[error("cannot change {attribute} of {target} in place")]
     NotInPlace {
         target: String,
@@ -58,8 +58,6 @@ pub enum Error {
         supported: String,
         wanted: String,
     },
-    #[error("internal error: {kind} is not an EC2 resource")]
-    NotEc2 { kind: Kind },
     #[error(
         "instance {id} was terminated while ihp-infra waited for it to run; run apply again to launch a new one"
     )]
@@ -83,51 +81,9 @@ impl Error {
     /// The AWS error code, when AWS answered with one.
     pub fn code(&self) -> Option<&str> {
         match self {
-            Error::Call { source, .. } => source.code(),
+            Error::Call(e) => e.code(),
             _ => None,
         }
-    }
-}
-
-/// "Code: message" when AWS said something; the whole chain otherwise
-/// (e.g. a connection refused has no code).
-pub fn describe<E: ProvideErrorMetadata + std::error::Error + 'static>(e: &E) -> String {
-    match (e.code(), e.message()) {
-        (Some(code), Some(msg)) => format!("{code}: {msg}"),
-        (Some(code), None) => code.to_string(),
-        _ => causes(e),
-    }
-}
-
-/// An error without an AWS code (no answer: connection, credentials,
-/// timeout) as its chain of causes, most specific last, without the SDK's
-/// debug dumps.
-fn causes(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = Some(e);
-    while let Some(err) = next {
-        let text = err.to_string();
-        // Wrappers often repeat their cause's text after their own.
-        if !text.is_empty() && !parts.last().is_some_and(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        next = err.source();
-    }
-    parts.join(": ")
-}
-
-fn call<E, R>(
-    action: &'static str,
-    target: impl Into<String>,
-) -> impl FnOnce(SdkError<E, R>) -> Error
-where
-    aws_sdk_ec2::Error: From<SdkError<E, R>>,
-{
-    let target = target.into();
-    move |e| Error::Call {
-        action,
-        target,
-        source: Box::new(e.into()),
     }
 }
 
@@ -152,9 +108,6 @@ pub struct Ec2 {
     client: Client,
     prefix: String,
     budgets: Budgets,
-    /// Snapshot the server's disk before it is terminated: the stack has no
-    /// RDS database, so Postgres lives there (see `keep_server_disk`).
-    keep_disk: bool,
 }
 
 fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
@@ -190,7 +143,7 @@ fn maybe_done<E: ProvideErrorMetadata>(
     matches!(
         e.code(),
         Some("InvalidSubnet.Conflict" | "InvalidGroup.Duplicate")
-    ) || super::maybe_done(e)
+    ) || super::service::maybe_done(e)
 }
 
 fn attr_bool(value: bool) -> AttributeBooleanValue {
@@ -287,13 +240,7 @@ impl Ec2 {
             client,
             prefix: prefix.to_string(),
             budgets,
-            keep_disk: false,
         }
-    }
-
-    /// Whether a terminated server leaves a snapshot of its disk behind.
-    pub fn keep_server_disk(&mut self, keep: bool) {
-        self.keep_disk = keep;
     }
 
     fn stack_filter(&self) -> Filter {
@@ -316,7 +263,7 @@ impl Ec2 {
     }
 
     /// Everything of every kind that carries the stack's tag.
-    pub async fn observe(&self) -> Result<Vec<Observed>, Error> {
+    async fn observe(&self) -> Result<Vec<Observed>, Error> {
         let (vpcs, igws, subnets, tables, groups, instances) = tokio::try_join!(
             self.observe_vpcs(),
             self.observe_internet_gateways(),
@@ -338,7 +285,7 @@ impl Ec2 {
             .send()
             .try_collect()
             .await
-            .map_err(call("describe", "vpcs"))?;
+            .map_err(Call::on("describe", "vpcs"))?;
         try_join_all(vpcs.into_iter().map(|vpc| async move {
             let id = vpc.vpc_id().unwrap_or_default().to_string();
             let (dns_support, dns_hostnames) = tokio::try_join!(
@@ -375,7 +322,7 @@ impl Ec2 {
             .attribute(attribute.clone())
             .send()
             .await
-            .map_err(call("describe attribute of", vpc_id))?;
+            .map_err(Call::on("describe attribute of", vpc_id))?;
         let value = match attribute {
             VpcAttributeName::EnableDnsHostnames => out.enable_dns_hostnames(),
             _ => out.enable_dns_support(),
@@ -393,7 +340,7 @@ impl Ec2 {
             .send()
             .try_collect()
             .await
-            .map_err(call("describe", "internet gateways"))?;
+            .map_err(Call::on("describe", "internet gateways"))?;
         Ok(igws
             .into_iter()
             .map(|igw| {
@@ -420,7 +367,7 @@ impl Ec2 {
             .send()
             .try_collect()
             .await
-            .map_err(call("describe", "subnets"))?;
+            .map_err(Call::on("describe", "subnets"))?;
         Ok(subnets
             .into_iter()
             .map(|s| {
@@ -460,7 +407,7 @@ impl Ec2 {
             .send()
             .try_collect()
             .await
-            .map_err(call("describe", "route tables"))?;
+            .map_err(Call::on("describe", "route tables"))?;
         Ok(tables
             .into_iter()
             .map(|t| {
@@ -520,7 +467,7 @@ impl Ec2 {
             .send()
             .try_collect()
             .await
-            .map_err(call("describe", "security groups"))?;
+            .map_err(Call::on("describe", "security groups"))?;
         Ok(groups
             .into_iter()
             .map(|g| {
@@ -550,12 +497,8 @@ impl Ec2 {
 
     /// Creates a resource with its tags in the create call itself, so a
     /// crash right after can never leave something we can't find again.
-    pub async fn create(
-        &self,
-        address: &Address,
-        tags: &BTreeMap<String, String>,
-        attrs: &Attrs,
-    ) -> Result<String, Error> {
+    async fn create(&self, change: &Change, attrs: &Attrs) -> Result<String, super::Error> {
+        let (address, tags) = (&change.address, &change.tags);
         let target = address.to_string();
         let need_id = |name: &'static str| {
             attrs
@@ -565,15 +508,14 @@ impl Ec2 {
         };
         match address.kind {
             Kind::Vpc => {
+                let cidr_block = required(attrs.text("cidr_block"), change, "cidr_block")?;
                 let id = self
                     .create_once(
                         address,
                         || {
                             self.client
                                 .create_vpc()
-                                .cidr_block(
-                                    attrs.text("cidr_block").unwrap_or(crate::desired::VPC_CIDR),
-                                )
+                                .cidr_block(cidr_block)
                                 .tag_specifications(tag_spec(ResourceType::Vpc, tags))
                                 .customize()
                                 .config_override(no_retries())
@@ -707,8 +649,7 @@ impl Ec2 {
                     .await?;
                 Ok(id)
             }
-            Kind::Instance => self.create_instance(address, tags, attrs).await,
-            kind => Err(Error::NotEc2 { kind }),
+            _ => Ok(self.create_instance(change, attrs).await?),
         }
     }
 
@@ -756,7 +697,7 @@ impl Ec2 {
     }
 
     /// Applies the changed attributes of a live resource.
-    pub async fn update(
+    async fn update(
         &self,
         address: &Address,
         id: &str,
@@ -780,7 +721,7 @@ impl Ec2 {
                         .set_tags(Some(aws_tags(&change.added_tags())))
                         .send()
                         .await
-                        .map_err(call("tag", id))?;
+                        .map_err(Call::on("tag", id))?;
                 }
                 (Kind::Vpc, "enable_dns_support", Value::Bool(b)) => {
                     self.set_vpc_dns(id, VpcAttributeName::EnableDnsSupport, *b)
@@ -829,11 +770,12 @@ impl Ec2 {
     }
 
     /// Deletes; for a server whose disk is kept, returns its snapshot.
-    pub async fn delete(&self, address: &Address, id: &str) -> Result<Option<String>, Error> {
-        if address.kind == Kind::Instance {
-            return self.delete_instance(id).await;
+    async fn delete(&self, change: &Change, id: &str) -> Result<Option<String>, Error> {
+        if change.address.kind == Kind::Instance {
+            let keep_disk = change.data_on_delete == Some(DataOnDelete::DiskSnapshot);
+            return self.delete_instance(id, keep_disk).await;
         }
-        self.delete_other(address, id).await.map(|()| None)
+        self.delete_other(&change.address, id).await.map(|()| None)
     }
 
     async fn delete_other(&self, address: &Address, id: &str) -> Result<(), Error> {
@@ -849,7 +791,7 @@ impl Ec2 {
                 })
                 .await
                 .map(drop)
-                .map_err(call("delete", &target))
+                .map_err(|e| Call::on("delete", &target)(e).into())
             }
             Kind::InternetGateway => {
                 for vpc in self.attachments_of(id).await? {
@@ -863,14 +805,14 @@ impl Ec2 {
                 })
                 .await
                 .map(drop)
-                .map_err(call("delete", &target))
+                .map_err(|e| Call::on("delete", &target)(e).into())
             }
             Kind::Subnet => retry(NotYet::DependencyViolation, self.budgets.dependency, || {
                 self.client.delete_subnet().subnet_id(id).send()
             })
             .await
             .map(drop)
-            .map_err(call("delete", &target)),
+            .map_err(|e| Call::on("delete", &target)(e).into()),
             Kind::RouteTable => {
                 for association in self.association_ids(id, None).await? {
                     self.disassociate(&association).await?;
@@ -880,7 +822,7 @@ impl Ec2 {
                 })
                 .await
                 .map(drop)
-                .map_err(call("delete", &target))
+                .map_err(|e| Call::on("delete", &target)(e).into())
             }
             Kind::SecurityGroup => {
                 self.revoke_references_to(id).await?;
@@ -889,9 +831,10 @@ impl Ec2 {
                 })
                 .await
                 .map(drop)
-                .map_err(call("delete", &target))
+                .map_err(|e| Call::on("delete", &target)(e).into())
             }
-            kind => Err(Error::NotEc2 { kind }),
+            // Instances go through `delete_instance`.
+            _ => Ok(()),
         };
         match result {
             // Already gone: a delete interrupted after AWS took it, or done by hand.
@@ -916,7 +859,7 @@ impl Ec2 {
         })
         .await
         .map(drop)
-        .map_err(call("set DNS attribute of", vpc))
+        .map_err(|e| Call::on("set DNS attribute of", vpc)(e).into())
     }
 
     async fn set_map_public_ip(&self, subnet: &str, value: bool) -> Result<(), Error> {
@@ -929,7 +872,7 @@ impl Ec2 {
         })
         .await
         .map(drop)
-        .map_err(call("set map-public-ip of", subnet))
+        .map_err(|e| Call::on("set map-public-ip of", subnet)(e).into())
     }
 
     async fn attach_gateway(&self, igw: &str, vpc: &str) -> Result<(), Error> {
@@ -942,7 +885,7 @@ impl Ec2 {
         })
         .await
         .map(drop)
-        .map_err(call("attach", format!("internet gateway {igw} to {vpc}")));
+        .map_err(|e| Call::on("attach", format!("internet gateway {igw} to {vpc}"))(e).into());
         match result {
             Err(e) if is_code(&e, &["Resource.AlreadyAssociated"]) => Ok(()),
             other => other,
@@ -960,7 +903,7 @@ impl Ec2 {
         })
         .await
         .map(drop)
-        .map_err(call("detach", format!("internet gateway {igw} from {vpc}")));
+        .map_err(|e| Call::on("detach", format!("internet gateway {igw} from {vpc}"))(e).into());
         match result {
             Err(e) if is_gone(&e) || is_code(&e, &["Gateway.NotAttached"]) => Ok(()),
             other => other,
@@ -979,7 +922,7 @@ impl Ec2 {
             )
             .send()
             .await
-            .map_err(call("describe gateways of", vpc))?;
+            .map_err(Call::on("describe gateways of", vpc))?;
         Ok(igws
             .internet_gateways()
             .iter()
@@ -994,7 +937,7 @@ impl Ec2 {
             .internet_gateway_ids(igw)
             .send()
             .await;
-        let out = match out.map_err(call("describe", igw)) {
+        let out = match out.map_err(|e| Call::on("describe", igw)(e).into()) {
             Err(e) if is_gone(&e) => return Ok(Vec::new()),
             other => other?,
         };
@@ -1021,7 +964,7 @@ impl Ec2 {
                     .destination_cidr_block(destination)
                     .send()
                     .await
-                    .map_err(call("delete route from", table));
+                    .map_err(|e| Call::on("delete route from", table)(e).into());
                 match result {
                     Err(e) if is_gone(&e) => {}
                     other => other.map(drop)?,
@@ -1043,7 +986,7 @@ impl Ec2 {
                         .send()
                 })
                 .await
-                .map_err(call("create route in", table));
+                .map_err(|e| Call::on("create route in", table)(e).into());
                 match result {
                     // Same destination, other target (e.g. the old gateway): point it at ours.
                     Err(e) if is_code(&e, &["RouteAlreadyExists"]) => {
@@ -1054,7 +997,7 @@ impl Ec2 {
                             .gateway_id(gateway)
                             .send()
                             .await
-                            .map_err(call("replace route in", table))?;
+                            .map_err(Call::on("replace route in", table))?;
                     }
                     other => other.map(drop)?,
                 }
@@ -1075,7 +1018,7 @@ impl Ec2 {
             .route_table_ids(table)
             .send()
             .await;
-        let out = match out.map_err(call("describe", table)) {
+        let out = match out.map_err(|e| Call::on("describe", table)(e).into()) {
             Err(e) if is_gone(&e) => return Ok(Vec::new()),
             other => other?,
         };
@@ -1096,7 +1039,7 @@ impl Ec2 {
             .association_id(association)
             .send()
             .await
-            .map_err(call("disassociate", association));
+            .map_err(|e| Call::on("disassociate", association)(e).into());
         match result {
             Err(e) if is_gone(&e) => Ok(()),
             other => other.map(drop),
@@ -1126,10 +1069,9 @@ impl Ec2 {
                         .send()
                 })
                 .await
-                .map_err(call(
-                    "associate",
-                    format!("route table {table} with {subnet}"),
-                ));
+                .map_err(|e| {
+                    Call::on("associate", format!("route table {table} with {subnet}"))(e).into()
+                });
                 match result {
                     Err(e) if is_code(&e, &["Resource.AlreadyAssociated"]) => {}
                     other => other.map(drop)?,
@@ -1186,7 +1128,7 @@ impl Ec2 {
                         self.grant_one(group, direction, p).await?;
                     }
                 }
-                other => other.map_err(|source| Error::Call {
+                other => other.map_err(|source| Call {
                     action: "authorize rules of",
                     target: group.to_string(),
                     source: Box::new(source),
@@ -1203,7 +1145,7 @@ impl Ec2 {
                     .send()
                     .await
                     .map(drop)
-                    .map_err(call("revoke rules of", group)),
+                    .map_err(|e| Call::on("revoke rules of", group)(e).into()),
                 Direction::Egress => self
                     .client
                     .revoke_security_group_egress()
@@ -1212,7 +1154,7 @@ impl Ec2 {
                     .send()
                     .await
                     .map(drop)
-                    .map_err(call("revoke rules of", group)),
+                    .map_err(|e| Call::on("revoke rules of", group)(e).into()),
             };
             match result {
                 Err(e) if is_code(&e, &["InvalidPermission.NotFound"]) => {}
@@ -1237,7 +1179,7 @@ impl Ec2 {
                 .send()
                 .await
                 .map(drop)
-                .map_err(call("authorize rule of", group)),
+                .map_err(|e| Call::on("authorize rule of", group)(e).into()),
             Direction::Egress => self
                 .client
                 .authorize_security_group_egress()
@@ -1246,7 +1188,7 @@ impl Ec2 {
                 .send()
                 .await
                 .map(drop)
-                .map_err(call("authorize rule of", group)),
+                .map_err(|e| Call::on("authorize rule of", group)(e).into()),
         };
         match result {
             Err(e) if is_code(&e, &["InvalidPermission.Duplicate"]) => Ok(()),
@@ -1264,7 +1206,7 @@ impl Ec2 {
             .filters(self.stack_filter())
             .send()
             .await
-            .map_err(call("describe", "security groups"))?;
+            .map_err(Call::on("describe", "security groups"))?;
         let names_group = |item: &Item| matches!(item, Item::Rule(Rule { peer: Peer::Group(Ref::Id(g)), .. }) if g == group);
         for other in groups.security_groups() {
             let Some(other_id) = other.group_id() else {
@@ -1336,16 +1278,62 @@ where
                     Some("InvalidSubnet.Conflict" | "InvalidGroup.Duplicate")
                 )
             {
-                return Err(call("create", target)(e));
+                return Err(Call::on("create", target)(e).into());
             }
         } else if !super::is_throttle(e.code()) || last {
-            return Err(call("create", target)(e));
+            return Err(Call::on("create", target)(e).into());
         }
         tracing::info!(resource = %target, attempt, "create not done (fault); sending it again");
         calls::survived_fault();
         tokio::time::sleep(std::time::Duration::from_millis(100 << attempt.min(6))).await;
     }
     unreachable!("the last attempt returns")
+}
+
+impl Service for Ec2 {
+    fn kinds(&self) -> &'static [Kind] {
+        &[
+            Kind::Vpc,
+            Kind::InternetGateway,
+            Kind::Subnet,
+            Kind::SecurityGroup,
+            Kind::RouteTable,
+            Kind::Instance,
+        ]
+    }
+
+    /// Found by the stack tag alone: EC2 filters by tags.
+    fn observe<'a>(
+        &'a self,
+        _wanted: &'a Wanted<'a>,
+    ) -> BoxFuture<'a, Result<Vec<Observed>, super::Error>> {
+        Box::pin(async move { Ok(self.observe().await?) })
+    }
+
+    fn create<'a>(
+        &'a self,
+        change: &'a Change,
+        attrs: &'a Attrs,
+    ) -> BoxFuture<'a, Result<Created, super::Error>> {
+        Box::pin(async move { Ok(Created::id(self.create(change, attrs).await?)) })
+    }
+
+    fn update<'a>(
+        &'a self,
+        change: &'a Change,
+        id: &'a str,
+        attrs: &'a [AttrChange],
+    ) -> BoxFuture<'a, Result<(), super::Error>> {
+        Box::pin(async move { Ok(self.update(&change.address, id, attrs).await?) })
+    }
+
+    fn delete<'a>(
+        &'a self,
+        change: &'a Change,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, super::Error>> {
+        Box::pin(async move { Ok(self.delete(change, id).await?) })
+    }
 }
 
 #[cfg(test)]

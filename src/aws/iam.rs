@@ -4,26 +4,26 @@
 //! with the stack's tag.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use aws_sdk_iam::Client;
-use aws_sdk_iam::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_iam::error::ProvideErrorMetadata;
 use aws_sdk_iam::types::Tag;
 
+use super::service::{CallError, Created, NewSecret, Service, Wanted, is_ours, required};
+use crate::desired;
+use crate::executor::BoxFuture;
 use crate::model::{Address, Attrs, Item, Kind, Observed, Ref, Value};
-use crate::plan::AttrChange;
+use crate::plan::{AttrChange, Change};
 use crate::policies::{self, Arns};
 use crate::stack::STACK_TAG;
 
+/// A failed IAM call.
+pub type Call = CallError<aws_sdk_iam::Error>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("failed to {action} {target}: {}", super::ec2::describe(source.as_ref()))]
-    Call {
-        action: &'static str,
-        target: String,
-        #[source]
-        source: Box<aws_sdk_iam::Error>,
-    },
+    #[error(transparent)]
+    Call(#[from] Call),
     #[error(
         "IAM {what} {name} exists but is not part of stack {prefix} (it lacks the tag {STACK_TAG}={prefix}); \
          IAM names are account-wide: choose another prefix, or delete or tag it"
@@ -33,43 +33,20 @@ pub enum Error {
         name: String,
         prefix: String,
     },
-    #[error("failed to write the access key to {}: {source}", path.display())]
-    KeyFile {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("{action} {target}: the response lacks {field}")]
     Incomplete {
         action: &'static str,
         target: String,
         field: &'static str,
     },
-    #[error("internal error: {kind} is not an IAM resource")]
-    NotIam { kind: Kind },
 }
 
 impl Error {
     pub fn code(&self) -> Option<&str> {
         match self {
-            Error::Call { source, .. } => source.code(),
+            Error::Call(e) => e.code(),
             _ => None,
         }
-    }
-}
-
-fn call<E, R>(
-    action: &'static str,
-    target: impl Into<String>,
-) -> impl FnOnce(SdkError<E, R>) -> Error
-where
-    aws_sdk_iam::Error: From<SdkError<E, R>>,
-{
-    let target = target.into();
-    move |e| Error::Call {
-        action,
-        target,
-        source: Box::new(e.into()),
     }
 }
 
@@ -101,43 +78,18 @@ pub fn key_file_text(key_id: &str, secret: &str, region: &str, bucket: &str) -> 
     )
 }
 
-/// The names of the stack's IAM entities.
-pub struct Names {
-    pub s3_policy: String,
-    pub logs_policy: String,
-    pub role: String,
-    pub profile: String,
-    pub user: String,
-}
-
 pub struct Iam {
     client: Client,
     prefix: String,
     arns: Arns,
-    names: Names,
-    /// Where a new access key's secret is written (mode 0600).
-    key_file: PathBuf,
-    bucket: String,
-    region: String,
 }
 
 impl Iam {
-    pub fn new(
-        client: Client,
-        prefix: &str,
-        arns: Arns,
-        names: Names,
-        key_file: PathBuf,
-        bucket: &str,
-    ) -> Self {
+    pub fn new(client: Client, prefix: &str, arns: Arns) -> Self {
         Iam {
             client,
             prefix: prefix.to_string(),
-            region: arns.region.clone(),
             arns,
-            names,
-            key_file,
-            bucket: bucket.to_string(),
         }
     }
 
@@ -147,7 +99,7 @@ impl Iam {
         what: &'static str,
         name: &str,
     ) -> Result<(), Error> {
-        if tags.get(STACK_TAG) == Some(&self.prefix) {
+        if is_ours(tags, &self.prefix) {
             Ok(())
         } else {
             Err(Error::NotOurs {
@@ -158,26 +110,50 @@ impl Iam {
         }
     }
 
-    pub async fn observe(&self) -> Result<Vec<Observed>, Error> {
-        let (s3, logs, role, profile, user) = tokio::try_join!(
-            self.observe_policy(&self.names.s3_policy, "s3-access"),
-            self.observe_policy(&self.names.logs_policy, "cloudwatch-logs"),
-            self.observe_role(),
-            self.observe_profile(),
-            self.observe_user(),
+    async fn observe(&self, wanted: &Wanted<'_>) -> Result<Vec<Observed>, Error> {
+        // Each by the name the stack gives it; none to look for, nothing found.
+        async fn by_name<
+            'n,
+            F: std::future::Future<Output = Result<Option<Vec<Observed>>, Error>>,
+        >(
+            name: Option<&'n str>,
+            observe: impl FnOnce(&'n str) -> F,
+        ) -> Result<Option<Vec<Observed>>, Error> {
+            match name {
+                Some(name) => observe(name).await,
+                None => Ok(None),
+            }
+        }
+        let policies = wanted.of_kind(Kind::IamPolicy).map(|d| {
+            by_name(wanted.name(&d.address), |name| {
+                self.observe_policy(name, d.address.clone())
+            })
+        });
+        let (policies, role, profile, user) = tokio::try_join!(
+            futures::future::try_join_all(policies),
+            by_name(wanted.name(&desired::role()), |n| self.observe_role(n)),
+            by_name(wanted.name(&desired::instance_profile()), |n| {
+                self.observe_profile(n)
+            }),
+            by_name(wanted.name(&desired::s3_user()), |n| self.observe_user(n)),
         )?;
-        Ok([s3, logs, role, profile, user]
+        Ok(policies
             .into_iter()
+            .chain([role, profile, user])
             .flatten()
             .flatten()
             .collect())
     }
 
-    async fn observe_policy(&self, name: &str, role: &str) -> Result<Option<Vec<Observed>>, Error> {
+    async fn observe_policy(
+        &self,
+        name: &str,
+        address: Address,
+    ) -> Result<Option<Vec<Observed>>, Error> {
         let arn = self.arns.policy(name);
         let out = match self.client.get_policy().policy_arn(&arn).send().await {
             Err(e) if e.code() == Some("NoSuchEntity") => return Ok(None),
-            other => other.map_err(call("read policy", name))?,
+            other => other.map_err(Call::on("read policy", name))?,
         };
         let Some(policy) = out.policy() else {
             return Ok(None);
@@ -192,12 +168,12 @@ impl Iam {
             .version_id(version)
             .send()
             .await
-            .map_err(call("read policy", name))?
+            .map_err(Call::on("read policy", name))?
             .policy_version()
             .and_then(|v| v.document())
             .and_then(policies::canonical);
         Ok(Some(vec![Observed {
-            address: Address::new(Kind::IamPolicy, role),
+            address,
             id: arn,
             attrs: BTreeMap::from([
                 ("name", Value::Text(name.to_string())),
@@ -214,7 +190,7 @@ impl Iam {
             .role_name(role)
             .send()
             .await
-            .map_err(call("list policies of role", role))?
+            .map_err(Call::on("list policies of role", role))?
             .attached_policies()
             .iter()
             .filter_map(|p| p.policy_arn().map(str::to_string))
@@ -228,18 +204,17 @@ impl Iam {
             .user_name(user)
             .send()
             .await
-            .map_err(call("list policies of user", user))?
+            .map_err(Call::on("list policies of user", user))?
             .attached_policies()
             .iter()
             .filter_map(|p| p.policy_arn().map(str::to_string))
             .collect())
     }
 
-    async fn observe_role(&self) -> Result<Option<Vec<Observed>>, Error> {
-        let name = &self.names.role;
+    async fn observe_role(&self, name: &str) -> Result<Option<Vec<Observed>>, Error> {
         let out = match self.client.get_role().role_name(name).send().await {
             Err(e) if e.code() == Some("NoSuchEntity") => return Ok(None),
-            other => other.map_err(call("read role", name))?,
+            other => other.map_err(Call::on("read role", name))?,
         };
         let Some(role) = out.role() else {
             return Ok(None);
@@ -251,10 +226,10 @@ impl Iam {
             .and_then(policies::canonical);
         let attached = self.attached_to_role(name).await?;
         Ok(Some(vec![Observed {
-            address: Address::new(Kind::IamRole, "app-role"),
-            id: name.clone(),
+            address: desired::role(),
+            id: name.to_string(),
             attrs: BTreeMap::from([
-                ("name", Value::Text(name.clone())),
+                ("name", Value::Text(name.to_string())),
                 (
                     "assume_role_policy",
                     trust.map(Value::Json).unwrap_or(Value::None),
@@ -268,8 +243,7 @@ impl Iam {
         }]))
     }
 
-    async fn observe_profile(&self) -> Result<Option<Vec<Observed>>, Error> {
-        let name = &self.names.profile;
+    async fn observe_profile(&self, name: &str) -> Result<Option<Vec<Observed>>, Error> {
         let out = match self
             .client
             .get_instance_profile()
@@ -278,7 +252,7 @@ impl Iam {
             .await
         {
             Err(e) if e.code() == Some("NoSuchEntity") => return Ok(None),
-            other => other.map_err(call("read instance profile", name))?,
+            other => other.map_err(Call::on("read instance profile", name))?,
         };
         let Some(profile) = out.instance_profile() else {
             return Ok(None);
@@ -290,18 +264,20 @@ impl Iam {
             .iter()
             .map(|r| Item::Role(Ref::Id(r.role_name().to_string())));
         Ok(Some(vec![Observed {
-            address: Address::new(Kind::InstanceProfile, "app-profile"),
-            id: name.clone(),
-            attrs: BTreeMap::from([("name", Value::Text(name.clone())), ("roles", set(roles))]),
+            address: desired::instance_profile(),
+            id: name.to_string(),
+            attrs: BTreeMap::from([
+                ("name", Value::Text(name.to_string())),
+                ("roles", set(roles)),
+            ]),
             tags,
         }]))
     }
 
-    async fn observe_user(&self) -> Result<Option<Vec<Observed>>, Error> {
-        let name = &self.names.user;
+    async fn observe_user(&self, name: &str) -> Result<Option<Vec<Observed>>, Error> {
         let out = match self.client.get_user().user_name(name).send().await {
             Err(e) if e.code() == Some("NoSuchEntity") => return Ok(None),
-            other => other.map_err(call("read user", name))?,
+            other => other.map_err(Call::on("read user", name))?,
         };
         let Some(user) = out.user() else {
             return Ok(None);
@@ -310,10 +286,10 @@ impl Iam {
         self.ours(&tags, "user", name)?;
         let attached = self.attached_to_user(name).await?;
         let mut observed = vec![Observed {
-            address: Address::new(Kind::IamUser, "s3-user"),
-            id: name.clone(),
+            address: desired::s3_user(),
+            id: name.to_string(),
             attrs: BTreeMap::from([
-                ("name", Value::Text(name.clone())),
+                ("name", Value::Text(name.to_string())),
                 (
                     "policies",
                     set(attached.into_iter().map(|a| Item::Policy(Ref::Id(a)))),
@@ -324,24 +300,49 @@ impl Iam {
         // Keys carry no tags: they are found through their user.
         for id in self.key_ids(name).await? {
             observed.push(Observed {
-                address: Address::new(Kind::AccessKey, "s3-user-key"),
+                address: desired::access_key(),
                 id,
-                attrs: BTreeMap::from([("user", Value::Ref(Ref::Id(name.clone())))]),
+                attrs: BTreeMap::from([("user", Value::Ref(Ref::Id(name.to_string())))]),
                 tags: BTreeMap::new(),
             });
         }
         Ok(Some(observed))
     }
 
-    pub async fn create(
+    async fn create(&self, change: &Change, attrs: &Attrs) -> Result<Created, super::Error> {
+        if change.address.kind == Kind::AccessKey {
+            let user = required(attrs.id("user"), change, "user")?;
+            let out = self.create_access_key(user).await?;
+            let key = out.access_key().ok_or_else(|| Error::Incomplete {
+                action: "create access key of",
+                target: user.to_string(),
+                field: "AccessKey",
+            })?;
+            // The secret exists only in this answer: the session stores it
+            // before anything else.
+            return Ok(Created {
+                id: key.access_key_id().to_string(),
+                secret: Some(NewSecret::AccessKey {
+                    id: key.access_key_id().to_string(),
+                    secret: key.secret_access_key().to_string(),
+                }),
+            });
+        }
+        let name = required(attrs.text("name"), change, "name")?;
+        Ok(Created::id(self.create_named(change, name, attrs).await?))
+    }
+
+    /// Creates a policy, role, instance profile or user; returns its id.
+    async fn create_named(
         &self,
-        address: &Address,
-        tags: &BTreeMap<String, String>,
+        change: &Change,
+        name: &str,
         attrs: &Attrs,
     ) -> Result<String, Error> {
-        let name = attrs.text("name").unwrap_or_default().to_string();
-        let exists = |e: &Error| is_code(e, "EntityAlreadyExists");
-        match address.kind {
+        let tags = &change.tags;
+        let name = name.to_string();
+        let exists = |e: &Call| e.code() == Some("EntityAlreadyExists");
+        let id = match change.address.kind {
             Kind::IamPolicy => {
                 let arn = self.arns.policy(&name);
                 let created = self
@@ -352,12 +353,12 @@ impl Iam {
                     .set_tags(Some(iam_tags(tags)))
                     .send()
                     .await
-                    .map_err(call("create policy", &name));
+                    .map_err(Call::on("create policy", &name));
                 match created {
                     Err(e) if exists(&e) => {}
-                    other => other.map(drop)?,
+                    other => drop(other?),
                 }
-                Ok(arn)
+                arn
             }
             Kind::IamRole => {
                 let created = self
@@ -374,15 +375,15 @@ impl Iam {
                     .set_tags(Some(iam_tags(tags)))
                     .send()
                     .await
-                    .map_err(call("create role", &name));
+                    .map_err(Call::on("create role", &name));
                 match created {
                     Err(e) if exists(&e) => {}
-                    other => other.map(drop)?,
+                    other => drop(other?),
                 }
                 for arn in attrs.ids("policies") {
                     self.attach_role(&name, &arn).await?;
                 }
-                Ok(name)
+                name
             }
             Kind::InstanceProfile => {
                 let created = self
@@ -392,17 +393,17 @@ impl Iam {
                     .set_tags(Some(iam_tags(tags)))
                     .send()
                     .await
-                    .map_err(call("create instance profile", &name));
+                    .map_err(Call::on("create instance profile", &name));
                 match created {
                     Err(e) if exists(&e) => {}
-                    other => other.map(drop)?,
+                    other => drop(other?),
                 }
                 for role in attrs.ids("roles") {
                     self.add_role(&name, &role).await?;
                 }
-                Ok(name)
+                name
             }
-            Kind::IamUser => {
+            _ => {
                 let created = self
                     .client
                     .create_user()
@@ -410,42 +411,18 @@ impl Iam {
                     .set_tags(Some(iam_tags(tags)))
                     .send()
                     .await
-                    .map_err(call("create user", &name));
+                    .map_err(Call::on("create user", &name));
                 match created {
                     Err(e) if exists(&e) => {}
-                    other => other.map(drop)?,
+                    other => drop(other?),
                 }
                 for arn in attrs.ids("policies") {
                     self.attach_user(&name, &arn).await?;
                 }
-                Ok(name)
+                name
             }
-            Kind::AccessKey => {
-                let user = attrs.id("user").unwrap_or(&self.names.user).to_string();
-                let out = self.create_access_key(&user).await?;
-                let key = out.access_key().ok_or_else(|| Error::Incomplete {
-                    action: "create access key of",
-                    target: user.clone(),
-                    field: "AccessKey",
-                })?;
-                // The secret exists only in this answer: write it before anything else.
-                crate::redact::register(key.secret_access_key());
-                let text = key_file_text(
-                    key.access_key_id(),
-                    key.secret_access_key(),
-                    &self.region,
-                    &self.bucket,
-                );
-                crate::db_info::write_private(&self.key_file, &text).map_err(|source| {
-                    Error::KeyFile {
-                        path: self.key_file.clone(),
-                        source,
-                    }
-                })?;
-                Ok(key.access_key_id().to_string())
-            }
-            kind => Err(Error::NotIam { kind }),
-        }
+        };
+        Ok(id)
     }
 
     /// CreateAccessKey takes no idempotency token, and the secret comes
@@ -484,9 +461,9 @@ impl Iam {
                 }
                 Err(e) => e,
             };
-            let done = super::maybe_done(&e);
-            if attempt == ATTEMPTS || !(done || super::is_throttle(e.code())) {
-                return Err(call("create access key of", user)(e));
+            let done = super::service::maybe_done(&e);
+            if attempt == ATTEMPTS || !(done || super::service::is_throttle(e.code())) {
+                return Err(Call::on("create access key of", user)(e).into());
             }
             if done {
                 maybe_made = true;
@@ -522,7 +499,7 @@ impl Iam {
             .user_name(user)
             .send()
             .await
-            .map_err(call("list access keys of", user))?;
+            .map_err(Call::on("list access keys of", user))?;
         Ok(keys
             .access_key_metadata()
             .iter()
@@ -540,11 +517,13 @@ impl Iam {
             .await
         {
             Err(e) if e.code() == Some("NoSuchEntity") => Ok(()),
-            other => other.map(drop).map_err(call("delete access key", id)),
+            other => other
+                .map(drop)
+                .map_err(|e| Call::on("delete access key", id)(e).into()),
         }
     }
 
-    pub async fn update(
+    async fn update(
         &self,
         address: &Address,
         id: &str,
@@ -570,7 +549,7 @@ impl Iam {
                         .policy_document(document)
                         .send()
                         .await
-                        .map_err(call("update trust policy of role", id))?;
+                        .map_err(Call::on("update trust policy of role", id))?;
                 }
                 (Kind::IamRole, "policies", _) => {
                     for arn in ids(added) {
@@ -613,11 +592,19 @@ impl Iam {
         match kind {
             Kind::IamPolicy => {
                 let request = self.client.tag_policy().policy_arn(id).set_tags(tags);
-                request.send().await.map(drop).map_err(call("tag", id))
+                request
+                    .send()
+                    .await
+                    .map(drop)
+                    .map_err(|e| Call::on("tag", id)(e).into())
             }
             Kind::IamRole => {
                 let request = self.client.tag_role().role_name(id).set_tags(tags);
-                request.send().await.map(drop).map_err(call("tag", id))
+                request
+                    .send()
+                    .await
+                    .map(drop)
+                    .map_err(|e| Call::on("tag", id)(e).into())
             }
             Kind::InstanceProfile => {
                 let request = self
@@ -625,11 +612,19 @@ impl Iam {
                     .tag_instance_profile()
                     .instance_profile_name(id)
                     .set_tags(tags);
-                request.send().await.map(drop).map_err(call("tag", id))
+                request
+                    .send()
+                    .await
+                    .map(drop)
+                    .map_err(|e| Call::on("tag", id)(e).into())
             }
             Kind::IamUser => {
                 let request = self.client.tag_user().user_name(id).set_tags(tags);
-                request.send().await.map(drop).map_err(call("tag", id))
+                request
+                    .send()
+                    .await
+                    .map(drop)
+                    .map_err(|e| Call::on("tag", id)(e).into())
             }
             _ => Ok(()),
         }
@@ -644,7 +639,7 @@ impl Iam {
             .policy_arn(arn)
             .send()
             .await
-            .map_err(call("list versions of policy", arn))?;
+            .map_err(Call::on("list versions of policy", arn))?;
         let mut old: Vec<_> = versions
             .versions()
             .iter()
@@ -659,7 +654,7 @@ impl Iam {
                     .version_id(oldest)
                     .send()
                     .await
-                    .map_err(call("delete old version of policy", arn))?;
+                    .map_err(Call::on("delete old version of policy", arn))?;
             }
         }
         self.client
@@ -670,7 +665,7 @@ impl Iam {
             .send()
             .await
             .map(drop)
-            .map_err(call("update policy", arn))
+            .map_err(|e| Call::on("update policy", arn)(e).into())
     }
 
     async fn attach_role(&self, role: &str, arn: &str) -> Result<(), Error> {
@@ -681,7 +676,7 @@ impl Iam {
             .send()
             .await
             .map(drop)
-            .map_err(call("attach policy to role", role))
+            .map_err(|e| Call::on("attach policy to role", role)(e).into())
     }
 
     async fn detach_role(&self, role: &str, arn: &str) -> Result<(), Error> {
@@ -696,7 +691,7 @@ impl Iam {
             Err(e) if e.code() == Some("NoSuchEntity") => Ok(()),
             other => other
                 .map(drop)
-                .map_err(call("detach policy from role", role)),
+                .map_err(|e| Call::on("detach policy from role", role)(e).into()),
         }
     }
 
@@ -708,7 +703,7 @@ impl Iam {
             .send()
             .await
             .map(drop)
-            .map_err(call("attach policy to user", user))
+            .map_err(|e| Call::on("attach policy to user", user)(e).into())
     }
 
     async fn detach_user(&self, user: &str, arn: &str) -> Result<(), Error> {
@@ -723,7 +718,7 @@ impl Iam {
             Err(e) if e.code() == Some("NoSuchEntity") => Ok(()),
             other => other
                 .map(drop)
-                .map_err(call("detach policy from user", user)),
+                .map_err(|e| Call::on("detach policy from user", user)(e).into()),
         }
     }
 
@@ -735,7 +730,7 @@ impl Iam {
             .role_name(role)
             .send()
             .await
-            .map_err(call("add role to instance profile", profile));
+            .map_err(|e| Call::on("add role to instance profile", profile)(e).into());
         match added {
             // A profile holds one role; an interrupted run may have added it.
             Err(e) if is_code(&e, "LimitExceeded") || is_code(&e, "EntityAlreadyExists") => Ok(()),
@@ -762,7 +757,7 @@ impl Iam {
         if !self.profile_roles(profile).await?.iter().any(|r| r == role) {
             return Ok(());
         }
-        Err(call("remove role from instance profile", profile)(e))
+        Err(Call::on("remove role from instance profile", profile)(e).into())
     }
 
     /// The roles in instance profile `profile` (none when it is gone).
@@ -776,7 +771,7 @@ impl Iam {
         {
             Err(e) if e.code() == Some("NoSuchEntity") => Ok(vec![]),
             other => Ok(other
-                .map_err(call("read instance profile", profile))?
+                .map_err(Call::on("read instance profile", profile))?
                 .instance_profile()
                 .map(|p| {
                     p.roles()
@@ -790,18 +785,21 @@ impl Iam {
 
     /// Deletes in the order IAM insists on: detach, old versions, then the
     /// thing itself; keys before their user; roles out of profiles first.
-    pub async fn delete(&self, address: &Address, id: &str) -> Result<(), Error> {
-        let result = match address.kind {
+    async fn delete(&self, change: &Change, id: &str) -> Result<(), super::Error> {
+        let result = match change.address.kind {
             Kind::IamPolicy => self.delete_policy(id).await,
             Kind::IamRole => self.delete_role(id).await,
             Kind::InstanceProfile => self.delete_profile(id).await,
             Kind::IamUser => self.delete_user(id).await,
-            Kind::AccessKey => self.delete_key(&self.names.user, id).await,
-            kind => Err(Error::NotIam { kind }),
+            // A key is found through its user.
+            _ => {
+                let user = required(change.observed.id("user"), change, "user")?;
+                self.delete_key(user, id).await
+            }
         };
         match result {
             Err(e) if is_code(&e, "NoSuchEntity") => Ok(()),
-            other => other,
+            other => Ok(other?),
         }
     }
 
@@ -813,7 +811,7 @@ impl Iam {
             .policy_arn(arn)
             .send()
             .await
-            .map_err(call("list users of policy", arn))?;
+            .map_err(Call::on("list users of policy", arn))?;
         for r in entities.policy_roles() {
             if let Some(role) = r.role_name() {
                 self.detach_role(role, arn).await?;
@@ -832,7 +830,7 @@ impl Iam {
                     .policy_arn(arn)
                     .send()
                     .await
-                    .map_err(call("detach policy from group", group))?;
+                    .map_err(Call::on("detach policy from group", group))?;
             }
         }
         let versions = self
@@ -841,7 +839,7 @@ impl Iam {
             .policy_arn(arn)
             .send()
             .await
-            .map_err(call("list versions of policy", arn))?;
+            .map_err(Call::on("list versions of policy", arn))?;
         for v in versions
             .versions()
             .iter()
@@ -854,7 +852,7 @@ impl Iam {
                     .version_id(version)
                     .send()
                     .await
-                    .map_err(call("delete version of policy", arn))?;
+                    .map_err(Call::on("delete version of policy", arn))?;
             }
         }
         self.client
@@ -863,7 +861,7 @@ impl Iam {
             .send()
             .await
             .map(drop)
-            .map_err(call("delete policy", arn))
+            .map_err(|e| Call::on("delete policy", arn)(e).into())
     }
 
     async fn delete_role(&self, role: &str) -> Result<(), Error> {
@@ -876,7 +874,7 @@ impl Iam {
             .role_name(role)
             .send()
             .await
-            .map_err(call("list inline policies of role", role))?;
+            .map_err(Call::on("list inline policies of role", role))?;
         for name in inline.policy_names() {
             self.client
                 .delete_role_policy()
@@ -884,7 +882,7 @@ impl Iam {
                 .policy_name(name)
                 .send()
                 .await
-                .map_err(call("delete inline policy of role", role))?;
+                .map_err(Call::on("delete inline policy of role", role))?;
         }
         let profiles = self
             .client
@@ -892,7 +890,7 @@ impl Iam {
             .role_name(role)
             .send()
             .await
-            .map_err(call("list instance profiles of role", role))?;
+            .map_err(Call::on("list instance profiles of role", role))?;
         for p in profiles.instance_profiles() {
             self.remove_role(p.instance_profile_name(), role).await?;
         }
@@ -902,7 +900,7 @@ impl Iam {
             .send()
             .await
             .map(drop)
-            .map_err(call("delete role", role))
+            .map_err(|e| Call::on("delete role", role)(e).into())
     }
 
     async fn delete_profile(&self, profile: &str) -> Result<(), Error> {
@@ -919,7 +917,7 @@ impl Iam {
             Err(e) if e.code() == Some("NoSuchEntity") => Ok(()),
             other => other
                 .map(drop)
-                .map_err(call("delete instance profile", profile)),
+                .map_err(|e| Call::on("delete instance profile", profile)(e).into()),
         }
     }
 
@@ -936,7 +934,54 @@ impl Iam {
             .send()
             .await
             .map(drop)
-            .map_err(call("delete user", user))
+            .map_err(|e| Call::on("delete user", user)(e).into())
+    }
+}
+
+impl Service for Iam {
+    fn kinds(&self) -> &'static [Kind] {
+        &[
+            Kind::IamPolicy,
+            Kind::IamRole,
+            Kind::InstanceProfile,
+            Kind::IamUser,
+            Kind::AccessKey,
+        ]
+    }
+
+    fn observe<'a>(
+        &'a self,
+        wanted: &'a Wanted<'a>,
+    ) -> BoxFuture<'a, Result<Vec<Observed>, super::Error>> {
+        Box::pin(async move { Ok(self.observe(wanted).await?) })
+    }
+
+    fn create<'a>(
+        &'a self,
+        change: &'a Change,
+        attrs: &'a Attrs,
+    ) -> BoxFuture<'a, Result<Created, super::Error>> {
+        Box::pin(self.create(change, attrs))
+    }
+
+    fn update<'a>(
+        &'a self,
+        change: &'a Change,
+        id: &'a str,
+        attrs: &'a [AttrChange],
+    ) -> BoxFuture<'a, Result<(), super::Error>> {
+        Box::pin(async move { Ok(self.update(&change.address, id, attrs).await?) })
+    }
+
+    fn delete<'a>(
+        &'a self,
+        change: &'a Change,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, super::Error>> {
+        Box::pin(async move {
+            self.delete(change, id).await?;
+            Ok(None)
+        })
     }
 }
 

@@ -165,8 +165,8 @@ fn call<E, R>(action: &'static str, prefix: &str) -> impl FnOnce(SdkError<E, R>)
 where
     aws_sdk_cloudwatchlogs::Error: From<SdkError<E, R>>,
 {
-    let failed = super::logs::call(action, format!("the lock of stack {prefix}"));
-    move |e| Error::Call(failed(e))
+    let failed = super::logs::Call::on(action, format!("the lock of stack {prefix}"));
+    move |e| Error::Call(failed(e).into())
 }
 
 impl Locks {

@@ -4,21 +4,23 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_cloudwatchlogs::Client;
-use aws_sdk_cloudwatchlogs::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_cloudwatchlogs::error::ProvideErrorMetadata;
 
-use crate::model::{Address, Attrs, Kind, Observed, Value};
-use crate::plan::AttrChange;
+use super::service::{CallError, Created, Service, Wanted, is_ours, required};
+use crate::desired;
+use crate::executor::BoxFuture;
+use crate::model::{Attrs, Kind, Observed, Value};
+use crate::plan::{AttrChange, Change};
+use crate::policies::Arns;
 use crate::stack::STACK_TAG;
+
+/// A failed CloudWatch Logs call.
+pub type Call = CallError<aws_sdk_cloudwatchlogs::Error>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("failed to {action} {target}: {}", super::ec2::describe(source.as_ref()))]
-    Call {
-        action: &'static str,
-        target: String,
-        #[source]
-        source: Box<aws_sdk_cloudwatchlogs::Error>,
-    },
+    #[error(transparent)]
+    Call(#[from] Call),
     #[error(
         "log group {name} exists but is not part of stack {prefix} (it lacks the tag {STACK_TAG}={prefix}); \
          tag it to let ihp-infra manage it, or set logs.group to another name"
@@ -26,32 +28,15 @@ pub enum Error {
     NotOurs { name: String, prefix: String },
     #[error(transparent)]
     Tagging(#[from] super::tagging::Error),
-    #[error("internal error: {kind} is not a CloudWatch Logs resource")]
-    NotLogs { kind: Kind },
 }
 
 impl Error {
     pub fn code(&self) -> Option<&str> {
         match self {
-            Error::Call { source, .. } => source.code(),
+            Error::Call(e) => e.code(),
             Error::Tagging(e) => e.code(),
-            _ => None,
+            Error::NotOurs { .. } => None,
         }
-    }
-}
-
-pub(super) fn call<E, R>(
-    action: &'static str,
-    target: impl Into<String>,
-) -> impl FnOnce(SdkError<E, R>) -> Error
-where
-    aws_sdk_cloudwatchlogs::Error: From<SdkError<E, R>>,
-{
-    let target = target.into();
-    move |e| Error::Call {
-        action,
-        target,
-        source: Box::new(e.into()),
     }
 }
 
@@ -59,29 +44,20 @@ pub struct Logs {
     client: Client,
     tagging: super::tagging::Tagging,
     prefix: String,
-    group: String,
-    /// The group's ARN without the `:*` suffix, as the tagging calls want it.
-    arn: String,
+    arns: Arns,
 }
 
 impl Logs {
-    pub fn new(
-        client: Client,
-        tagging: super::tagging::Tagging,
-        prefix: &str,
-        group: &str,
-        arn: String,
-    ) -> Self {
+    pub fn new(client: Client, tagging: super::tagging::Tagging, prefix: &str, arns: Arns) -> Self {
         Logs {
             client,
             tagging,
             prefix: prefix.to_string(),
-            group: group.to_string(),
-            arn,
+            arns,
         }
     }
 
-    pub async fn observe(&self) -> Result<Vec<Observed>, Error> {
+    async fn observe(&self, group: &str) -> Result<Vec<Observed>, Error> {
         // Groups of the stack under another name (logs.group changed).
         let mut observed = self
             .tagging
@@ -90,48 +66,47 @@ impl Logs {
                 "logs",
                 Kind::LogGroup,
                 super::tagging::log_group_name,
-                &self.group,
+                group,
             )
             .await?;
         let out = self
             .client
             .describe_log_groups()
-            .log_group_name_prefix(&self.group)
+            .log_group_name_prefix(group)
             .send()
             .await
-            .map_err(call("describe log group", &self.group))?;
-        let Some(group) = out
+            .map_err(Call::on("describe log group", group))?;
+        let Some(live) = out
             .log_groups()
             .iter()
-            .find(|g| g.log_group_name() == Some(self.group.as_str()))
+            .find(|g| g.log_group_name() == Some(group))
         else {
             return Ok(observed);
         };
         let tags: BTreeMap<String, String> = self
             .client
             .list_tags_for_resource()
-            .resource_arn(&self.arn)
+            .resource_arn(self.arns.log_group(group))
             .send()
             .await
-            .map_err(call("list tags of log group", &self.group))?
+            .map_err(Call::on("list tags of log group", group))?
             .tags()
             .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default();
-        if tags.get(STACK_TAG) != Some(&self.prefix) {
+        if !is_ours(&tags, &self.prefix) {
             return Err(Error::NotOurs {
-                name: self.group.clone(),
+                name: group.to_string(),
                 prefix: self.prefix.clone(),
             });
         }
         observed.push(Observed {
-            address: Address::new(Kind::LogGroup, "logs"),
-            id: self.group.clone(),
+            address: desired::log_group(),
+            id: group.to_string(),
             attrs: BTreeMap::from([
-                ("name", Value::Text(self.group.clone())),
+                ("name", Value::Text(group.to_string())),
                 (
                     "retention_days",
-                    group
-                        .retention_in_days()
+                    live.retention_in_days()
                         .map(|d| Value::Int(d.into()))
                         .unwrap_or(Value::None),
                 ),
@@ -141,20 +116,12 @@ impl Logs {
         Ok(observed)
     }
 
-    pub async fn create(
-        &self,
-        address: &Address,
-        tags: &BTreeMap<String, String>,
-        attrs: &Attrs,
-    ) -> Result<String, Error> {
-        if address.kind != Kind::LogGroup {
-            return Err(Error::NotLogs { kind: address.kind });
-        }
+    async fn create(&self, group: &str, change: &Change, attrs: &Attrs) -> Result<(), Error> {
         let created = self
             .client
             .create_log_group()
-            .log_group_name(&self.group)
-            .set_tags(Some(tags.clone().into_iter().collect()))
+            .log_group_name(group)
+            .set_tags(Some(change.tags.clone().into_iter().collect()))
             .send()
             .await;
         match created {
@@ -162,37 +129,37 @@ impl Logs {
             Err(e) if e.code() == Some("ResourceAlreadyExistsException") => {}
             other => other
                 .map(drop)
-                .map_err(call("create log group", &self.group))?,
+                .map_err(Call::on("create log group", group))?,
         }
         if let Some(days) = attrs.int("retention_days") {
-            self.set_retention(days).await?;
+            self.set_retention(group, days).await?;
         }
-        Ok(self.group.clone())
+        Ok(())
     }
 
-    async fn set_retention(&self, days: i64) -> Result<(), Error> {
+    async fn set_retention(&self, group: &str, days: i64) -> Result<(), Error> {
         self.client
             .put_retention_policy()
-            .log_group_name(&self.group)
+            .log_group_name(group)
             .retention_in_days(days as i32)
             .send()
             .await
-            .map(drop)
-            .map_err(call("set retention of log group", &self.group))
+            .map_err(Call::on("set retention of log group", group))?;
+        Ok(())
     }
 
-    pub async fn update(&self, changes: &[AttrChange]) -> Result<(), Error> {
+    async fn update(&self, group: &str, changes: &[AttrChange]) -> Result<(), Error> {
         for c in changes {
             match (c.name, &c.after) {
-                ("retention_days", Value::Int(days)) => self.set_retention(*days).await?,
+                ("retention_days", Value::Int(days)) => self.set_retention(group, *days).await?,
                 ("tags", _) => {
                     self.client
                         .tag_resource()
-                        .resource_arn(&self.arn)
+                        .resource_arn(self.arns.log_group(group))
                         .set_tags(Some(c.added_tags().into_iter().collect()))
                         .send()
                         .await
-                        .map_err(call("tag log group", &self.group))?;
+                        .map_err(Call::on("tag log group", group))?;
                 }
                 _ => {}
             }
@@ -200,7 +167,7 @@ impl Logs {
         Ok(())
     }
 
-    pub async fn delete(&self, group: &str) -> Result<(), Error> {
+    async fn delete(&self, group: &str) -> Result<(), Error> {
         match self
             .client
             .delete_log_group()
@@ -209,7 +176,59 @@ impl Logs {
             .await
         {
             Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(()),
-            other => other.map(drop).map_err(call("delete log group", group)),
+            other => other
+                .map(drop)
+                .map_err(|e| Call::on("delete log group", group)(e).into()),
         }
+    }
+}
+
+impl Service for Logs {
+    fn kinds(&self) -> &'static [Kind] {
+        &[Kind::LogGroup]
+    }
+
+    fn observe<'a>(
+        &'a self,
+        wanted: &'a Wanted<'a>,
+    ) -> BoxFuture<'a, Result<Vec<Observed>, super::Error>> {
+        Box::pin(async move {
+            match wanted.name(&desired::log_group()) {
+                Some(group) => Ok(self.observe(group).await?),
+                None => Ok(Vec::new()),
+            }
+        })
+    }
+
+    fn create<'a>(
+        &'a self,
+        change: &'a Change,
+        attrs: &'a Attrs,
+    ) -> BoxFuture<'a, Result<Created, super::Error>> {
+        Box::pin(async move {
+            let group = required(attrs.text("name"), change, "name")?;
+            self.create(group, change, attrs).await?;
+            Ok(Created::id(group))
+        })
+    }
+
+    fn update<'a>(
+        &'a self,
+        _change: &'a Change,
+        id: &'a str,
+        attrs: &'a [AttrChange],
+    ) -> BoxFuture<'a, Result<(), super::Error>> {
+        Box::pin(async move { Ok(self.update(id, attrs).await?) })
+    }
+
+    fn delete<'a>(
+        &'a self,
+        _change: &'a Change,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, super::Error>> {
+        Box::pin(async move {
+            self.delete(id).await?;
+            Ok(None)
+        })
     }
 }

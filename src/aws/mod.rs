@@ -10,16 +10,22 @@ pub mod lock;
 pub mod logs;
 pub mod rds;
 pub mod s3;
+pub mod service;
 pub mod tagging;
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_sts::error::ProvideErrorMetadata;
 
+pub use service::{Created, NewSecret, Service, Wanted, is_throttle, maybe_done};
+
 use crate::desired::{self, Facts};
-use crate::executor::{BoxFuture, Operator, Phase, Step};
-use crate::model::{Attrs, Kind, Observed, Value};
+use crate::executor::{Phase, Step};
+use crate::model::{Address, Attrs, Kind, Observed, Value};
 use crate::password;
-use crate::plan::{AttrChange, Change};
+use crate::plan::{AttrChange, Change, Plan};
 use crate::policies::Arns;
 use crate::retry::Budgets;
 use crate::stack::Stack;
@@ -41,11 +47,18 @@ pub enum Error {
     #[error(
         "failed to find out which AWS account to use: {}\n  (check your credentials: --profile or AWS_PROFILE (~/.aws/config), \
          AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or `aws sso login`, and AWS_ENDPOINT_URL if you use an emulator)",
-        ec2::describe(source)
+        service::describe(source)
     )]
     Identity {
         #[source]
         source: aws_sdk_sts::Error,
+    },
+    #[error("internal error: no service serves {kind} (or two do)")]
+    Unrouted { kind: Kind },
+    #[error("internal error: the plan gives {address} no {attribute}")]
+    MissingAttribute {
+        address: Address,
+        attribute: &'static str,
     },
 }
 
@@ -122,22 +135,24 @@ impl Error {
             Error::Iam(e) => e.code(),
             Error::Lock(e) => e.code(),
             Error::Identity { source } => source.code(),
+            Error::Unrouted { .. } | Error::MissingAttribute { .. } => None,
         }
     }
 }
 
-/// Clients for one stack in one region.
+/// Clients for one stack in one region, and the route from each kind to
+/// the service that serves it.
 pub struct Aws {
     /// How many calls each stage and step made, for the critical path.
     pub depth: Depth,
     pub arns: Arns,
     /// The stack's lock (see `lock`).
     pub locks: lock::Locks,
-    pub ec2: ec2::Ec2,
-    pub rds: rds::Rds,
-    pub s3: s3::S3,
-    pub logs: logs::Logs,
-    pub iam: iam::Iam,
+    /// EC2 and RDS also answer what planning and outputs need to know.
+    ec2: Arc<ec2::Ec2>,
+    rds: Arc<rds::Rds>,
+    services: Vec<Arc<dyn Service>>,
+    routes: HashMap<Kind, Arc<dyn Service>>,
 }
 
 /// The calls made one after another: per stage of a run (identity,
@@ -147,7 +162,7 @@ pub struct Aws {
 #[derive(Debug, Default)]
 pub struct Depth {
     stages: std::sync::Mutex<Vec<(&'static str, usize)>>,
-    steps: std::sync::Mutex<std::collections::HashMap<Step, usize>>,
+    steps: std::sync::Mutex<HashMap<Step, usize>>,
 }
 
 impl Depth {
@@ -183,19 +198,24 @@ impl Depth {
         out
     }
 
-    /// The calls of the stages, and those of the heaviest chain of
-    /// dependent steps of `plan`.
-    pub fn critical_path(&self, plan: &crate::plan::Plan) -> (usize, usize) {
-        let stages: usize = self
-            .stages
+    /// The calls of all stages, one after another.
+    pub fn stage_calls(&self) -> usize {
+        self.stages
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
             .map(|(_, n)| n)
-            .sum();
-        let steps = self.steps.lock().unwrap_or_else(|e| e.into_inner());
-        let chain = crate::executor::critical_path(plan, |s| steps.get(s).copied().unwrap_or(0));
-        (stages, chain)
+            .sum()
+    }
+
+    /// The calls a step made (none when it didn't run).
+    pub fn step_calls(&self, step: &Step) -> usize {
+        self.steps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(step)
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -207,14 +227,23 @@ pub struct Settings {
     pub profile: Option<String>,
 }
 
-/// What a destroy may also throw away.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct DestroyOptions {
-    pub skip_final_snapshot: bool,
-    pub delete_bucket_contents: bool,
-}
-
 pub use crate::outputs::Outputs;
+
+/// Each kind to the one service that serves it; every kind must have one.
+fn routes(services: &[Arc<dyn Service>]) -> Result<HashMap<Kind, Arc<dyn Service>>, Error> {
+    let mut routes = HashMap::new();
+    for service in services {
+        for &kind in service.kinds() {
+            if routes.insert(kind, service.clone()).is_some() {
+                return Err(Error::Unrouted { kind });
+            }
+        }
+    }
+    match Kind::ALL.iter().find(|k| !routes.contains_key(k)) {
+        Some(&kind) => Err(Error::Unrouted { kind }),
+        None => Ok(routes),
+    }
+}
 
 impl Aws {
     /// Loads the SDK configuration for the stack's region and checks the
@@ -252,7 +281,18 @@ impl Aws {
             account: identity.account().unwrap_or_default().to_string(),
             region: stack.region.clone(),
         };
-        let s3_config = aws_sdk_s3::config::Builder::from(&config)
+        let mut aws = Aws::with_config(&config, stack, arns)?;
+        aws.depth = Depth::starting_with("identity", 1);
+        Ok(aws)
+    }
+
+    /// The services for `stack`, on clients made from `config`; makes no call.
+    fn with_config(
+        config: &aws_config::SdkConfig,
+        stack: &Stack,
+        arns: Arns,
+    ) -> Result<Self, Error> {
+        let s3_config = aws_sdk_s3::config::Builder::from(config)
             .force_path_style(path_style(
                 config.endpoint_url(),
                 std::env::var_os("AWS_ENDPOINT_URL_S3").is_some(),
@@ -263,91 +303,87 @@ impl Aws {
         macro_rules! client {
             ($sdk:ident) => {
                 $sdk::Client::from_conf(
-                    $sdk::config::Builder::from(&config)
+                    $sdk::config::Builder::from(config)
                         .interceptor(calls::CallLog)
                         .build(),
                 )
             };
         }
-        let tagging_client = client!(aws_sdk_resourcegroupstagging);
+        let prefix = &stack.prefix;
+        let tagging = tagging::Tagging::new(client!(aws_sdk_resourcegroupstagging), prefix);
         let logs_client = client!(aws_sdk_cloudwatchlogs);
-        let mut rds = rds::Rds::new(
+        let ec2 = Arc::new(ec2::Ec2::new(
+            client!(aws_sdk_ec2),
+            prefix,
+            Budgets::default(),
+        ));
+        let rds = Arc::new(rds::Rds::new(
             client!(aws_sdk_rds),
-            &stack.prefix,
-            stack.name("db-subnets"),
-            desired::database_identifier(stack),
+            prefix,
             stack.db_password.clone(),
-        );
-        rds.wanted(stack.database.is_some());
-        Ok(Aws {
-            depth: Depth::starting_with("identity", 1),
-            s3: s3::S3::new(
+        ));
+        let services: Vec<Arc<dyn Service>> = vec![
+            ec2.clone(),
+            rds.clone(),
+            Arc::new(s3::S3::new(
                 aws_sdk_s3::Client::from_conf(s3_config),
-                tagging::Tagging::new(tagging_client.clone(), &stack.prefix),
-                &stack.prefix,
-                &stack.storage.bucket,
+                tagging.clone(),
+                prefix,
                 &stack.region,
-            ),
-            locks: lock::Locks::new(
+            )),
+            Arc::new(logs::Logs::new(
                 logs_client.clone(),
-                &stack.prefix,
-                arns.log_group(&lock::Locks::group_name(&stack.prefix)),
-            ),
-            logs: logs::Logs::new(
-                logs_client,
-                tagging::Tagging::new(tagging_client, &stack.prefix),
-                &stack.prefix,
-                &stack.logs.group,
-                arns.log_group(&stack.logs.group),
-            ),
-            iam: iam::Iam::new(
-                client!(aws_sdk_iam),
-                &stack.prefix,
+                tagging,
+                prefix,
                 arns.clone(),
-                iam::Names {
-                    s3_policy: stack.name("s3-access"),
-                    logs_policy: stack.name("cloudwatch-logs"),
-                    role: stack.name("app-role"),
-                    profile: stack.name("app-profile"),
-                    user: stack.name("s3-user"),
-                },
-                crate::db_info::access_key_path(&stack.path),
-                &stack.storage.bucket,
+            )),
+            Arc::new(iam::Iam::new(client!(aws_sdk_iam), prefix, arns.clone())),
+        ];
+        Ok(Aws {
+            depth: Depth::default(),
+            locks: lock::Locks::new(
+                logs_client,
+                prefix,
+                arns.log_group(&lock::Locks::group_name(prefix)),
             ),
             arns,
-            ec2: ec2::Ec2::new(client!(aws_sdk_ec2), &stack.prefix, Budgets::default()),
+            routes: routes(&services)?,
+            services,
+            ec2,
             rds,
         })
     }
 
-    /// [`Aws::connect`], with what a destroy may throw away set for `goal`.
-    pub async fn connect_for(
-        stack: &Stack,
-        settings: &Settings,
-        goal: crate::Goal,
-    ) -> Result<Self, Error> {
-        let mut aws = Aws::connect(stack, settings).await?;
-        if let crate::Goal::Destroy(options) = goal {
-            aws.rds.skip_final_snapshot(options.skip_final_snapshot);
-            aws.s3.delete_contents(options.delete_bucket_contents);
-        }
-        aws.ec2.keep_server_disk(goal.keeps_server_disk(stack));
-        Ok(aws)
+    fn service(&self, kind: Kind) -> Result<&dyn Service, Error> {
+        self.routes
+            .get(&kind)
+            .map(|s| s.as_ref())
+            .ok_or(Error::Unrouted { kind })
     }
 
-    /// Every live resource of the stack.
-    pub async fn observe(&self) -> Result<Vec<Observed>, Error> {
-        use calls::counted;
-        let ((ec2, a), (rds, b), (s3, c), (logs, d), (iam, e)) = tokio::join!(
-            counted(self.ec2.observe()),
-            counted(self.rds.observe()),
-            counted(self.s3.observe()),
-            counted(self.logs.observe()),
-            counted(self.iam.observe())
-        );
+    /// Every live resource of the stack; `wanted` names what the stack may
+    /// have (see [`Wanted`]).
+    pub async fn observe(&self, wanted: &Wanted<'_>) -> Result<Vec<Observed>, Error> {
+        let results = futures::future::join_all(
+            self.services
+                .iter()
+                .map(|s| calls::counted(s.observe(wanted))),
+        )
+        .await;
         self.depth
-            .stage("observe", [a, b, c, d, e].into_iter().max());
-        Ok([ec2?, rds?, s3?, logs?, iam?].concat())
+            .stage("observe", results.iter().map(|(_, n)| *n).max());
+        let mut observed = Vec::new();
+        for (result, _) in results {
+            observed.extend(result?);
+        }
+        Ok(observed)
+    }
+
+    /// What only AWS can tell about a plan before anything changes (a
+    /// bucket to delete that still holds files): every service checks.
+    pub async fn check(&self, plan: &Plan) -> Result<(), Error> {
+        futures::future::try_join_all(self.services.iter().map(|s| s.check(plan))).await?;
+        Ok(())
     }
 
     /// What planning must learn from AWS: the key pair exists, which image a
@@ -379,6 +415,11 @@ impl Aws {
             password_hash: self.password_hash(stack, observed).await,
             arns: self.arns.clone(),
         })
+    }
+
+    /// The error of a plan that launches a server with no image to start from.
+    pub fn no_image(facts: &Facts, region: &str) -> Error {
+        ec2::Ec2::no_image(&facts.image_choice, region).into()
     }
 
     /// The password's salted hash as the database should be tagged: the
@@ -416,7 +457,11 @@ impl Aws {
         };
         let database = async {
             match stack.database {
-                Some(_) => self.rds.endpoint().await,
+                Some(_) => {
+                    self.rds
+                        .endpoint(&desired::database_identifier(stack))
+                        .await
+                }
                 None => Ok(None),
             }
         };
@@ -429,7 +474,11 @@ impl Aws {
             instance_dns,
             instance_ip: instance_ip.flatten(),
             key_name: stack.key_name.clone(),
-            database: database?,
+            database: database?.map(|db| crate::outputs::Database {
+                endpoint: db.address,
+                port: db.port,
+                username: db.username,
+            }),
             region: stack.region.clone(),
             bucket: stack.storage.bucket.clone(),
             log_group: stack.logs.group.clone(),
@@ -438,6 +487,35 @@ impl Aws {
             no_server: stack.instance.is_none(),
         })
     }
+
+    /// Creates the resource of `change` through its kind's service.
+    pub async fn create(&self, change: &Change, attrs: Attrs) -> Result<Created, Error> {
+        let service = self.service(change.address.kind)?;
+        self.depth
+            .step(change, Phase::Create, service.create(change, &attrs))
+            .await
+    }
+
+    /// Updates the resource of `change` through its kind's service.
+    pub async fn update(
+        &self,
+        change: &Change,
+        id: &str,
+        attrs: &[AttrChange],
+    ) -> Result<(), Error> {
+        let service = self.service(change.address.kind)?;
+        self.depth
+            .step(change, Phase::Update, service.update(change, id, attrs))
+            .await
+    }
+
+    /// Deletes the resource of `change` through its kind's service.
+    pub async fn delete(&self, change: &Change, id: &str) -> Result<Option<String>, Error> {
+        let service = self.service(change.address.kind)?;
+        self.depth
+            .step(change, Phase::Delete, service.delete(change, id))
+            .await
+    }
 }
 
 /// Behind an endpoint override (LocalStack at `localhost:4566`, moto) a
@@ -445,120 +523,6 @@ impl Aws {
 /// path there, and by host name on AWS itself.
 fn path_style(endpoint_url: Option<&str>, s3_endpoint_set: bool) -> bool {
     endpoint_url.is_some() || s3_endpoint_set
-}
-
-/// Which service a kind belongs to.
-enum Service {
-    Ec2,
-    Rds,
-    S3,
-    Logs,
-    Iam,
-}
-
-fn service(kind: Kind) -> Service {
-    match kind {
-        Kind::DbSubnetGroup | Kind::Database => Service::Rds,
-        Kind::Bucket => Service::S3,
-        Kind::LogGroup => Service::Logs,
-        Kind::IamPolicy
-        | Kind::IamRole
-        | Kind::InstanceProfile
-        | Kind::IamUser
-        | Kind::AccessKey => Service::Iam,
-        Kind::Vpc
-        | Kind::InternetGateway
-        | Kind::Subnet
-        | Kind::SecurityGroup
-        | Kind::RouteTable
-        | Kind::Instance => Service::Ec2,
-    }
-}
-
-impl Operator for Aws {
-    type Error = Error;
-
-    fn create<'a>(
-        &'a self,
-        change: &'a Change,
-        attrs: Attrs,
-    ) -> BoxFuture<'a, Result<String, Error>> {
-        Box::pin(self.depth.step(change, Phase::Create, async move {
-            let (address, tags) = (&change.address, &change.tags);
-            Ok(match service(address.kind) {
-                Service::Ec2 => self.ec2.create(address, tags, &attrs).await?,
-                Service::Rds => self.rds.create(address, tags, &attrs).await?,
-                Service::S3 => self.s3.create(address, tags, &attrs).await?,
-                Service::Logs => self.logs.create(address, tags, &attrs).await?,
-                Service::Iam => self.iam.create(address, tags, &attrs).await?,
-            })
-        }))
-    }
-
-    fn update<'a>(
-        &'a self,
-        change: &'a Change,
-        id: &'a str,
-        attrs: Vec<AttrChange>,
-    ) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(self.depth.step(change, Phase::Update, async move {
-            let address = &change.address;
-            match service(address.kind) {
-                Service::Ec2 => self.ec2.update(address, id, &attrs).await?,
-                Service::Rds => self.rds.update(address, &attrs).await?,
-                Service::S3 => self.s3.update(&attrs).await?,
-                Service::Logs => self.logs.update(&attrs).await?,
-                Service::Iam => self.iam.update(address, id, &attrs).await?,
-            }
-            Ok(())
-        }))
-    }
-
-    fn delete<'a>(
-        &'a self,
-        change: &'a Change,
-        id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>, Error>> {
-        Box::pin(self.depth.step(change, Phase::Delete, async move {
-            let address = &change.address;
-            match service(address.kind) {
-                Service::Ec2 => return Ok(self.ec2.delete(address, id).await?),
-                Service::Rds => return Ok(self.rds.delete(address).await?),
-                Service::S3 => self.s3.delete(id).await?,
-                Service::Logs => self.logs.delete(id).await?,
-                Service::Iam => self.iam.delete(address, id).await?,
-            }
-            Ok(None)
-        }))
-    }
-}
-
-/// Whether AWS may have done a call that failed this way: the answer was
-/// lost on the way (timeout, dropped connection, unreadable) or AWS failed
-/// after taking it (5xx other than throttling). For creates without an
-/// idempotency token, which must not be resent blindly.
-pub(crate) fn maybe_done<E: aws_sdk_sts::error::ProvideErrorMetadata>(
-    e: &aws_smithy_runtime_api::client::result::SdkError<E, aws_smithy_runtime_api::http::Response>,
-) -> bool {
-    use aws_smithy_runtime_api::client::result::SdkError;
-    match e {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            true
-        }
-        SdkError::ServiceError(_) => {
-            let status = e.raw_response().map_or(0, |r| r.status().as_u16());
-            status >= 500 && !is_throttle(e.code())
-        }
-        _ => false,
-    }
-}
-
-/// AWS's throttling codes: not done, send again later.
-pub(crate) fn is_throttle(code: Option<&str>) -> bool {
-    matches!(
-        code,
-        Some("RequestLimitExceeded" | "Throttling" | "ThrottlingException" | "RequestThrottled")
-    )
 }
 
 #[cfg(test)]
@@ -590,6 +554,44 @@ mod tests {
                 .contains("storage.bucket")
         );
         assert_eq!(hint("InvalidParameterValue"), None);
+    }
+
+    #[test]
+    fn every_kind_has_exactly_one_service() {
+        // Clients are made without a call: no endpoint is reached.
+        let config = aws_config::SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("eu-central-1"))
+            .build();
+        let stack = crate::stack::test_stack("demo");
+        let aws = Aws::with_config(&config, &stack, crate::desired::test_facts().arns)
+            .expect("every kind is routed");
+        for kind in Kind::ALL {
+            let service = aws.service(kind).unwrap();
+            assert!(service.kinds().contains(&kind), "{kind}");
+        }
+        let served: usize = aws.services.iter().map(|s| s.kinds().len()).sum();
+        assert_eq!(served, Kind::ALL.len(), "no kind is served twice");
+    }
+
+    #[test]
+    fn a_kind_without_a_service_is_an_error() {
+        let config = aws_config::SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("eu-central-1"))
+            .build();
+        let stack = crate::stack::test_stack("demo");
+        let mut aws = Aws::with_config(&config, &stack, crate::desired::test_facts().arns).unwrap();
+        aws.services
+            .retain(|s| !s.kinds().contains(&Kind::LogGroup));
+        assert!(matches!(
+            routes(&aws.services),
+            Err(Error::Unrouted {
+                kind: Kind::LogGroup
+            })
+        ));
+        let twice = [aws.services.clone(), aws.services.clone()].concat();
+        assert!(matches!(routes(&twice), Err(Error::Unrouted { .. })));
     }
 
     #[test]

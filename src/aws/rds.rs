@@ -7,13 +7,16 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_rds::Client;
-use aws_sdk_rds::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_rds::error::ProvideErrorMetadata;
 use aws_sdk_rds::primitives::{DateTime, DateTimeFormat};
 use aws_sdk_rds::types::{DbInstance, Tag};
 
-use crate::model::{Address, Attrs, Item, Kind, Observed, Ref, Value};
+use super::service::{CallError, Created, Service, Wanted, is_ours, required};
+use crate::desired;
+use crate::executor::BoxFuture;
+use crate::model::{Attrs, Item, Kind, Observed, Ref, Value};
 use crate::password;
-use crate::plan::AttrChange;
+use crate::plan::{AttrChange, Change, DataOnDelete};
 use crate::stack::{STACK_TAG, Secret};
 
 /// RDS creates in minutes and deletes (with a snapshot) in longer; the SDK's
@@ -22,15 +25,13 @@ const CREATE_WAIT: Duration = Duration::from_secs(60 * 60);
 const DELETE_WAIT: Duration = Duration::from_secs(120 * 60);
 const POLL: Duration = Duration::from_secs(15);
 
+/// A failed RDS call.
+pub type Call = CallError<aws_sdk_rds::Error>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("failed to {action} {target}: {}", super::ec2::describe(source.as_ref()))]
-    Call {
-        action: &'static str,
-        target: String,
-        #[source]
-        source: Box<aws_sdk_rds::Error>,
-    },
+    #[error(transparent)]
+    Call(#[from] Call),
     #[error(
         "{what} {name} exists but is not part of stack {prefix} (it lacks the tag {STACK_TAG}={prefix}); \
          ihp-infra will not take it over. Rename or delete it, or choose another prefix"
@@ -48,14 +49,12 @@ pub enum Error {
         status: String,
         wanted: &'static str,
     },
-    #[error("internal error: {kind} is not an RDS resource")]
-    NotRds { kind: Kind },
 }
 
 impl Error {
     pub fn code(&self) -> Option<&str> {
         match self {
-            Error::Call { source, .. } => source.code(),
+            Error::Call(e) => e.code(),
             _ => None,
         }
     }
@@ -63,10 +62,10 @@ impl Error {
     /// LocalStack's community edition answers every RDS call with
     /// InternalFailure "... not included in your current license plan".
     pub fn hint(&self) -> Option<&'static str> {
-        let Error::Call { source, .. } = self else {
+        let Error::Call(e) = self else {
             return None;
         };
-        no_rds(source.code(), source.message()).then_some(
+        no_rds(e.code(), e.message()).then_some(
             "this endpoint has no RDS (LocalStack's community edition lacks it); \
              ihp-infra needs RDS for the database: use LocalStack Pro, moto, or AWS",
         )
@@ -76,21 +75,6 @@ impl Error {
 fn no_rds(code: Option<&str>, message: Option<&str>) -> bool {
     code == Some("InternalFailure")
         && message.is_some_and(|m| m.contains("not included in your current license plan"))
-}
-
-fn call<E, R>(
-    action: &'static str,
-    target: impl Into<String>,
-) -> impl FnOnce(SdkError<E, R>) -> Error
-where
-    aws_sdk_rds::Error: From<SdkError<E, R>>,
-{
-    let target = target.into();
-    move |e| Error::Call {
-        action,
-        target,
-        source: Box::new(e.into()),
-    }
 }
 
 /// The tags the changes set.
@@ -164,55 +148,37 @@ fn hopeless(status: &str) -> bool {
 pub struct Rds {
     client: Client,
     prefix: String,
-    subnet_group: String,
-    identifier: String,
+    /// The master password, sent on create and when its hash changed.
     password: Secret,
-    skip_final_snapshot: bool,
-    /// The stack wants a database. When it doesn't, an endpoint without RDS
-    /// (LocalStack's community edition) simply holds none.
-    wanted: bool,
+}
+
+/// Where the database answers, and as whom to log in.
+pub struct Endpoint {
+    pub address: String,
+    pub port: i32,
+    pub username: String,
 }
 
 impl Rds {
-    pub fn new(
-        client: Client,
-        prefix: &str,
-        subnet_group: String,
-        identifier: String,
-        password: Secret,
-    ) -> Self {
+    pub fn new(client: Client, prefix: &str, password: Secret) -> Self {
         Rds {
             client,
             prefix: prefix.to_string(),
-            subnet_group,
-            identifier,
             password,
-            skip_final_snapshot: false,
-            wanted: true,
         }
     }
 
-    /// Whether the stack wants a database (see `wanted`).
-    pub fn wanted(&mut self, wanted: bool) {
-        self.wanted = wanted;
-    }
-
     /// What a read's error means: nothing there, when the endpoint has no
-    /// RDS and the stack wants no database; else the error.
-    fn none_without_rds<T>(&self, result: Result<T, Error>, none: T) -> Result<T, Error> {
+    /// RDS and the stack wants no database (LocalStack's community
+    /// edition); else the error.
+    fn none_without_rds<T>(wanted: bool, result: Result<T, Error>, none: T) -> Result<T, Error> {
         match result {
-            Err(Error::Call { source, .. })
-                if !self.wanted && no_rds(source.code(), source.message()) =>
-            {
+            Err(Error::Call(e)) if !wanted && no_rds(e.code(), e.message()) => {
                 tracing::debug!("this endpoint has no RDS and the stack wants no database");
                 Ok(none)
             }
             other => other,
         }
-    }
-
-    pub fn skip_final_snapshot(&mut self, skip: bool) {
-        self.skip_final_snapshot = skip;
     }
 
     fn ours(
@@ -221,7 +187,7 @@ impl Rds {
         what: &'static str,
         name: &str,
     ) -> Result<(), Error> {
-        if tags.get(STACK_TAG) == Some(&self.prefix) {
+        if is_ours(tags, &self.prefix) {
             Ok(())
         } else {
             Err(Error::NotOurs {
@@ -232,26 +198,40 @@ impl Rds {
         }
     }
 
-    pub async fn observe(&self) -> Result<Vec<Observed>, Error> {
+    async fn observe(&self, wanted: &Wanted<'_>) -> Result<Vec<Observed>, Error> {
+        let group = wanted.name(&desired::db_subnet_group());
+        let identifier = wanted.attr(&desired::database(), "identifier");
         let observed = async {
-            let (group, db) =
-                tokio::try_join!(self.observe_subnet_group(), self.observe_database())?;
+            let (group, db) = tokio::try_join!(
+                async {
+                    match group {
+                        Some(group) => self.observe_subnet_group(group).await,
+                        None => Ok(None),
+                    }
+                },
+                async {
+                    match identifier {
+                        Some(identifier) => self.observe_database(identifier).await,
+                        None => Ok(None),
+                    }
+                },
+            )?;
             Ok(group.into_iter().chain(db).collect())
         }
         .await;
-        self.none_without_rds(observed, Vec::new())
+        Self::none_without_rds(wanted.wants(&desired::database()), observed, Vec::new())
     }
 
-    async fn observe_subnet_group(&self) -> Result<Option<Observed>, Error> {
+    async fn observe_subnet_group(&self, group_name: &str) -> Result<Option<Observed>, Error> {
         let out = self
             .client
             .describe_db_subnet_groups()
-            .db_subnet_group_name(&self.subnet_group)
+            .db_subnet_group_name(group_name)
             .send()
             .await;
         let out = match out {
             Err(e) if e.code() == Some("DBSubnetGroupNotFoundFault") => return Ok(None),
-            other => other.map_err(call("describe DB subnet group", &self.subnet_group))?,
+            other => other.map_err(Call::on("describe DB subnet group", group_name))?,
         };
         let Some(group) = out.db_subnet_groups().first() else {
             return Ok(None);
@@ -263,10 +243,10 @@ impl Rds {
                 .resource_name(arn)
                 .send()
                 .await
-                .map_err(call("list tags of", arn))?
+                .map_err(Call::on("list tags of", arn))?
                 .tag_list(),
         );
-        self.ours(&tags, "DB subnet group", &self.subnet_group)?;
+        self.ours(&tags, "DB subnet group", group_name)?;
         let subnets = group
             .subnets()
             .iter()
@@ -274,10 +254,10 @@ impl Rds {
             .map(|s| Item::Subnet(Ref::Id(s.to_string())))
             .collect();
         Ok(Some(Observed {
-            address: Address::new(Kind::DbSubnetGroup, "db-subnets"),
-            id: self.subnet_group.clone(),
+            address: desired::db_subnet_group(),
+            id: group_name.to_string(),
             attrs: BTreeMap::from([
-                ("name", Value::Text(self.subnet_group.clone())),
+                ("name", Value::Text(group_name.to_string())),
                 (
                     "vpc",
                     group
@@ -291,29 +271,29 @@ impl Rds {
         }))
     }
 
-    async fn describe(&self) -> Result<Option<DbInstance>, Error> {
+    async fn describe(&self, identifier: &str) -> Result<Option<DbInstance>, Error> {
         let out = self
             .client
             .describe_db_instances()
-            .db_instance_identifier(&self.identifier)
+            .db_instance_identifier(identifier)
             .send()
             .await;
         match out {
             Err(e) if e.code() == Some("DBInstanceNotFound") => Ok(None),
             other => Ok(other
-                .map_err(call("describe database", &self.identifier))?
+                .map_err(Call::on("describe database", identifier))?
                 .db_instances()
                 .first()
                 .cloned()),
         }
     }
 
-    async fn observe_database(&self) -> Result<Option<Observed>, Error> {
-        let Some(db) = self.describe().await? else {
+    async fn observe_database(&self, identifier: &str) -> Result<Option<Observed>, Error> {
+        let Some(db) = self.describe(identifier).await? else {
             return Ok(None);
         };
         let tags = tag_map(db.tag_list());
-        self.ours(&tags, "database", &self.identifier)?;
+        self.ours(&tags, "database", identifier)?;
         if db.db_instance_status() == Some("deleting") {
             // Going away; a create has to wait until it is gone.
             return Ok(None);
@@ -326,10 +306,10 @@ impl Rds {
             .map(|g| Item::Group(Ref::Id(g.to_string())))
             .collect();
         Ok(Some(Observed {
-            address: Address::new(Kind::Database, "postgres-db"),
-            id: self.identifier.clone(),
+            address: desired::database(),
+            id: identifier.to_string(),
             attrs: BTreeMap::from([
-                ("identifier", Value::Text(self.identifier.clone())),
+                ("identifier", Value::Text(identifier.to_string())),
                 ("engine", text(db.engine())),
                 ("engine_version", text(db.engine_version())),
                 ("instance_class", text(db.db_instance_class())),
@@ -371,127 +351,123 @@ impl Rds {
         }))
     }
 
-    /// The endpoint address and master user name, once the database exists.
-    /// Where the database answers, and as whom to log in.
-    pub async fn endpoint(&self) -> Result<Option<crate::outputs::Database>, Error> {
-        Ok(self.describe().await?.and_then(|db| {
+    /// The endpoint of database `identifier`, once it exists.
+    pub async fn endpoint(&self, identifier: &str) -> Result<Option<Endpoint>, Error> {
+        Ok(self.describe(identifier).await?.and_then(|db| {
             let endpoint = db.endpoint()?;
-            Some(crate::outputs::Database {
-                endpoint: endpoint.address()?.to_string(),
+            Some(Endpoint {
+                address: endpoint.address()?.to_string(),
                 port: endpoint.port().unwrap_or(5432),
                 username: db.master_username().unwrap_or_default().to_string(),
             })
         }))
     }
 
-    pub async fn create(
+    async fn create_subnet_group(
         &self,
-        address: &Address,
+        group: &str,
         tags: &BTreeMap<String, String>,
         attrs: &Attrs,
-    ) -> Result<String, Error> {
-        match address.kind {
-            Kind::DbSubnetGroup => {
-                let result = self
-                    .client
-                    .create_db_subnet_group()
-                    .db_subnet_group_name(&self.subnet_group)
-                    .db_subnet_group_description(format!(
-                        "ihp-infra: private subnets of stack {}",
-                        self.prefix
-                    ))
-                    .set_subnet_ids(Some(attrs.ids("subnets")))
-                    .set_tags(Some(rds_tags(tags)))
-                    .send()
-                    .await;
-                match result {
-                    // Made by an interrupted run (observe refuses one that isn't ours).
-                    Err(e) if e.code() == Some("DBSubnetGroupAlreadyExists") => {}
-                    other => other
-                        .map(drop)
-                        .map_err(call("create DB subnet group", &self.subnet_group))?,
-                }
-                Ok(self.subnet_group.clone())
+    ) -> Result<(), Error> {
+        let result = self
+            .client
+            .create_db_subnet_group()
+            .db_subnet_group_name(group)
+            .db_subnet_group_description(format!(
+                "ihp-infra: private subnets of stack {}",
+                self.prefix
+            ))
+            .set_subnet_ids(Some(attrs.ids("subnets")))
+            .set_tags(Some(rds_tags(tags)))
+            .send()
+            .await;
+        match result {
+            // Made by an interrupted run (observe refuses one that isn't ours).
+            Err(e) if e.code() == Some("DBSubnetGroupAlreadyExists") => Ok(()),
+            other => {
+                other.map_err(Call::on("create DB subnet group", group))?;
+                Ok(())
             }
-            Kind::Database => {
-                let mut tags = tags.clone();
-                tags.insert(
-                    password::TAG.to_string(),
-                    attrs.text("password").unwrap_or_default().to_string(),
-                );
-                let result = self
-                    .client
-                    .create_db_instance()
-                    .db_instance_identifier(&self.identifier)
-                    .engine("postgres")
-                    .engine_version(attrs.text("engine_version").unwrap_or("16"))
-                    .db_instance_class(attrs.text("instance_class").unwrap_or("db.t3.micro"))
-                    .allocated_storage(attrs.int("allocated_storage").unwrap_or(20) as i32)
-                    .storage_type("gp3")
-                    .master_username(attrs.text("username").unwrap_or("postgres_user"))
-                    .master_user_password(self.password.expose())
-                    .db_subnet_group_name(&self.subnet_group)
-                    .set_vpc_security_group_ids(Some(attrs.ids("security_groups")))
-                    .publicly_accessible(false)
-                    .storage_encrypted(true)
-                    .set_tags(Some(rds_tags(&tags)))
-                    .send()
-                    .await;
-                match result {
-                    Err(e) if e.code() == Some("DBInstanceAlreadyExists") => {}
-                    other => other
-                        .map(drop)
-                        .map_err(call("create database", &self.identifier))?,
-                }
-                self.wait_available("created").await?;
-                Ok(self.identifier.clone())
-            }
-            kind => Err(Error::NotRds { kind }),
         }
     }
 
-    pub async fn update(&self, address: &Address, changes: &[AttrChange]) -> Result<(), Error> {
-        match address.kind {
-            Kind::DbSubnetGroup => {
-                if let Some(Value::Set(subnets)) = changes
-                    .iter()
-                    .find(|c| c.name == "subnets")
-                    .map(|c| &c.after)
-                {
-                    let ids = subnets
-                        .iter()
-                        .filter_map(Item::id)
-                        .map(str::to_string)
-                        .collect();
-                    self.client
-                        .modify_db_subnet_group()
-                        .db_subnet_group_name(&self.subnet_group)
-                        .set_subnet_ids(Some(ids))
-                        .send()
-                        .await
-                        .map_err(call("modify DB subnet group", &self.subnet_group))?;
-                }
-                let tags = added_tags(changes);
-                if !tags.is_empty() {
-                    let arn = self
-                        .client
-                        .describe_db_subnet_groups()
-                        .db_subnet_group_name(&self.subnet_group)
-                        .send()
-                        .await
-                        .map_err(call("describe DB subnet group", &self.subnet_group))?
-                        .db_subnet_groups()
-                        .first()
-                        .and_then(|g| g.db_subnet_group_arn().map(str::to_string))
-                        .unwrap_or_default();
-                    self.tag(&arn, &tags, "tag DB subnet group", &self.subnet_group)
-                        .await?;
-                }
-                Ok(())
+    async fn create_database(
+        &self,
+        identifier: &str,
+        change: &Change,
+        attrs: &Attrs,
+    ) -> Result<(), super::Error> {
+        let text = |name| required(attrs.text(name), change, name);
+        let mut tags = change.tags.clone();
+        tags.insert(password::TAG.to_string(), text("password")?.to_string());
+        let result = self
+            .client
+            .create_db_instance()
+            .db_instance_identifier(identifier)
+            .engine(text("engine")?)
+            .engine_version(text("engine_version")?)
+            .db_instance_class(text("instance_class")?)
+            .allocated_storage(required(
+                attrs.int("allocated_storage"),
+                change,
+                "allocated_storage",
+            )? as i32)
+            .storage_type("gp3")
+            .master_username(text("username")?)
+            .master_user_password(self.password.expose())
+            .db_subnet_group_name(required(attrs.id("subnet_group"), change, "subnet_group")?)
+            .set_vpc_security_group_ids(Some(attrs.ids("security_groups")))
+            .publicly_accessible(false)
+            .storage_encrypted(true)
+            .set_tags(Some(rds_tags(&tags)))
+            .send()
+            .await;
+        match result {
+            Err(e) if e.code() == Some("DBInstanceAlreadyExists") => {}
+            other => {
+                other
+                    .map_err(Call::on("create database", identifier))
+                    .map_err(Error::from)?;
             }
-            Kind::Database => self.modify_database(changes).await,
-            kind => Err(Error::NotRds { kind }),
         }
+        Ok(self.wait_available(identifier, "created").await?)
+    }
+
+    async fn update_subnet_group(&self, group: &str, changes: &[AttrChange]) -> Result<(), Error> {
+        if let Some(Value::Set(subnets)) = changes
+            .iter()
+            .find(|c| c.name == "subnets")
+            .map(|c| &c.after)
+        {
+            let ids = subnets
+                .iter()
+                .filter_map(Item::id)
+                .map(str::to_string)
+                .collect();
+            self.client
+                .modify_db_subnet_group()
+                .db_subnet_group_name(group)
+                .set_subnet_ids(Some(ids))
+                .send()
+                .await
+                .map_err(Call::on("modify DB subnet group", group))?;
+        }
+        let tags = added_tags(changes);
+        if !tags.is_empty() {
+            let arn = self
+                .client
+                .describe_db_subnet_groups()
+                .db_subnet_group_name(group)
+                .send()
+                .await
+                .map_err(Call::on("describe DB subnet group", group))?
+                .db_subnet_groups()
+                .first()
+                .and_then(|g| g.db_subnet_group_arn().map(str::to_string))
+                .unwrap_or_default();
+            self.tag(&arn, &tags, "tag DB subnet group", group).await?;
+        }
+        Ok(())
     }
 
     async fn tag(
@@ -507,15 +483,15 @@ impl Rds {
             .set_tags(Some(rds_tags(tags)))
             .send()
             .await
-            .map(drop)
-            .map_err(call(action, name))
+            .map_err(Call::on(action, name))?;
+        Ok(())
     }
 
-    async fn modify_database(&self, changes: &[AttrChange]) -> Result<(), Error> {
+    async fn modify_database(&self, identifier: &str, changes: &[AttrChange]) -> Result<(), Error> {
         let mut modify = self
             .client
             .modify_db_instance()
-            .db_instance_identifier(&self.identifier)
+            .db_instance_identifier(identifier)
             .apply_immediately(true);
         let mut new_hash = None;
         let mut other_tags = added_tags(changes);
@@ -551,22 +527,22 @@ impl Rds {
             };
         }
         if modified {
-            self.wait_settled().await?;
+            self.wait_settled(identifier).await?;
             modify
                 .send()
                 .await
-                .map_err(call("modify database", &self.identifier))?;
+                .map_err(Call::on("modify database", identifier))?;
         }
         if let Some(hash) = new_hash {
             other_tags.insert(password::TAG.to_string(), hash);
         }
         if !other_tags.is_empty() {
             let arn = self
-                .describe()
+                .describe(identifier)
                 .await?
                 .and_then(|db| db.db_instance_arn().map(str::to_string))
                 .unwrap_or_default();
-            self.tag(&arn, &other_tags, "tag database", &self.identifier)
+            self.tag(&arn, &other_tags, "tag database", identifier)
                 .await?;
         }
         if !modified {
@@ -574,38 +550,38 @@ impl Rds {
         }
         // A modify starts asynchronously: wait for it to show, then to finish.
         tokio::time::sleep(Duration::from_secs(1)).await;
-        self.wait_available("modified").await
+        self.wait_available(identifier, "modified").await
     }
 
-    /// Deletes; for the database, returns the final snapshot's name.
-    pub async fn delete(&self, address: &Address) -> Result<Option<String>, Error> {
-        match address.kind {
-            Kind::DbSubnetGroup => {
-                let result = self
-                    .client
-                    .delete_db_subnet_group()
-                    .db_subnet_group_name(&self.subnet_group)
-                    .send()
-                    .await;
-                match result {
-                    Err(e) if e.code() == Some("DBSubnetGroupNotFoundFault") => Ok(None),
-                    other => other
-                        .map(|_| None)
-                        .map_err(call("delete DB subnet group", &self.subnet_group)),
-                }
+    async fn delete_subnet_group(&self, group: &str) -> Result<(), Error> {
+        let result = self
+            .client
+            .delete_db_subnet_group()
+            .db_subnet_group_name(group)
+            .send()
+            .await;
+        match result {
+            Err(e) if e.code() == Some("DBSubnetGroupNotFoundFault") => Ok(()),
+            other => {
+                other.map_err(Call::on("delete DB subnet group", group))?;
+                Ok(())
             }
-            Kind::Database => self.delete_database().await,
-            kind => Err(Error::NotRds { kind }),
         }
     }
 
-    async fn delete_database(&self) -> Result<Option<String>, Error> {
+    /// Deletes the database, with a final snapshot unless `data` says it is
+    /// lost; returns what was kept.
+    async fn delete_database(
+        &self,
+        identifier: &str,
+        data: Option<DataOnDelete>,
+    ) -> Result<Option<String>, Error> {
         // Deleting a database that is still modifying fails: let it settle.
-        self.wait_settled().await?;
-        let base = final_snapshot_name(&self.identifier, SystemTime::now());
+        self.wait_settled(identifier).await?;
+        let base = final_snapshot_name(identifier, SystemTime::now());
         let mut snapshot = None;
         for attempt in 1..=10 {
-            if !self.skip_final_snapshot {
+            if data != Some(DataOnDelete::Lost) {
                 // A name already taken (a destroy in the same second) gets a suffix.
                 snapshot = Some(match attempt {
                     1 => base.clone(),
@@ -615,7 +591,7 @@ impl Rds {
             let mut delete = self
                 .client
                 .delete_db_instance()
-                .db_instance_identifier(&self.identifier)
+                .db_instance_identifier(identifier)
                 .skip_final_snapshot(snapshot.is_none());
             if let Some(name) = &snapshot {
                 delete = delete.final_db_snapshot_identifier(name);
@@ -624,32 +600,30 @@ impl Rds {
                 Err(e) if e.code() == Some("DBInstanceNotFound") => return Ok(None),
                 Err(e) if e.code() == Some("DBSnapshotAlreadyExists") && attempt < 10 => {}
                 other => {
-                    other
-                        .map(drop)
-                        .map_err(call("delete database", &self.identifier))?;
+                    other.map_err(Call::on("delete database", identifier))?;
                     break;
                 }
             }
         }
         let started = Instant::now();
-        while self.describe().await?.is_some() {
+        while self.describe(identifier).await?.is_some() {
             if started.elapsed() > DELETE_WAIT {
                 return Err(Error::Timeout {
-                    what: format!("database {} to be deleted", self.identifier),
+                    what: format!("database {} to be deleted", identifier),
                     minutes: DELETE_WAIT.as_secs() / 60,
                 });
             }
-            tracing::info!(database = %self.identifier, "waiting for the database to be deleted");
+            tracing::info!(database = %identifier, "waiting for the database to be deleted");
             tokio::time::sleep(POLL).await;
         }
         Ok(snapshot.map(|s| format!("final snapshot {s}")))
     }
 
     /// Waits while the database is busy (creating, modifying, backing up...).
-    async fn wait_settled(&self) -> Result<(), Error> {
+    async fn wait_settled(&self, identifier: &str) -> Result<(), Error> {
         let started = Instant::now();
         loop {
-            let Some(db) = self.describe().await? else {
+            let Some(db) = self.describe(identifier).await? else {
                 return Ok(());
             };
             let status = db.db_instance_status().unwrap_or("unknown");
@@ -658,20 +632,20 @@ impl Rds {
             }
             if started.elapsed() > CREATE_WAIT {
                 return Err(Error::Timeout {
-                    what: format!("database {} to finish {status}", self.identifier),
+                    what: format!("database {} to finish {status}", identifier),
                     minutes: CREATE_WAIT.as_secs() / 60,
                 });
             }
-            tracing::info!(database = %self.identifier, status, "waiting for the database to settle");
+            tracing::info!(database = %identifier, status, "waiting for the database to settle");
             tokio::time::sleep(POLL).await;
         }
     }
 
-    async fn wait_available(&self, wanted: &'static str) -> Result<(), Error> {
+    async fn wait_available(&self, identifier: &str, wanted: &'static str) -> Result<(), Error> {
         let started = Instant::now();
         loop {
             let status = self
-                .describe()
+                .describe(identifier)
                 .await?
                 .and_then(|db| db.db_instance_status().map(str::to_string))
                 .unwrap_or_else(|| "not visible yet".to_string());
@@ -680,23 +654,85 @@ impl Rds {
             }
             if hopeless(&status) {
                 return Err(Error::Failed {
-                    name: self.identifier.clone(),
+                    name: identifier.to_string(),
                     status,
                     wanted,
                 });
             }
             if started.elapsed() > CREATE_WAIT {
                 return Err(Error::Timeout {
-                    what: format!(
-                        "database {} to be available (status {status})",
-                        self.identifier
-                    ),
+                    what: format!("database {} to be available (status {status})", identifier),
                     minutes: CREATE_WAIT.as_secs() / 60,
                 });
             }
-            tracing::info!(database = %self.identifier, status, "waiting for the database to be available");
+            tracing::info!(database = %identifier, status, "waiting for the database to be available");
             tokio::time::sleep(POLL).await;
         }
+    }
+}
+
+impl Service for Rds {
+    fn kinds(&self) -> &'static [Kind] {
+        &[Kind::DbSubnetGroup, Kind::Database]
+    }
+
+    fn observe<'a>(
+        &'a self,
+        wanted: &'a Wanted<'a>,
+    ) -> BoxFuture<'a, Result<Vec<Observed>, super::Error>> {
+        Box::pin(async move { Ok(self.observe(wanted).await?) })
+    }
+
+    fn create<'a>(
+        &'a self,
+        change: &'a Change,
+        attrs: &'a Attrs,
+    ) -> BoxFuture<'a, Result<Created, super::Error>> {
+        Box::pin(async move {
+            Ok(match change.address.kind {
+                Kind::DbSubnetGroup => {
+                    let group = required(attrs.text("name"), change, "name")?;
+                    self.create_subnet_group(group, &change.tags, attrs).await?;
+                    Created::id(group)
+                }
+                _ => {
+                    let identifier = required(attrs.text("identifier"), change, "identifier")?;
+                    self.create_database(identifier, change, attrs).await?;
+                    Created::id(identifier)
+                }
+            })
+        })
+    }
+
+    fn update<'a>(
+        &'a self,
+        change: &'a Change,
+        id: &'a str,
+        attrs: &'a [AttrChange],
+    ) -> BoxFuture<'a, Result<(), super::Error>> {
+        Box::pin(async move {
+            match change.address.kind {
+                Kind::DbSubnetGroup => self.update_subnet_group(id, attrs).await?,
+                _ => self.modify_database(id, attrs).await?,
+            }
+            Ok(())
+        })
+    }
+
+    fn delete<'a>(
+        &'a self,
+        change: &'a Change,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, super::Error>> {
+        Box::pin(async move {
+            Ok(match change.address.kind {
+                Kind::DbSubnetGroup => {
+                    self.delete_subnet_group(id).await?;
+                    None
+                }
+                _ => self.delete_database(id, change.data_on_delete).await?,
+            })
+        })
     }
 }
 

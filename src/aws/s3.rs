@@ -4,27 +4,28 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::types::{
     BucketLocationConstraint, CreateBucketConfiguration, Delete, ObjectIdentifier,
     PublicAccessBlockConfiguration, ServerSideEncryption, ServerSideEncryptionByDefault,
     ServerSideEncryptionConfiguration, ServerSideEncryptionRule, Tag, Tagging,
 };
 
-use crate::model::{Address, Attrs, Kind, Observed, Value};
-use crate::plan::AttrChange;
+use super::service::{CallError, Created, Service, Wanted, is_ours, required};
+use crate::desired;
+use crate::executor::BoxFuture;
+use crate::model::{Attrs, Kind, Observed, Value};
+use crate::plan::{Action, AttrChange, Change, DataOnDelete, Plan};
 use crate::policies;
 use crate::stack::STACK_TAG;
 
+/// A failed S3 call.
+pub type Call = CallError<aws_sdk_s3::Error>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("failed to {action} {target}: {}", super::ec2::describe(source.as_ref()))]
-    Call {
-        action: &'static str,
-        target: String,
-        #[source]
-        source: Box<aws_sdk_s3::Error>,
-    },
+    #[error(transparent)]
+    Call(#[from] Call),
     #[error(
         "the bucket name {name} is taken by another AWS account (S3 names are global); \
          set storage.bucket in the stack file to a name of your own"
@@ -43,32 +44,15 @@ pub enum Error {
     NotEmpty { name: String, objects: usize },
     #[error(transparent)]
     Tagging(#[from] super::tagging::Error),
-    #[error("internal error: {kind} is not an S3 resource")]
-    NotS3 { kind: Kind },
 }
 
 impl Error {
     pub fn code(&self) -> Option<&str> {
         match self {
-            Error::Call { source, .. } => source.code(),
+            Error::Call(e) => e.code(),
             Error::Tagging(e) => e.code(),
             _ => None,
         }
-    }
-}
-
-fn call<E, R>(
-    action: &'static str,
-    target: impl Into<String>,
-) -> impl FnOnce(SdkError<E, R>) -> Error
-where
-    aws_sdk_s3::Error: From<SdkError<E, R>>,
-{
-    let target = target.into();
-    move |e| Error::Call {
-        action,
-        target,
-        source: Box::new(e.into()),
     }
 }
 
@@ -90,9 +74,7 @@ pub struct S3 {
     client: Client,
     tagging: super::tagging::Tagging,
     prefix: String,
-    bucket: String,
     region: String,
-    delete_contents: bool,
 }
 
 impl S3 {
@@ -100,32 +82,19 @@ impl S3 {
         client: Client,
         tagging: super::tagging::Tagging,
         prefix: &str,
-        bucket: &str,
         region: &str,
     ) -> Self {
         S3 {
             client,
             tagging,
             prefix: prefix.to_string(),
-            bucket: bucket.to_string(),
             region: region.to_string(),
-            delete_contents: false,
         }
     }
 
-    pub fn delete_contents(&mut self, yes: bool) {
-        self.delete_contents = yes;
-    }
-
     /// The bucket's tags; `None` when there is no such bucket.
-    async fn tags(&self) -> Result<Option<BTreeMap<String, String>>, Error> {
-        match self
-            .client
-            .get_bucket_tagging()
-            .bucket(&self.bucket)
-            .send()
-            .await
-        {
+    async fn tags(&self, bucket: &str) -> Result<Option<BTreeMap<String, String>>, Error> {
+        match self.client.get_bucket_tagging().bucket(bucket).send().await {
             Ok(out) => Ok(Some(
                 out.tag_set()
                     .iter()
@@ -136,14 +105,14 @@ impl S3 {
                 Some("NoSuchBucket") => Ok(None),
                 Some("NoSuchTagSet") => Ok(Some(BTreeMap::new())),
                 code if someone_elses(code) => Err(Error::Taken {
-                    name: self.bucket.clone(),
+                    name: bucket.to_string(),
                 }),
-                _ => Err(call("read tags of bucket", &self.bucket)(e)),
+                _ => Err(Call::on("read tags of bucket", bucket)(e).into()),
             },
         }
     }
 
-    pub async fn observe(&self) -> Result<Vec<Observed>, Error> {
+    async fn observe(&self, bucket: &str) -> Result<Vec<Observed>, Error> {
         // Buckets of the stack under another name (storage.bucket changed).
         let mut observed = self
             .tagging
@@ -151,35 +120,35 @@ impl S3 {
                 "s3:bucket",
                 Kind::Bucket,
                 super::tagging::bucket_name,
-                &self.bucket,
+                bucket,
             )
             .await?;
-        let Some(tags) = self.tags().await? else {
+        let Some(tags) = self.tags(bucket).await? else {
             return Ok(observed);
         };
-        if tags.get(STACK_TAG) != Some(&self.prefix) {
+        if !is_ours(&tags, &self.prefix) {
             // Readable is not the same as ours: endpoints that don't enforce
             // other accounts' permissions (moto) answer for their buckets too.
-            if !self.owned().await? {
+            if !self.owned(bucket).await? {
                 return Err(Error::Taken {
-                    name: self.bucket.clone(),
+                    name: bucket.to_string(),
                 });
             }
             return Err(Error::NotOurs {
-                name: self.bucket.clone(),
+                name: bucket.to_string(),
                 prefix: self.prefix.clone(),
             });
         }
         let (encryption, block, policy) = tokio::try_join!(
-            self.encryption(),
-            self.public_access_blocked(),
-            self.policy()
+            self.encryption(bucket),
+            self.public_access_blocked(bucket),
+            self.policy(bucket)
         )?;
         observed.push(Observed {
-            address: Address::new(Kind::Bucket, "storage"),
-            id: self.bucket.clone(),
+            address: desired::bucket(),
+            id: bucket.to_string(),
             attrs: BTreeMap::from([
-                ("name", Value::Text(self.bucket.clone())),
+                ("name", Value::Text(bucket.to_string())),
                 (
                     "encryption",
                     encryption.map(Value::Text).unwrap_or(Value::None),
@@ -196,27 +165,27 @@ impl S3 {
     }
 
     /// Whether this account owns the bucket (ListBuckets lists only ours).
-    async fn owned(&self) -> Result<bool, Error> {
+    async fn owned(&self, bucket: &str) -> Result<bool, Error> {
         let pages: Vec<_> = self
             .client
             .list_buckets()
-            .prefix(&self.bucket)
+            .prefix(bucket)
             .into_paginator()
             .send()
             .try_collect()
             .await
-            .map_err(call("list buckets", "of this account"))?;
+            .map_err(Call::on("list buckets", "of this account"))?;
         Ok(pages
             .iter()
             .flat_map(|p| p.buckets())
-            .any(|b| b.name() == Some(self.bucket.as_str())))
+            .any(|b| b.name() == Some(bucket)))
     }
 
-    async fn encryption(&self) -> Result<Option<String>, Error> {
+    async fn encryption(&self, bucket: &str) -> Result<Option<String>, Error> {
         match self
             .client
             .get_bucket_encryption()
-            .bucket(&self.bucket)
+            .bucket(bucket)
             .send()
             .await
         {
@@ -228,15 +197,15 @@ impl S3 {
             Err(e) if e.code() == Some("ServerSideEncryptionConfigurationNotFoundError") => {
                 Ok(None)
             }
-            Err(e) => Err(call("read encryption of bucket", &self.bucket)(e)),
+            Err(e) => Err(Call::on("read encryption of bucket", bucket)(e).into()),
         }
     }
 
-    async fn public_access_blocked(&self) -> Result<bool, Error> {
+    async fn public_access_blocked(&self, bucket: &str) -> Result<bool, Error> {
         match self
             .client
             .get_public_access_block()
-            .bucket(&self.bucket)
+            .bucket(bucket)
             .send()
             .await
         {
@@ -247,26 +216,20 @@ impl S3 {
                     && c.restrict_public_buckets() == Some(true)
             })),
             Err(e) if e.code() == Some("NoSuchPublicAccessBlockConfiguration") => Ok(false),
-            Err(e) => Err(call("read public access block of bucket", &self.bucket)(e)),
+            Err(e) => Err(Call::on("read public access block of bucket", bucket)(e).into()),
         }
     }
 
-    async fn policy(&self) -> Result<Option<String>, Error> {
-        match self
-            .client
-            .get_bucket_policy()
-            .bucket(&self.bucket)
-            .send()
-            .await
-        {
+    async fn policy(&self, bucket: &str) -> Result<Option<String>, Error> {
+        match self.client.get_bucket_policy().bucket(bucket).send().await {
             Ok(out) => Ok(out.policy().and_then(policies::canonical)),
             Err(e) if e.code() == Some("NoSuchBucketPolicy") => Ok(None),
-            Err(e) => Err(call("read policy of bucket", &self.bucket)(e)),
+            Err(e) => Err(Call::on("read policy of bucket", bucket)(e).into()),
         }
     }
 
     /// How many object versions (and delete markers) a bucket holds, up to 1000.
-    pub async fn object_versions(&self, bucket: &str) -> Result<usize, Error> {
+    async fn object_versions(&self, bucket: &str) -> Result<usize, Error> {
         let out = self
             .client
             .list_object_versions()
@@ -276,17 +239,14 @@ impl S3 {
         match out {
             Err(e) if e.code() == Some("NoSuchBucket") => Ok(0),
             other => {
-                let out = other.map_err(call("list objects of bucket", bucket))?;
+                let out = other.map_err(Call::on("list objects of bucket", bucket))?;
                 Ok(out.versions().len() + out.delete_markers().len())
             }
         }
     }
 
-    /// Refuses a run that would have to empty a bucket, unless told to.
-    pub async fn check_deletable(&self, bucket: &str) -> Result<(), Error> {
-        if self.delete_contents {
-            return Ok(());
-        }
+    /// Refuses a run that would have to empty a bucket.
+    async fn check_deletable(&self, bucket: &str) -> Result<(), Error> {
         match self.object_versions(bucket).await? {
             0 => Ok(()),
             objects => Err(Error::NotEmpty {
@@ -296,15 +256,12 @@ impl S3 {
         }
     }
 
-    pub async fn create(
+    async fn create(
         &self,
-        address: &Address,
+        bucket: &str,
         tags: &BTreeMap<String, String>,
         attrs: &Attrs,
-    ) -> Result<String, Error> {
-        if address.kind != Kind::Bucket {
-            return Err(Error::NotS3 { kind: address.kind });
-        }
+    ) -> Result<(), Error> {
         let mut config = CreateBucketConfiguration::builder().set_tags(Some(s3_tags(tags)));
         // us-east-1 is the default and refuses to be named.
         if self.region != "us-east-1" {
@@ -314,7 +271,7 @@ impl S3 {
         let created = self
             .client
             .create_bucket()
-            .bucket(&self.bucket)
+            .bucket(bucket)
             .create_bucket_configuration(config.build())
             .send()
             .await;
@@ -324,77 +281,77 @@ impl S3 {
             Err(e) if e.code() == Some("BucketAlreadyOwnedByYou") => {}
             Err(e) if someone_elses(e.code()) => {
                 return Err(Error::Taken {
-                    name: self.bucket.clone(),
+                    name: bucket.to_string(),
                 });
             }
-            Err(e) => return Err(call("create bucket", &self.bucket)(e)),
+            Err(e) => return Err(Call::on("create bucket", bucket)(e).into()),
         }
         // Endpoints that ignore tags at creation (moto) get them right after.
         if self
-            .tags()
+            .tags(bucket)
             .await?
             .is_none_or(|t| t.get(STACK_TAG) != Some(&self.prefix))
         {
-            self.put_tags(tags).await?;
+            self.put_tags(bucket, tags).await?;
         }
-        self.put_encryption().await?;
+        self.put_encryption(bucket).await?;
         let block = attrs.bool("block_public_access").unwrap_or(true);
-        self.set_block(block).await?;
+        self.set_block(bucket, block).await?;
         if let Some(policy) = attrs.text("public_read_policy") {
-            self.put_policy(policy).await?;
-        }
-        Ok(self.bucket.clone())
-    }
-
-    pub async fn update(&self, changes: &[AttrChange]) -> Result<(), Error> {
-        let after = |name: &str| changes.iter().find(|c| c.name == name).map(|c| &c.after);
-        // Unblock before a public policy goes on; block after it came off.
-        if let Some(Value::Bool(false)) = after("block_public_access") {
-            self.set_block(false).await?;
-        }
-        match after("public_read_policy") {
-            Some(Value::Json(policy)) => self.put_policy(policy).await?,
-            Some(_) => {
-                self.client
-                    .delete_bucket_policy()
-                    .bucket(&self.bucket)
-                    .send()
-                    .await
-                    .map_err(call("delete policy of bucket", &self.bucket))?;
-            }
-            None => {}
-        }
-        if let Some(Value::Bool(true)) = after("block_public_access") {
-            self.set_block(true).await?;
-        }
-        if after("encryption").is_some() {
-            self.put_encryption().await?;
-        }
-        if let Some(c) = changes.iter().find(|c| c.name == "tags") {
-            // PutBucketTagging replaces the whole set: keep the others' tags.
-            let mut tags = self.tags().await?.unwrap_or_default();
-            tags.extend(c.added_tags());
-            self.put_tags(&tags).await?;
+            self.put_policy(bucket, policy).await?;
         }
         Ok(())
     }
 
-    async fn put_tags(&self, tags: &BTreeMap<String, String>) -> Result<(), Error> {
+    async fn update(&self, bucket: &str, changes: &[AttrChange]) -> Result<(), Error> {
+        let after = |name: &str| changes.iter().find(|c| c.name == name).map(|c| &c.after);
+        // Unblock before a public policy goes on; block after it came off.
+        if let Some(Value::Bool(false)) = after("block_public_access") {
+            self.set_block(bucket, false).await?;
+        }
+        match after("public_read_policy") {
+            Some(Value::Json(policy)) => self.put_policy(bucket, policy).await?,
+            Some(_) => {
+                self.client
+                    .delete_bucket_policy()
+                    .bucket(bucket)
+                    .send()
+                    .await
+                    .map_err(Call::on("delete policy of bucket", bucket))?;
+            }
+            None => {}
+        }
+        if let Some(Value::Bool(true)) = after("block_public_access") {
+            self.set_block(bucket, true).await?;
+        }
+        if after("encryption").is_some() {
+            self.put_encryption(bucket).await?;
+        }
+        if let Some(c) = changes.iter().find(|c| c.name == "tags") {
+            // PutBucketTagging replaces the whole set: keep the others' tags.
+            let mut tags = self.tags(bucket).await?.unwrap_or_default();
+            tags.extend(c.added_tags());
+            self.put_tags(bucket, &tags).await?;
+        }
+        Ok(())
+    }
+
+    async fn put_tags(&self, bucket: &str, tags: &BTreeMap<String, String>) -> Result<(), Error> {
         let tagging = Tagging::builder()
             .set_tag_set(Some(s3_tags(tags)))
             .build()
             .expect("the tag set is given");
         self.client
             .put_bucket_tagging()
-            .bucket(&self.bucket)
+            .bucket(bucket)
             .tagging(tagging)
             .send()
             .await
             .map(drop)
-            .map_err(call("tag bucket", &self.bucket))
+            .map_err(|e| Call::on("tag bucket", bucket)(e).into())
     }
 
-    async fn put_encryption(&self) -> Result<(), Error> {
+    async fn put_encryption(&self, bucket: &str) -> Result<(), Error> {
         let rule = ServerSideEncryptionRule::builder()
             .apply_server_side_encryption_by_default(
                 ServerSideEncryptionByDefault::builder()
@@ -405,7 +362,7 @@ impl S3 {
             .build();
         self.client
             .put_bucket_encryption()
-            .bucket(&self.bucket)
+            .bucket(bucket)
             .server_side_encryption_configuration(
                 ServerSideEncryptionConfiguration::builder()
                     .rules(rule)
@@ -415,14 +372,14 @@ impl S3 {
             .send()
             .await
             .map(drop)
-            .map_err(call("turn on encryption of bucket", &self.bucket))
+            .map_err(|e| Call::on("turn on encryption of bucket", bucket)(e).into())
     }
 
-    async fn set_block(&self, block: bool) -> Result<(), Error> {
+    async fn set_block(&self, bucket: &str, block: bool) -> Result<(), Error> {
         if block {
             self.client
                 .put_public_access_block()
-                .bucket(&self.bucket)
+                .bucket(bucket)
                 .public_access_block_configuration(
                     PublicAccessBlockConfiguration::builder()
                         .block_public_acls(true)
@@ -434,41 +391,43 @@ impl S3 {
                 .send()
                 .await
                 .map(drop)
-                .map_err(call("block public access to bucket", &self.bucket))
+                .map_err(|e| Call::on("block public access to bucket", bucket)(e).into())
         } else {
             let result = self
                 .client
                 .delete_public_access_block()
-                .bucket(&self.bucket)
+                .bucket(bucket)
                 .send()
                 .await;
             match result {
                 Err(e) if e.code() == Some("NoSuchPublicAccessBlockConfiguration") => Ok(()),
                 other => other
                     .map(drop)
-                    .map_err(call("allow public access to bucket", &self.bucket)),
+                    .map_err(|e| Call::on("allow public access to bucket", bucket)(e).into()),
             }
         }
     }
 
-    async fn put_policy(&self, policy: &str) -> Result<(), Error> {
+    async fn put_policy(&self, bucket: &str, policy: &str) -> Result<(), Error> {
         self.client
             .put_bucket_policy()
-            .bucket(&self.bucket)
+            .bucket(bucket)
             .policy(policy)
             .send()
             .await
             .map(drop)
-            .map_err(call("set policy of bucket", &self.bucket))
+            .map_err(|e| Call::on("set policy of bucket", bucket)(e).into())
     }
 
-    pub async fn delete(&self, bucket: &str) -> Result<(), Error> {
-        if self.delete_contents {
+    async fn delete(&self, bucket: &str, empty_first: bool) -> Result<(), Error> {
+        if empty_first {
             self.empty(bucket).await?;
         }
         match self.client.delete_bucket().bucket(bucket).send().await {
             Err(e) if e.code() == Some("NoSuchBucket") => Ok(()),
-            other => other.map(drop).map_err(call("delete bucket", bucket)),
+            other => other
+                .map(drop)
+                .map_err(|e| Call::on("delete bucket", bucket)(e).into()),
         }
     }
 
@@ -483,7 +442,7 @@ impl S3 {
                 .await;
             let out = match out {
                 Err(e) if e.code() == Some("NoSuchBucket") => return Ok(()),
-                other => other.map_err(call("list objects of bucket", bucket))?,
+                other => other.map_err(Call::on("list objects of bucket", bucket))?,
             };
             let ids: Vec<ObjectIdentifier> = out
                 .versions()
@@ -517,8 +476,76 @@ impl S3 {
                 )
                 .send()
                 .await
-                .map_err(call("empty bucket", bucket))?;
+                .map_err(Call::on("empty bucket", bucket))?;
         }
+    }
+}
+
+impl Service for S3 {
+    fn kinds(&self) -> &'static [Kind] {
+        &[Kind::Bucket]
+    }
+
+    fn observe<'a>(
+        &'a self,
+        wanted: &'a Wanted<'a>,
+    ) -> BoxFuture<'a, Result<Vec<Observed>, super::Error>> {
+        Box::pin(async move {
+            match wanted.name(&desired::bucket()) {
+                Some(bucket) => Ok(self.observe(bucket).await?),
+                None => Ok(Vec::new()),
+            }
+        })
+    }
+
+    fn create<'a>(
+        &'a self,
+        change: &'a Change,
+        attrs: &'a Attrs,
+    ) -> BoxFuture<'a, Result<Created, super::Error>> {
+        Box::pin(async move {
+            let bucket = required(attrs.text("name"), change, "name")?;
+            self.create(bucket, &change.tags, attrs).await?;
+            Ok(Created::id(bucket))
+        })
+    }
+
+    fn update<'a>(
+        &'a self,
+        _change: &'a Change,
+        id: &'a str,
+        attrs: &'a [AttrChange],
+    ) -> BoxFuture<'a, Result<(), super::Error>> {
+        Box::pin(async move { Ok(self.update(id, attrs).await?) })
+    }
+
+    fn delete<'a>(
+        &'a self,
+        change: &'a Change,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, super::Error>> {
+        Box::pin(async move {
+            let empty_first = change.data_on_delete == Some(DataOnDelete::EmptyFirst);
+            self.delete(id, empty_first).await?;
+            Ok(None)
+        })
+    }
+
+    /// A bucket with files is never emptied unasked: stop before changing
+    /// anything rather than half-way.
+    fn check<'a>(&'a self, plan: &'a Plan) -> BoxFuture<'a, Result<(), super::Error>> {
+        Box::pin(async move {
+            for c in &plan.changes {
+                if c.address.kind == Kind::Bucket
+                    && matches!(c.action, Action::Delete | Action::Replace)
+                    && c.data_on_delete != Some(DataOnDelete::EmptyFirst)
+                    && let Some(bucket) = &c.id
+                {
+                    self.check_deletable(bucket).await?;
+                }
+            }
+            Ok(())
+        })
     }
 }
 

@@ -12,7 +12,7 @@ use crate::model::{Address, Kind, Observed, Value};
 use crate::stack::STACK_TAG;
 
 #[derive(Debug, thiserror::Error)]
-#[error("failed to find resources tagged for stack {prefix}: {}", super::ec2::describe(source.as_ref()))]
+#[error("failed to find resources tagged for stack {prefix}: {}", super::service::describe(source.as_ref()))]
 pub struct Error {
     prefix: String,
     #[source]
@@ -25,6 +25,7 @@ impl Error {
     }
 }
 
+#[derive(Clone)]
 pub struct Tagging {
     client: Client,
     prefix: String,

@@ -14,11 +14,12 @@ use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::IamInstanceProfileSpecification;
 
 use super::{
-    Ec2, Error, call, create_once_found_by, incomplete, is_gone, no_retries, tag_map, tag_spec,
+    Call, Ec2, Error, create_once_found_by, incomplete, is_gone, no_retries, tag_map, tag_spec,
 };
+use crate::aws::service::required;
 use crate::desired::Image;
-use crate::model::{Address, Attrs, Item, Kind, Observed, Ref, Value};
-use crate::plan::AttrChange;
+use crate::model::{Attrs, Item, Kind, Observed, Ref, Value};
+use crate::plan::{AttrChange, Change};
 use crate::retry::{profile_not_ready, retry_if};
 use crate::stack::ImageChoice;
 
@@ -84,7 +85,7 @@ impl Ec2 {
             .key_names(name)
             .send()
             .await;
-        match result.map_err(call("describe key pair", name)) {
+        match result.map_err(Call::on("describe key pair", name)) {
             Ok(out) if !out.key_pairs().is_empty() => Ok(()),
             Ok(_) => Err(Error::NoKeyPair {
                 name: name.to_string(),
@@ -94,7 +95,7 @@ impl Ec2 {
                 name: name.to_string(),
                 region: region.to_string(),
             }),
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -106,7 +107,7 @@ impl Ec2 {
             .instance_types(InstanceType::from(instance_type))
             .send()
             .await
-            .map_err(call("describe instance type", instance_type))?;
+            .map_err(Call::on("describe instance type", instance_type))?;
         Ok(out
             .instance_types()
             .iter()
@@ -132,7 +133,7 @@ impl Ec2 {
                     .image_ids(id)
                     .send()
                     .await
-                    .map_err(call("describe image", id))?;
+                    .map_err(Call::on("describe image", id))?;
                 let image = out.images().first().map(|i| Image {
                     id: id.clone(),
                     name: i.name().unwrap_or_default().to_string(),
@@ -177,7 +178,7 @@ impl Ec2 {
             .filters(Filter::builder().name("state").values("available").build())
             .send()
             .await
-            .map_err(call("look up NixOS images in", region))?;
+            .map_err(Call::on("look up NixOS images in", region))?;
         // ISO 8601 timestamps sort as strings.
         let newest = out
             .images()
@@ -225,7 +226,7 @@ impl Ec2 {
             .send()
             .try_collect()
             .await
-            .map_err(call("describe", "instances"))?;
+            .map_err(Call::on("describe", "instances"))?;
         Ok(reservations
             .into_iter()
             .flat_map(|r| r.instances.unwrap_or_default())
@@ -324,7 +325,7 @@ impl Ec2 {
             .volume_ids(volume)
             .send()
             .await
-            .map_err(call("describe volume", volume))?;
+            .map_err(Call::on("describe volume", volume))?;
         let v = out.volumes().first();
         Ok((
             v.and_then(|v| v.size())
@@ -351,11 +352,14 @@ impl Ec2 {
 
     pub(super) async fn create_instance(
         &self,
-        address: &Address,
-        tags: &BTreeMap<String, String>,
+        change: &Change,
         attrs: &Attrs,
-    ) -> Result<String, Error> {
+    ) -> Result<String, super::super::Error> {
+        let (address, tags) = (&change.address, &change.tags);
         let target = address.to_string();
+        let instance_type = required(attrs.text("instance_type"), change, "instance_type")?;
+        let key_name = required(attrs.text("key_name"), change, "key_name")?;
+        let volume_size = required(attrs.int("root_volume_size"), change, "root_volume_size")?;
         let image = attrs
             .text("image_id")
             .ok_or_else(|| incomplete("create", &target, "image_id"))?;
@@ -397,10 +401,8 @@ impl Ec2 {
             .run_instances()
             .set_iam_instance_profile(profile)
             .image_id(image)
-            .instance_type(InstanceType::from(
-                attrs.text("instance_type").unwrap_or("t3.medium"),
-            ))
-            .key_name(attrs.text("key_name").unwrap_or_default())
+            .instance_type(InstanceType::from(instance_type))
+            .key_name(key_name)
             .subnet_id(subnet)
             .set_security_group_ids(Some(groups))
             .block_device_mappings(
@@ -408,7 +410,7 @@ impl Ec2 {
                     .device_name(ROOT_DEVICE)
                     .ebs(
                         EbsBlockDevice::builder()
-                            .volume_size(attrs.int("root_volume_size").unwrap_or(30) as i32)
+                            .volume_size(volume_size as i32)
                             .volume_type(VolumeType::Gp3)
                             .encrypted(true)
                             .delete_on_termination(true)
@@ -433,7 +435,8 @@ impl Ec2 {
             || launch.clone().send(),
         )
         .await
-        .map_err(call("launch", &target))?;
+        .map_err(Call::on("launch", &target))
+        .map_err(Error::from)?;
         let id = out
             .instances()
             .first()
@@ -455,7 +458,7 @@ impl Ec2 {
                 .instance_ids(id)
                 .send()
                 .await
-                .map_err(call("describe", id));
+                .map_err(|e| Call::on("describe", id)(e).into());
             let instance = match out {
                 Ok(out) => out
                     .reservations()
@@ -515,7 +518,7 @@ impl Ec2 {
                     .instance_ids(id)
                     .send()
                     .await
-                    .map_err(call("stop", id))?;
+                    .map_err(Call::on("stop", id))?;
                 self.wait_instance(id, InstanceStateName::Stopped).await?;
                 self.client
                     .modify_instance_attribute()
@@ -523,13 +526,13 @@ impl Ec2 {
                     .instance_type(AttributeValue::builder().value(t).build())
                     .send()
                     .await
-                    .map_err(call("change type of", id))?;
+                    .map_err(Call::on("change type of", id))?;
                 self.client
                     .start_instances()
                     .instance_ids(id)
                     .send()
                     .await
-                    .map_err(call("start", id))?;
+                    .map_err(Call::on("start", id))?;
                 self.wait_instance(id, InstanceStateName::Running).await?;
             }
             ("security_groups", Value::Set(groups)) => {
@@ -544,7 +547,7 @@ impl Ec2 {
                     .set_groups(Some(groups))
                     .send()
                     .await
-                    .map_err(call("set security groups of", id))?;
+                    .map_err(Call::on("set security groups of", id))?;
             }
             ("root_volume_size", Value::Int(size)) => {
                 let out = self
@@ -553,7 +556,7 @@ impl Ec2 {
                     .instance_ids(id)
                     .send()
                     .await
-                    .map_err(call("describe", id))?;
+                    .map_err(Call::on("describe", id))?;
                 let volume = out
                     .reservations()
                     .iter()
@@ -570,7 +573,7 @@ impl Ec2 {
                     .size(*size as i32)
                     .send()
                     .await
-                    .map_err(call("grow volume", &volume))?;
+                    .map_err(Call::on("grow volume", &volume))?;
             }
             ("instance_profile", Value::Ref(Ref::Id(profile))) => {
                 let spec = IamInstanceProfileSpecification::builder()
@@ -582,7 +585,7 @@ impl Ec2 {
                     .filters(Filter::builder().name("instance-id").values(id).build())
                     .send()
                     .await
-                    .map_err(call("describe instance profile of", id))?;
+                    .map_err(Call::on("describe instance profile of", id))?;
                 let current = associations
                     .iam_instance_profile_associations()
                     .iter()
@@ -601,7 +604,7 @@ impl Ec2 {
                         .send()
                         .await
                         .map(drop)
-                        .map_err(call("replace instance profile of", id))?,
+                        .map_err(Call::on("replace instance profile of", id))?,
                     None => retry_if(
                         self.budgets.visibility,
                         |e: &SdkError<_, _>| profile_not_ready(e.code(), e.message()),
@@ -615,7 +618,7 @@ impl Ec2 {
                     )
                     .await
                     .map(drop)
-                    .map_err(call("set instance profile of", id))?,
+                    .map_err(Call::on("set instance profile of", id))?,
                 }
             }
             ("http_tokens", Value::Text(t)) => {
@@ -625,15 +628,19 @@ impl Ec2 {
                     .http_tokens(HttpTokensState::from(t.as_str()))
                     .send()
                     .await
-                    .map_err(call("require IMDSv2 on", id))?;
+                    .map_err(Call::on("require IMDSv2 on", id))?;
             }
             _ => return Ok(false),
         }
         Ok(true)
     }
 
-    pub(super) async fn delete_instance(&self, id: &str) -> Result<Option<String>, Error> {
-        let snapshot = if self.keep_disk {
+    pub(super) async fn delete_instance(
+        &self,
+        id: &str,
+        keep_disk: bool,
+    ) -> Result<Option<String>, Error> {
+        let snapshot = if keep_disk {
             self.snapshot_disk(id).await?
         } else {
             None
@@ -644,7 +651,7 @@ impl Ec2 {
             .instance_ids(id)
             .send()
             .await
-            .map_err(call("terminate", id));
+            .map_err(|e| Call::on("terminate", id)(e).into());
         match result {
             Err(e) if is_gone(&e) => return Ok(snapshot),
             other => other.map(drop)?,
@@ -711,7 +718,7 @@ impl Ec2 {
                 .snapshot_ids(&snapshot)
                 .send()
                 .await
-                .map_err(call("describe snapshot", &snapshot))?;
+                .map_err(Call::on("describe snapshot", &snapshot))?;
             let state = out.snapshots().first().and_then(|s| s.state()).cloned();
             match state {
                 Some(SnapshotState::Completed) => return Ok(Some(snapshot)),
@@ -748,7 +755,7 @@ impl Ec2 {
             )
             .send()
             .await
-            .map_err(call("look for the disk snapshot of", id))?;
+            .map_err(Call::on("look for the disk snapshot of", id))?;
         Ok(found
             .snapshots()
             .iter()
@@ -768,7 +775,7 @@ impl Ec2 {
             Err(e) if e.code().is_some_and(|c| c.starts_with("InvalidInstanceID")) => {
                 return Ok(None);
             }
-            other => other.map_err(call("describe", id))?,
+            other => other.map_err(Call::on("describe", id))?,
         };
         let Some(instance) = out.reservations().iter().flat_map(|r| r.instances()).next() else {
             return Ok(None);
