@@ -1,16 +1,11 @@
 //! The stack loader on arbitrary text: it must answer every input with a
 //! stack or with problems, never panic, loop or overflow its stack.
 //!
-//! The loader's modules are compiled in directly (they need nothing but
-//! serde and serde-saphyr), so fuzzing doesn't build the AWS SDK.
+//! The loader lives in the core crate, so fuzzing doesn't build the AWS SDK.
 
 #![no_main]
-#![allow(dead_code)]
 
-#[path = "../../src/regions.rs"]
-mod regions;
-#[path = "../../src/stack.rs"]
-mod stack;
+use ihp_infra_core::stack;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -9,13 +9,15 @@ use aws_sdk_iam::Client;
 use aws_sdk_iam::error::ProvideErrorMetadata;
 use aws_sdk_iam::types::Tag;
 
-use super::service::{CallError, Created, NewSecret, Service, Wanted, is_ours, required};
+use super::service::{CallError, Created, NewSecret, NotOurs, Service, Wanted, ours, required};
 use crate::desired;
 use crate::executor::BoxFuture;
 use crate::model::{Address, Attrs, Item, Kind, Observed, Ref, Value};
 use crate::plan::{AttrChange, Change};
 use crate::policies::{self, Arns};
-use crate::stack::STACK_TAG;
+
+/// What to do about a resource of this name that isn't the stack's.
+const REMEDY: &str = "IAM names are account-wide: choose another prefix, or delete or tag it";
 
 /// A failed IAM call.
 pub type Call = CallError<aws_sdk_iam::Error>;
@@ -24,15 +26,8 @@ pub type Call = CallError<aws_sdk_iam::Error>;
 pub enum Error {
     #[error(transparent)]
     Call(#[from] Call),
-    #[error(
-        "IAM {what} {name} exists but is not part of stack {prefix} (it lacks the tag {STACK_TAG}={prefix}); \
-         IAM names are account-wide: choose another prefix, or delete or tag it"
-    )]
-    NotOurs {
-        what: &'static str,
-        name: String,
-        prefix: String,
-    },
+    #[error(transparent)]
+    NotOurs(#[from] NotOurs),
     #[error("{action} {target}: the response lacks {field}")]
     Incomplete {
         action: &'static str,
@@ -93,23 +88,6 @@ impl Iam {
         }
     }
 
-    fn ours(
-        &self,
-        tags: &BTreeMap<String, String>,
-        what: &'static str,
-        name: &str,
-    ) -> Result<(), Error> {
-        if is_ours(tags, &self.prefix) {
-            Ok(())
-        } else {
-            Err(Error::NotOurs {
-                what,
-                name: name.to_string(),
-                prefix: self.prefix.clone(),
-            })
-        }
-    }
-
     async fn observe(&self, wanted: &Wanted<'_>) -> Result<Vec<Observed>, Error> {
         // Each by the name the stack gives it; none to look for, nothing found.
         async fn by_name<
@@ -159,7 +137,7 @@ impl Iam {
             return Ok(None);
         };
         let tags = tag_map(policy.tags());
-        self.ours(&tags, "policy", name)?;
+        ours(&tags, &self.prefix, "IAM policy", name, REMEDY)?;
         let version = policy.default_version_id().unwrap_or("v1");
         let document = self
             .client
@@ -220,7 +198,7 @@ impl Iam {
             return Ok(None);
         };
         let tags = tag_map(role.tags());
-        self.ours(&tags, "role", name)?;
+        ours(&tags, &self.prefix, "IAM role", name, REMEDY)?;
         let trust = role
             .assume_role_policy_document()
             .and_then(policies::canonical);
@@ -258,7 +236,7 @@ impl Iam {
             return Ok(None);
         };
         let tags = tag_map(profile.tags());
-        self.ours(&tags, "instance profile", name)?;
+        ours(&tags, &self.prefix, "IAM instance profile", name, REMEDY)?;
         let roles = profile
             .roles()
             .iter()
@@ -283,7 +261,7 @@ impl Iam {
             return Ok(None);
         };
         let tags = tag_map(user.tags());
-        self.ours(&tags, "user", name)?;
+        ours(&tags, &self.prefix, "IAM user", name, REMEDY)?;
         let attached = self.attached_to_user(name).await?;
         let mut observed = vec![Observed {
             address: desired::s3_user(),

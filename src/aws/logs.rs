@@ -6,13 +6,12 @@ use std::collections::BTreeMap;
 use aws_sdk_cloudwatchlogs::Client;
 use aws_sdk_cloudwatchlogs::error::ProvideErrorMetadata;
 
-use super::service::{CallError, Created, Service, Wanted, is_ours, required};
+use super::service::{CallError, Created, NotOurs, Service, Wanted, ours, required};
 use crate::desired;
 use crate::executor::BoxFuture;
 use crate::model::{Attrs, Kind, Observed, Value};
 use crate::plan::{AttrChange, Change};
 use crate::policies::Arns;
-use crate::stack::STACK_TAG;
 
 /// A failed CloudWatch Logs call.
 pub type Call = CallError<aws_sdk_cloudwatchlogs::Error>;
@@ -21,11 +20,8 @@ pub type Call = CallError<aws_sdk_cloudwatchlogs::Error>;
 pub enum Error {
     #[error(transparent)]
     Call(#[from] Call),
-    #[error(
-        "log group {name} exists but is not part of stack {prefix} (it lacks the tag {STACK_TAG}={prefix}); \
-         tag it to let ihp-infra manage it, or set logs.group to another name"
-    )]
-    NotOurs { name: String, prefix: String },
+    #[error(transparent)]
+    NotOurs(#[from] NotOurs),
     #[error(transparent)]
     Tagging(#[from] super::tagging::Error),
 }
@@ -35,7 +31,7 @@ impl Error {
         match self {
             Error::Call(e) => e.code(),
             Error::Tagging(e) => e.code(),
-            Error::NotOurs { .. } => None,
+            Error::NotOurs(_) => None,
         }
     }
 }
@@ -93,12 +89,13 @@ impl Logs {
             .tags()
             .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default();
-        if !is_ours(&tags, &self.prefix) {
-            return Err(Error::NotOurs {
-                name: group.to_string(),
-                prefix: self.prefix.clone(),
-            });
-        }
+        ours(
+            &tags,
+            &self.prefix,
+            "log group",
+            group,
+            "tag it to let ihp-infra manage it, or set logs.group to another name",
+        )?;
         observed.push(Observed {
             address: desired::log_group(),
             id: group.to_string(),

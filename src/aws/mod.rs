@@ -47,11 +47,11 @@ pub enum Error {
     #[error(
         "failed to find out which AWS account to use: {}\n  (check your credentials: --profile or AWS_PROFILE (~/.aws/config), \
          AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or `aws sso login`, and AWS_ENDPOINT_URL if you use an emulator)",
-        service::describe(source)
+        service::describe(source.as_ref())
     )]
     Identity {
         #[source]
-        source: aws_sdk_sts::Error,
+        source: Box<aws_sdk_sts::Error>,
     },
     #[error("internal error: no service serves {kind} (or two do)")]
     Unrouted { kind: Kind },
@@ -268,7 +268,9 @@ impl Aws {
             .get_caller_identity()
             .send()
             .await
-            .map_err(|e| Error::Identity { source: e.into() })?;
+            .map_err(|e| Error::Identity {
+                source: Box::new(e.into()),
+            })?;
         let arns = Arns {
             // arn:<partition>:sts::<account>:...
             partition: identity

@@ -11,19 +11,23 @@ use aws_sdk_rds::error::ProvideErrorMetadata;
 use aws_sdk_rds::primitives::{DateTime, DateTimeFormat};
 use aws_sdk_rds::types::{DbInstance, Tag};
 
-use super::service::{CallError, Created, Service, Wanted, is_ours, required};
+use super::service::{CallError, Created, NotOurs, Service, Wanted, ours, required};
 use crate::desired;
 use crate::executor::BoxFuture;
 use crate::model::{Attrs, Item, Kind, Observed, Ref, Value};
 use crate::password;
 use crate::plan::{AttrChange, Change, DataOnDelete};
-use crate::stack::{STACK_TAG, Secret};
+use crate::stack::Secret;
 
 /// RDS creates in minutes and deletes (with a snapshot) in longer; the SDK's
 /// own waiters stop at 30 minutes, too soon for a big final snapshot.
 const CREATE_WAIT: Duration = Duration::from_secs(60 * 60);
 const DELETE_WAIT: Duration = Duration::from_secs(120 * 60);
 const POLL: Duration = Duration::from_secs(15);
+
+/// What to do about a resource of this name that isn't the stack's.
+const REMEDY: &str =
+    "ihp-infra will not take it over. Rename or delete it, or choose another prefix";
 
 /// A failed RDS call.
 pub type Call = CallError<aws_sdk_rds::Error>;
@@ -32,15 +36,8 @@ pub type Call = CallError<aws_sdk_rds::Error>;
 pub enum Error {
     #[error(transparent)]
     Call(#[from] Call),
-    #[error(
-        "{what} {name} exists but is not part of stack {prefix} (it lacks the tag {STACK_TAG}={prefix}); \
-         ihp-infra will not take it over. Rename or delete it, or choose another prefix"
-    )]
-    NotOurs {
-        what: &'static str,
-        name: String,
-        prefix: String,
-    },
+    #[error(transparent)]
+    NotOurs(#[from] NotOurs),
     #[error("timed out after {minutes} minutes waiting for {what}")]
     Timeout { what: String, minutes: u64 },
     #[error("database {name} ended in status {status} while waiting for it to be {wanted}")]
@@ -181,23 +178,6 @@ impl Rds {
         }
     }
 
-    fn ours(
-        &self,
-        tags: &BTreeMap<String, String>,
-        what: &'static str,
-        name: &str,
-    ) -> Result<(), Error> {
-        if is_ours(tags, &self.prefix) {
-            Ok(())
-        } else {
-            Err(Error::NotOurs {
-                what,
-                name: name.to_string(),
-                prefix: self.prefix.clone(),
-            })
-        }
-    }
-
     async fn observe(&self, wanted: &Wanted<'_>) -> Result<Vec<Observed>, Error> {
         let group = wanted.name(&desired::db_subnet_group());
         let identifier = wanted.attr(&desired::database(), "identifier");
@@ -246,7 +226,7 @@ impl Rds {
                 .map_err(Call::on("list tags of", arn))?
                 .tag_list(),
         );
-        self.ours(&tags, "DB subnet group", group_name)?;
+        ours(&tags, &self.prefix, "DB subnet group", group_name, REMEDY)?;
         let subnets = group
             .subnets()
             .iter()
@@ -293,7 +273,7 @@ impl Rds {
             return Ok(None);
         };
         let tags = tag_map(db.tag_list());
-        self.ours(&tags, "database", identifier)?;
+        ours(&tags, &self.prefix, "database", identifier, REMEDY)?;
         if db.db_instance_status() == Some("deleting") {
             // Going away; a create has to wait until it is gone.
             return Ok(None);

@@ -198,6 +198,38 @@ pub fn is_ours(tags: &BTreeMap<String, String>, prefix: &str) -> bool {
     tags.get(STACK_TAG).map(String::as_str) == Some(prefix)
 }
 
+/// A resource found by its name that lacks the stack's tag: never taken over.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{what} {name} exists but is not part of stack {prefix} (it lacks the tag {STACK_TAG}={prefix}); {remedy}"
+)]
+pub struct NotOurs {
+    pub what: &'static str,
+    pub name: String,
+    pub prefix: String,
+    /// What the user can do about it.
+    pub remedy: &'static str,
+}
+
+/// Refuses a resource found by its name unless it carries the stack's tag.
+pub fn ours(
+    tags: &BTreeMap<String, String>,
+    prefix: &str,
+    what: &'static str,
+    name: &str,
+    remedy: &'static str,
+) -> Result<(), NotOurs> {
+    if is_ours(tags, prefix) {
+        return Ok(());
+    }
+    Err(NotOurs {
+        what,
+        name: name.to_string(),
+        prefix: prefix.to_string(),
+        remedy,
+    })
+}
+
 /// Whether AWS may have done a call that failed this way: the answer was
 /// lost on the way (timeout, dropped connection, unreadable) or AWS failed
 /// after taking it (5xx other than throttling). For creates without an
@@ -227,11 +259,7 @@ pub fn is_throttle(code: Option<&str>) -> bool {
 
 /// The attribute a create needs and the plan didn't give: a bug in the
 /// desired graph, reported rather than filled in with a default.
-pub fn required<'a, T>(
-    value: Option<T>,
-    change: &'a Change,
-    attribute: &'static str,
-) -> Result<T, Error> {
+pub fn required<T>(value: Option<T>, change: &Change, attribute: &'static str) -> Result<T, Error> {
     value.ok_or_else(|| Error::MissingAttribute {
         address: change.address.clone(),
         attribute,

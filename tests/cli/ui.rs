@@ -5,7 +5,9 @@
 use std::collections::BTreeSet;
 use std::process::Stdio;
 
-use crate::common::{Emulator, FULL_STACK, KEY_NAME, PASSWORD, Project, id_filters, stack_yaml};
+use crate::common::{
+    Emulator, FULL_STACK, KEY_NAME, Needs, PASSWORD, Project, id_filters, stack_yaml,
+};
 use crate::network::tagged;
 
 const REGION: &str = "eu-central-1";
@@ -61,7 +63,15 @@ const RESOURCE_KEYS: &[&str] = &[
     "id",
     "action",
     "depends_on",
+    "data_on_delete",
     "changes",
+];
+const DATA_ON_DELETE: &[&str] = &[
+    "final_snapshot",
+    "disk_snapshot",
+    "lost",
+    "refuse_if_not_empty",
+    "empty_first",
 ];
 const ATTRIBUTE_KEYS: &[&str] = &[
     "name",
@@ -120,6 +130,14 @@ fn check_plan_document(doc: &serde_json::Value) {
         );
         assert!(r["name"].is_string());
         assert!(r["id"].is_string() || (r["id"].is_null() && action == "create"));
+        // Said only of what goes, and then one of the documented words.
+        match r["data_on_delete"].as_str() {
+            Some(data) => {
+                assert!(DATA_ON_DELETE.contains(&data), "{data}");
+                assert!(["delete", "replace"].contains(&action), "{r}");
+            }
+            None => assert!(r["data_on_delete"].is_null(), "{r}"),
+        }
         assert!(
             r["depends_on"]
                 .as_array()
@@ -203,6 +221,27 @@ async fn plan_json_has_the_documented_shape_and_detailed_exit_codes() {
     assert_eq!(update["kind"], "log_group");
     assert_eq!(update["changes"][0]["before"], 30);
     assert_eq!(update["changes"][0]["after"], 90);
+
+    // A renamed bucket: the old one goes, and the plan says its files stop it.
+    p.write(
+        "stack.yaml",
+        &format!(
+            "{}storage:\n  bucket: js-other-files\n",
+            emulator.stack_yaml("js", REGION)
+        ),
+    );
+    let out = p.run_ok(&["plan", "--json"], 2);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    check_plan_document(&doc);
+    let old = doc["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "bucket" && r["action"] == "delete");
+    if emulator.has(Needs::BucketsByTag) {
+        let old = old.expect("the old bucket goes");
+        assert_eq!(old["data_on_delete"], "refuse_if_not_empty", "{old}");
+    }
 
     // Errors go to stderr; stdout stays empty, not half a document.
     p.write("stack.yaml", "prefix: js\n");

@@ -1026,7 +1026,8 @@ fn check_tag(key: &str, value: &str) -> Result<(), String> {
 }
 
 /// A valid stack for unit tests elsewhere.
-#[cfg(test)]
+/// For tests, here and in the binary crate (feature "testing").
+#[cfg(any(test, feature = "testing"))]
 pub fn test_stack(prefix: &str) -> Stack {
     Stack {
         path: "stack.yaml".into(),

@@ -478,7 +478,8 @@ fn access(
 }
 
 /// Facts for unit tests: an image found, a fixed password hash.
-#[cfg(test)]
+/// For tests, here and in the binary crate (feature "testing").
+#[cfg(any(test, feature = "testing"))]
 pub fn test_facts() -> Facts {
     Facts {
         image: Some(Image {

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use crate::{regions, stack};
 
-const EXAMPLE: &str = include_str!("../stacks/example.yaml");
+const EXAMPLE: &str = include_str!("../../../stacks/example.yaml");
 const EXAMPLE_PREFIX: &str = "my-ihp-app";
 const EXAMPLE_REGION: &str = "eu-central-1";
 const EXAMPLE_KEY: &str = "my-ihp-key";

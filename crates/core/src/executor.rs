@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::stream::{FuturesUnordered, StreamExt};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use crate::model::{Address, Attrs, Value};
 use crate::plan::{Action, AttrChange, Change, Plan, has_pending, resolve};
