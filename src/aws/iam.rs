@@ -307,16 +307,22 @@ impl Iam {
             });
         }
         let name = required(attrs.text("name"), change, "name")?;
-        Ok(Created::id(self.create_named(change, name, attrs).await?))
+        match self.create_named(change, name, attrs).await? {
+            Some(id) => Ok(Created::id(id)),
+            None => Err(super::Error::Unrouted {
+                kind: change.address.kind,
+            }),
+        }
     }
 
-    /// Creates a policy, role, instance profile or user; returns its id.
+    /// Creates a policy, role, instance profile or user; returns its id
+    /// (none for another kind).
     async fn create_named(
         &self,
         change: &Change,
         name: &str,
         attrs: &Attrs,
-    ) -> Result<String, Error> {
+    ) -> Result<Option<String>, Error> {
         let tags = &change.tags;
         let name = name.to_string();
         let exists = |e: &Call| e.code() == Some("EntityAlreadyExists");
@@ -381,7 +387,7 @@ impl Iam {
                 }
                 name
             }
-            _ => {
+            Kind::IamUser => {
                 let created = self
                     .client
                     .create_user()
@@ -399,8 +405,9 @@ impl Iam {
                 }
                 name
             }
+            _ => return Ok(None),
         };
-        Ok(id)
+        Ok(Some(id))
     }
 
     /// CreateAccessKey takes no idempotency token, and the secret comes
@@ -770,10 +777,11 @@ impl Iam {
             Kind::InstanceProfile => self.delete_profile(id).await,
             Kind::IamUser => self.delete_user(id).await,
             // A key is found through its user.
-            _ => {
+            Kind::AccessKey => {
                 let user = required(change.observed.id("user"), change, "user")?;
                 self.delete_key(user, id).await
             }
+            kind => return Err(super::Error::Unrouted { kind }),
         };
         match result {
             Err(e) if is_code(&e, "NoSuchEntity") => Ok(()),

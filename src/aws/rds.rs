@@ -675,11 +675,12 @@ impl Service for Rds {
                     self.create_subnet_group(group, &change.tags, attrs).await?;
                     Created::id(group)
                 }
-                _ => {
+                Kind::Database => {
                     let identifier = required(attrs.text("identifier"), change, "identifier")?;
                     self.create_database(identifier, change, attrs).await?;
                     Created::id(identifier)
                 }
+                kind => return Err(super::Error::Unrouted { kind }),
             })
         })
     }
@@ -693,7 +694,8 @@ impl Service for Rds {
         Box::pin(async move {
             match change.address.kind {
                 Kind::DbSubnetGroup => self.update_subnet_group(id, attrs).await?,
-                _ => self.modify_database(id, attrs).await?,
+                Kind::Database => self.modify_database(id, attrs).await?,
+                kind => return Err(super::Error::Unrouted { kind }),
             }
             Ok(())
         })
@@ -710,7 +712,8 @@ impl Service for Rds {
                     self.delete_subnet_group(id).await?;
                     None
                 }
-                _ => self.delete_database(id, change.data_on_delete).await?,
+                Kind::Database => self.delete_database(id, change.data_on_delete).await?,
+                kind => return Err(super::Error::Unrouted { kind }),
             })
         })
     }

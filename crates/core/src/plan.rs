@@ -80,8 +80,8 @@ pub struct Change {
     /// What a delete (or a replacement's delete) does with the data the
     /// resource holds; none for resources that hold no data of the user's.
     pub data_on_delete: Option<DataOnDelete>,
-    /// The live attributes, for a delete: what finds the resource besides
-    /// its id (an access key's user).
+    /// The live attributes of a resource that exists: what a delete (or a
+    /// replacement's delete) finds it by besides its id (an access key's user).
     pub observed: Attrs,
 }
 
@@ -112,7 +112,7 @@ impl DataOnDelete {
             DataOnDelete::FinalSnapshot => "a final snapshot is kept",
             DataOnDelete::DiskSnapshot => "a snapshot of the disk is kept",
             DataOnDelete::Lost => "deleted without a snapshot",
-            DataOnDelete::RefuseIfNotEmpty => "refused while it holds files",
+            DataOnDelete::RefuseIfNotEmpty => "refused if it holds files",
             DataOnDelete::EmptyFirst => "its files are deleted first",
         }
     }
@@ -490,7 +490,7 @@ pub fn reconcile(
                     tags: want.tags.clone(),
                     depends_on: want.depends_on.clone(),
                     data_on_delete: None,
-                    observed: Attrs::default(),
+                    observed: Attrs(have.attrs.clone()),
                 }
             }
         };
@@ -869,6 +869,9 @@ mod tests {
             .map(|a| a.name)
             .collect();
         assert_eq!(forcing, ["cidr_block"]);
+        // The replacement's delete knows the live resource, as a plain
+        // delete does (regression: it carried no live attributes).
+        assert_eq!(replaced.observed.text("cidr_block"), Some("10.0.9.0/24"));
         // The server lives in that subnet: it is replaced with it.
         assert_eq!(action_of(&plan, &desired::instance()), Action::Replace);
         assert_eq!(plan.summary().replace, 2);
