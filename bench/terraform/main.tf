@@ -128,6 +128,13 @@ resource "aws_security_group" "app" {
   tags = { Name = "${var.prefix}-app" }
 }
 
+resource "aws_eip" "app" {
+  domain     = "vpc"
+  instance   = aws_instance.app.id
+  tags       = { Name = "${var.prefix}-app-ip" }
+  depends_on = [aws_internet_gateway.igw]
+}
+
 resource "aws_security_group" "db" {
   name        = "${var.prefix}-db"
   description = "ihp-infra: the database (postgres from the app server only)"

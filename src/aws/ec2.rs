@@ -2,6 +2,7 @@
 //! security groups). Observes them by the stack tag, creates them with their
 //! tags, updates and deletes them. Every call is safe to repeat.
 
+pub mod address;
 mod instance;
 
 pub use instance::{IMAGE_TAG, NIXOS_OWNER, client_token};
@@ -108,6 +109,26 @@ pub struct Ec2 {
     client: Client,
     prefix: String,
     budgets: Budgets,
+}
+
+/// Finds what carries stack `prefix`'s tag.
+fn stack_filter(prefix: &str) -> Filter {
+    Filter::builder()
+        .name(format!("tag:{STACK_TAG}"))
+        .values(prefix)
+        .build()
+}
+
+/// The address a live resource of stack `prefix` stands for: its role is
+/// its Name tag without the prefix. A Name we don't know makes it an
+/// unwanted resource, planned for deletion.
+fn address_of(prefix: &str, kind: Kind, id: &str, tags: &BTreeMap<String, String>) -> Address {
+    let role = tags
+        .get("Name")
+        .and_then(|n| n.strip_prefix(&format!("{prefix}-")))
+        .filter(|r| !r.is_empty())
+        .unwrap_or(id);
+    Address::new(kind, role)
 }
 
 fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
@@ -244,22 +265,11 @@ impl Ec2 {
     }
 
     fn stack_filter(&self) -> Filter {
-        Filter::builder()
-            .name(format!("tag:{STACK_TAG}"))
-            .values(&self.prefix)
-            .build()
+        stack_filter(&self.prefix)
     }
 
-    /// The address a live resource stands for: its role is its Name tag
-    /// without the prefix. A Name we don't know makes it an unwanted
-    /// resource, planned for deletion.
     fn address(&self, kind: Kind, id: &str, tags: &BTreeMap<String, String>) -> Address {
-        let role = tags
-            .get("Name")
-            .and_then(|n| n.strip_prefix(&format!("{}-", self.prefix)))
-            .filter(|r| !r.is_empty())
-            .unwrap_or(id);
-        Address::new(kind, role)
+        address_of(&self.prefix, kind, id, tags)
     }
 
     /// Everything of every kind that carries the stack's tag.
@@ -649,7 +659,8 @@ impl Ec2 {
                     .await?;
                 Ok(id)
             }
-            _ => Ok(self.create_instance(change, attrs).await?),
+            Kind::Instance => Ok(self.create_instance(change, attrs).await?),
+            kind => Err(super::Error::Unrouted { kind }),
         }
     }
 
@@ -770,15 +781,15 @@ impl Ec2 {
     }
 
     /// Deletes; for a server whose disk is kept, returns its snapshot.
-    async fn delete(&self, change: &Change, id: &str) -> Result<Option<String>, Error> {
+    async fn delete(&self, change: &Change, id: &str) -> Result<Option<String>, super::Error> {
         if change.address.kind == Kind::Instance {
             let keep_disk = change.data_on_delete == Some(DataOnDelete::DiskSnapshot);
-            return self.delete_instance(id, keep_disk).await;
+            return Ok(self.delete_instance(id, keep_disk).await?);
         }
         self.delete_other(&change.address, id).await.map(|()| None)
     }
 
-    async fn delete_other(&self, address: &Address, id: &str) -> Result<(), Error> {
+    async fn delete_other(&self, address: &Address, id: &str) -> Result<(), super::Error> {
         let target = format!("{address} {id}");
         let result = match address.kind {
             Kind::Vpc => {
@@ -833,13 +844,13 @@ impl Ec2 {
                 .map(drop)
                 .map_err(|e| Call::on("delete", &target)(e).into())
             }
-            // Instances go through `delete_instance`.
-            _ => Ok(()),
+            // Instances go through `delete_instance`; others aren't EC2's.
+            kind => return Err(super::Error::Unrouted { kind }),
         };
         match result {
             // Already gone: a delete interrupted after AWS took it, or done by hand.
             Err(e) if is_gone(&e) => Ok(()),
-            other => other,
+            other => Ok(other?),
         }
     }
 
@@ -1332,7 +1343,7 @@ impl Service for Ec2 {
         change: &'a Change,
         id: &'a str,
     ) -> BoxFuture<'a, Result<Option<String>, super::Error>> {
-        Box::pin(async move { Ok(self.delete(change, id).await?) })
+        Box::pin(self.delete(change, id))
     }
 }
 

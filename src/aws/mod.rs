@@ -150,6 +150,7 @@ pub struct Aws {
     pub locks: lock::Locks,
     /// EC2 and RDS also answer what planning and outputs need to know.
     ec2: Arc<ec2::Ec2>,
+    addresses: Arc<ec2::address::Addresses>,
     rds: Arc<rds::Rds>,
     services: Vec<Arc<dyn Service>>,
     routes: HashMap<Kind, Arc<dyn Service>>,
@@ -314,8 +315,10 @@ impl Aws {
         let prefix = &stack.prefix;
         let tagging = tagging::Tagging::new(client!(aws_sdk_resourcegroupstagging), prefix);
         let logs_client = client!(aws_sdk_cloudwatchlogs);
+        let ec2_client = client!(aws_sdk_ec2);
+        let addresses = Arc::new(ec2::address::Addresses::new(ec2_client.clone(), prefix));
         let ec2 = Arc::new(ec2::Ec2::new(
-            client!(aws_sdk_ec2),
+            ec2_client.clone(),
             prefix,
             Budgets::default(),
         ));
@@ -326,6 +329,7 @@ impl Aws {
         ));
         let services: Vec<Arc<dyn Service>> = vec![
             ec2.clone(),
+            addresses.clone(),
             rds.clone(),
             Arc::new(s3::S3::new(
                 aws_sdk_s3::Client::from_conf(s3_config),
@@ -352,6 +356,7 @@ impl Aws {
             routes: routes(&services)?,
             services,
             ec2,
+            addresses,
             rds,
         })
     }
@@ -452,10 +457,13 @@ impl Aws {
         // A part the stack leaves out has no outputs, even while a live one
         // is still on its way out.
         let server = async {
-            match stack.instance {
-                Some(_) => self.ec2.server_address().await,
-                None => Ok(None),
+            if stack.instance.is_none() {
+                return Ok(None);
             }
+            let (server, address) =
+                tokio::try_join!(self.ec2.server_address(), self.addresses.public_ip())?;
+            // The Elastic IP is the address that stays.
+            Ok::<_, ec2::Error>(server.map(|(dns, ip)| (dns, address.or(ip))))
         };
         let database = async {
             match stack.database {

@@ -201,7 +201,7 @@ impl Emulator {
 
     /// How many resources [`Emulator::stack_yaml`] makes.
     pub fn stack_size(&self) -> usize {
-        if self.serves_whole_stack() { 17 } else { 13 }
+        if self.serves_whole_stack() { 18 } else { 13 }
     }
 
     /// Whether [`Emulator::stack_yaml`] is the whole stack.

@@ -95,6 +95,13 @@ pub async fn tagged(emulator: &Emulator, prefix: &str) -> Vec<String> {
             .flat_map(|r| r.instances())
             .filter_map(|i| i.instance_id().map(String::from)),
     );
+    let addresses = ec2.describe_addresses().filters(f()).send().await.unwrap();
+    ids.extend(
+        addresses
+            .addresses()
+            .iter()
+            .filter_map(|a| a.allocation_id().map(String::from)),
+    );
     if emulator.has(Needs::Rds) {
         ids.extend(rds_resources(rds, prefix).await);
     }

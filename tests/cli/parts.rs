@@ -88,7 +88,10 @@ async fn database_left_out_later_is_deleted_with_a_final_snapshot() {
     emulator.ec2_with_key(REGION).await;
     let p = Project::with_stack(&emulator.endpoint(), "later", REGION);
     p.run_ok(&["apply", "--auto-approve"], 0);
-    assert_eq!(tagged(&emulator, "later").await.len(), 17);
+    assert_eq!(
+        tagged(&emulator, "later").await.len(),
+        emulator.stack_size()
+    );
 
     // The password may stay in the file: it is simply not needed.
     p.write(
@@ -168,7 +171,10 @@ async fn server_left_out_later_is_terminated_and_db_info_stays_unwritten() {
     emulator.ec2_with_key(REGION).await;
     let p = Project::with_stack(&emulator.endpoint(), "noserver", REGION);
     p.run_ok(&["apply", "--auto-approve"], 0);
-    assert_eq!(tagged(&emulator, "noserver").await.len(), 17);
+    assert_eq!(
+        tagged(&emulator, "noserver").await.len(),
+        emulator.stack_size()
+    );
     std::fs::remove_file(p.dir.path().join("db_info.txt")).unwrap();
 
     p.write(
@@ -181,12 +187,17 @@ async fn server_left_out_later_is_terminated_and_db_info_stays_unwritten() {
     let out = p.run_ok(&["plan", "--detailed-exitcode"], 2);
     assert!(
         out.stdout
-            .contains("Plan: 0 to add, 0 to change, 0 to replace, 1 to destroy."),
+            .contains("Plan: 0 to add, 0 to change, 0 to replace, 2 to destroy."),
         "{out:?}"
     );
     assert!(out.stdout.contains("- instance.app"), "{out:?}");
+    assert!(out.stdout.contains("- elastic_ip.app-ip"), "{out:?}");
     p.run_ok(&["apply", "--auto-approve"], 0);
-    assert_eq!(tagged(&emulator, "noserver").await.len(), 16);
+    assert_eq!(
+        tagged(&emulator, "noserver").await.len(),
+        emulator.stack_size() - 2,
+        "the server and its address went"
+    );
     assert!(
         !p.dir.path().join("db_info.txt").exists(),
         "no server: no Instance URL for db_info.txt"

@@ -51,6 +51,11 @@ pub async fn orphans(emulator: &Emulator, prefix: &str) -> Vec<String> {
         }
     }
     let not_default = |vpc: Option<&str>| !vpc.is_some_and(|v| default_vpcs.contains(&v));
+    for a in ec2.describe_addresses().send().await.unwrap().addresses() {
+        if !ours(a.tags()) {
+            found.push(format!("elastic IP {:?}", a.allocation_id()));
+        }
+    }
     for s in ec2.describe_subnets().send().await.unwrap().subnets() {
         if not_default(s.vpc_id()) && !ours(s.tags()) {
             found.push(format!("subnet {:?}", s.subnet_id()));

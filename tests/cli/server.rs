@@ -289,6 +289,80 @@ async fn newer_image_never_replaces_the_server_but_a_new_release_does() {
     p.run_ok(&["plan", "--detailed-exitcode"], 0);
 }
 
+/// The stack's Elastic IPs: (allocation id, public ip, instance it points at).
+async fn elastic_ips(
+    ec2: &aws_sdk_ec2::Client,
+    prefix: &str,
+) -> Vec<(String, String, Option<String>)> {
+    let out = ec2
+        .describe_addresses()
+        .filters(
+            Filter::builder()
+                .name("tag:ihp-infra:stack")
+                .values(prefix)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    out.addresses()
+        .iter()
+        .map(|a| {
+            let tags = a.tags();
+            assert!(
+                tags.iter()
+                    .any(|t| t.key() == Some("Name")
+                        && t.value() == Some(&format!("{prefix}-app-ip"))),
+                "named: {a:?}"
+            );
+            (
+                a.allocation_id().unwrap().to_string(),
+                a.public_ip().unwrap().to_string(),
+                a.instance_id().map(str::to_string),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn elastic_ip_follows_a_replaced_server_and_goes_with_destroy() {
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    let ec2 = emulator.ec2_with_key(REGION).await;
+    let p = Project::with_stack(&emulator.endpoint(), "eip", REGION);
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    let first = server(&ec2, "eip").await.instance_id().unwrap().to_string();
+    let ips = elastic_ips(&ec2, "eip").await;
+    assert_eq!(ips.len(), 1, "one address: {ips:?}");
+    let (allocation, ip, instance) = ips[0].clone();
+    assert_eq!(instance.as_deref(), Some(first.as_str()), "on the server");
+    // The hand-over gives the address that stays.
+    let out = p.run_ok(&["output"], 0);
+    assert!(
+        out.stdout.contains(&format!("INSTANCE_IP={ip}\n")),
+        "{out:?}"
+    );
+
+    // A new release replaces the server: the address moves to the new one.
+    with(&p, "eip", "instance:\n  nixos_release: \"25.11\"\n");
+    let plan = p.run_ok(&["plan", "--detailed-exitcode"], 2);
+    assert!(plan.stdout.contains("~ elastic_ip.app-ip"), "{plan:?}");
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    let second = server(&ec2, "eip").await.instance_id().unwrap().to_string();
+    assert_ne!(second, first);
+    assert_eq!(
+        elastic_ips(&ec2, "eip").await,
+        vec![(allocation, ip, Some(second))],
+        "the same address, now on the new server"
+    );
+    p.run_ok(&["plan", "--detailed-exitcode"], 0);
+
+    p.run_ok(&["destroy", "--auto-approve", "--skip-final-snapshot"], 0);
+    assert_eq!(elastic_ips(&ec2, "eip").await, vec![], "released");
+    assert_eq!(tagged(&emulator, "eip").await, Vec::<String>::new());
+}
+
 #[tokio::test]
 async fn server_holding_postgres_is_replaced_only_with_replace_server() {
     // Without RDS (IHP's appWithPostgres) the data is on the server's disk,

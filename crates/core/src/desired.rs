@@ -62,6 +62,9 @@ pub fn s3_user() -> Address {
 pub fn access_key() -> Address {
     Address::new(Kind::AccessKey, "s3-user-key")
 }
+pub fn elastic_ip() -> Address {
+    Address::new(Kind::ElasticIp, "app-ip")
+}
 
 /// What planning learns from AWS before it can say what the stack wants.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -307,6 +310,15 @@ pub fn graph(stack: &Stack, facts: &Facts) -> Graph {
                 instance_profile(),
             ],
         ),
+        // A public address that outlives the server: moved to a replacement.
+        resource(
+            elastic_ip(),
+            vec![
+                replace("domain", text("vpc")),
+                in_place("instance", pending(instance())),
+            ],
+            vec![instance(), internet_gateway()],
+        ),
         resource(
             db_subnet_group(),
             vec![
@@ -353,7 +365,7 @@ pub fn graph(stack: &Stack, facts: &Facts) -> Graph {
     // private subnets stay: free, and ready for a database.)
     let mut left_out = Vec::new();
     if stack.instance.is_none() {
-        left_out.push(instance());
+        left_out.extend([instance(), elastic_ip()]);
     }
     if stack.database.is_none() {
         left_out.extend([database(), db_subnet_group(), db_security_group()]);
@@ -535,7 +547,7 @@ mod tests {
             left_out(&all(&no_db)),
             [db_security_group(), db_subnet_group(), database()]
         );
-        assert_eq!(left_out(&all(&no_server)), [instance()]);
+        assert_eq!(left_out(&all(&no_server)), [instance(), elastic_ip()]);
         // What stays still finds everything it depends on.
         for s in [no_db, no_server] {
             let kept = resources(&s, &test_facts());

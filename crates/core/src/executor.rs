@@ -528,8 +528,8 @@ mod tests {
         let skipped: Vec<Kind> = outcome.skipped.iter().map(|s| s.address.kind).collect();
         assert_eq!(
             skipped,
-            [Kind::RouteTable, Kind::Instance],
-            "only the route table needs the gateway, and the server the route table"
+            [Kind::RouteTable, Kind::Instance, Kind::ElasticIp],
+            "only the route table and the server's address need the gateway, and the server the route table"
         );
         assert!(
             fake.log()
@@ -591,6 +591,8 @@ mod tests {
                 "create subnet.public",
                 "update route_table.public-rt live-route_table.public-rt",
                 "create instance.app",
+                // The address stays, and moves to the new server.
+                "update elastic_ip.app-ip live-elastic_ip.app-ip",
             ]
         );
     }

@@ -25,10 +25,11 @@ pub enum Kind {
     InstanceProfile,
     IamUser,
     AccessKey,
+    ElasticIp,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 16] = [
         Kind::Vpc,
         Kind::InternetGateway,
         Kind::Subnet,
@@ -44,6 +45,7 @@ impl Kind {
         Kind::InstanceProfile,
         Kind::IamUser,
         Kind::AccessKey,
+        Kind::ElasticIp,
     ];
 
     pub fn label(self) -> &'static str {
@@ -63,6 +65,7 @@ impl Kind {
             Kind::InstanceProfile => "instance_profile",
             Kind::IamUser => "iam_user",
             Kind::AccessKey => "access_key",
+            Kind::ElasticIp => "elastic_ip",
         }
     }
 
@@ -94,6 +97,9 @@ impl Kind {
             Kind::IamRole | Kind::IamUser => &[Kind::IamPolicy],
             Kind::InstanceProfile => &[Kind::IamRole],
             Kind::AccessKey => &[Kind::IamUser],
+            // Released before the gateway goes: a mapped public address
+            // keeps the gateway from being detached.
+            Kind::ElasticIp => &[Kind::Instance, Kind::InternetGateway],
         }
     }
 }

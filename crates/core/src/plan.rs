@@ -784,7 +784,7 @@ mod tests {
         );
         let text = refused.to_string();
         assert!(
-            text.starts_with("the plan replaces the database demo-postgres-db (database-0016) because username changes"),
+            text.starts_with("the plan replaces the database demo-postgres-db (database-0017) because username changes"),
             "{text}"
         );
         assert!(text.contains("--replace-database"), "{text}");
@@ -887,7 +887,8 @@ mod tests {
         let plan = reconcile("demo", "eu-central-1", &want, &live).unwrap();
         for c in &plan.changes {
             let expected = match c.address.kind {
-                Kind::InternetGateway => Action::Update,
+                // Moved to the new gateway and server.
+                Kind::InternetGateway | Kind::ElasticIp => Action::Update,
                 // Outside the VPC: untouched.
                 Kind::Bucket
                 | Kind::LogGroup
