@@ -604,7 +604,10 @@ impl Project {
 /// in ARNs (LocalStack gives every test an account of its own).
 pub fn id_filters() -> Vec<(&'static str, &'static str)> {
     vec![
-        (r"\b(vpc|subnet|igw|rtb|sg|i)-[0-9a-f]{8,}", "[$1-id]"),
+        (
+            r"\b(vpc|subnet|igw|rtb|sg|i|eipalloc)-[0-9a-f]{8,}",
+            "[$1-id]",
+        ),
         (
             r"(arn:aws:[a-z0-9-]+:[a-z0-9-]*:)[0-9]{12}:",
             "$1[account]:",

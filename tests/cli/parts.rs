@@ -109,7 +109,11 @@ async fn database_left_out_later_is_deleted_with_a_final_snapshot() {
     );
     assert!(out.stdout.contains("- database.postgres-db"), "{out:?}");
     p.run_ok(&["apply", "--auto-approve"], 0);
-    assert_eq!(tagged(&emulator, "later").await.len(), 14);
+    assert_eq!(
+        tagged(&emulator, "later").await.len(),
+        emulator.stack_size() - 3,
+        "the database, its subnet group and its security group went"
+    );
     let snapshots = emulator
         .rds(REGION)
         .await
@@ -141,7 +145,11 @@ async fn server_without_database_launches_or_says_why_it_cannot() {
     let out = p.run(&["apply", "--auto-approve"]);
     if emulator.has(Needs::InstanceProfile) {
         assert_eq!(out.code, 0, "{out:?}");
-        assert_eq!(tagged(&emulator, "solo").await.len(), 14);
+        assert_eq!(
+            tagged(&emulator, "solo").await.len(),
+            15,
+            "with the server and its address"
+        );
         p.run_ok(&["plan", "--detailed-exitcode"], 0);
     } else {
         // LocalStack community: its EC2 can't see the instance profile.
