@@ -234,6 +234,27 @@ const CASES: &[(&str, &str, &str)] = &[
         "2:1: (empty key):",
         "expected one of prefix",
     ),
+    // What AWS rejects although the emulators take it (issue 14).
+    (
+        "53-tag-with-punctuation.yaml",
+        "8:9: tags.team:",
+        "the tag value contains '&'",
+    ),
+    (
+        "54-too-many-tags.yaml",
+        "55:8: tags:",
+        "48 tags given; at most 47",
+    ),
+    (
+        "55-log-group-with-hash.yaml",
+        "8:10: logs.group:",
+        "contains '#'",
+    ),
+    (
+        "56-username-too-long.yaml",
+        "8:13: database.username:",
+        "1 to 16 letters",
+    ),
 ];
 
 fn corpus() -> &'static Path {

@@ -17,6 +17,15 @@ use crate::regions;
 /// The tag every resource of a stack carries; the stack is found again by it.
 pub const STACK_TAG: &str = "ihp-infra:stack";
 
+/// The most tags ihp-infra itself sets on one resource: `Name`, the stack
+/// tag, and one of its kind's (the server's image choice, the database's
+/// password hash).
+pub const OWN_TAGS: usize = 3;
+
+/// AWS's limit of tags on one resource (every service ihp-infra uses).
+/// https://docs.aws.amazon.com/tag-editor/latest/userguide/tagging.html
+pub const MAX_TAGS: usize = 50;
+
 /// Longest prefix we accept. The longest name derived from it is the RDS
 /// identifier `<prefix>-postgres-db` (63 characters at most); 32 leaves room
 /// for the S3 and IAM names later issues derive as well.
@@ -539,6 +548,20 @@ fn parse_with(
         }
         tags.insert(key.clone(), value.value.clone());
     }
+    if tags.len() > MAX_TAGS - OWN_TAGS
+        && let Some(last) = raw.tags.values().last()
+    {
+        problems.push(problem(
+            last,
+            "tags",
+            format!(
+                "{} tags given; at most {} are allowed: AWS allows {MAX_TAGS} per resource and \
+                 ihp-infra sets up to {OWN_TAGS} itself (Name, {STACK_TAG} and one of the kind's)",
+                tags.len(),
+                MAX_TAGS - OWN_TAGS
+            ),
+        ));
+    }
 
     // A disabled part's settings are still checked: they return with it.
     let instance = instance_spec(&raw.instance, &mut problems);
@@ -560,12 +583,7 @@ fn parse_with(
     };
     let logs = LogsSpec {
         group: optional(&raw.logs.group, "logs.group", &mut problems, |g| {
-            let ok = (1..=512).contains(&g.len())
-                && g.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "_-/.#".contains(c));
-            ok.then(|| g.clone()).ok_or_else(|| {
-                format!("{g:?} is not a log group name: 1 to 512 letters, digits and _ - / . #")
-            })
+            check_log_group(g).map(|()| g.clone())
         })
         .unwrap_or_else(|| format!("/ihp/{}", raw.prefix.value)),
         retention_days: optional(
@@ -753,12 +771,15 @@ fn database_spec(raw: &RawDatabase, problems: &mut Vec<Problem>) -> DatabaseSpec
         spec.allocated_storage_gb = gb;
     }
     if let Some(u) = optional(&raw.username, "database.username", problems, |u| {
-        let ok = (1..=63).contains(&u.len())
+        // CreateDBInstance's MasterUsername: "Must be 1 to 16 letters,
+        // numbers, or underscores. First character must be a letter."
+        // https://docs.aws.amazon.com/AmazonRDS/latest/APIReference/API_CreateDBInstance.html
+        let ok = (1..=16).contains(&u.len())
             && u.starts_with(|c: char| c.is_ascii_alphabetic())
             && u.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !ok {
             return Err(format!(
-                "{u:?} is not allowed; 1 to 63 letters, digits and underscores, starting with a letter"
+                "{u:?} is not allowed; 1 to 16 letters, digits and underscores, starting with a letter"
             ));
         }
         if ["rdsadmin", "postgres", "admin", "public"].contains(&u.to_ascii_lowercase().as_str()) {
@@ -1021,6 +1042,43 @@ fn check_tag(key: &str, value: &str) -> Result<(), String> {
     }
     if value.chars().count() > 255 {
         return Err("tag values are at most 255 characters".into());
+    }
+    // EC2 takes any character, but IAM, CloudWatch Logs, S3 and RDS allow
+    // only these, and every resource gets the stack's tags: the strictest
+    // rule wins. https://docs.aws.amazon.com/IAM/latest/APIReference/API_Tag.html
+    // (pattern [\p{L}\p{Z}\p{N}_.:/=+\-@]*)
+    let allowed =
+        |c: char| c.is_alphabetic() || c.is_numeric() || c == ' ' || "_.:/=+-@".contains(c);
+    for (what, text) in [("key", key), ("value", value)] {
+        if let Some(c) = text.chars().find(|&c| !allowed(c)) {
+            return Err(format!(
+                "the tag {what} contains {c:?}; tags allow letters, digits, spaces and _ . : / = + - @ \
+                 (IAM, CloudWatch Logs, S3 and RDS refuse other characters)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A CloudWatch Logs group name that every call on it accepts.
+fn check_log_group(g: &str) -> Result<(), String> {
+    let ok = (1..=512).contains(&g.len())
+        && g.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-/.#".contains(c));
+    if !ok {
+        return Err(format!(
+            "{g:?} is not a log group name: 1 to 512 letters, digits and _ - / ."
+        ));
+    }
+    // CreateLogGroup takes '#', but the group's ARN then breaks the
+    // resourceArn pattern of TagResource and ListTagsForResource
+    // ([\w+=/:,.@-]*): the stack could never read its tags again.
+    // https://docs.aws.amazon.com/AmazonCloudWatchLogs/latest/APIReference/API_ListTagsForResource.html
+    if g.contains('#') {
+        return Err(format!(
+            "{g:?} contains '#': CloudWatch Logs creates such a group but can't tag it or read \
+             its tags by ARN; use letters, digits and _ - / ."
+        ));
     }
     Ok(())
 }
@@ -1300,6 +1358,63 @@ db_password: \"s3cret-pass\"
         assert_eq!(p.field, "tags.Name");
         let stack = parse_str(&format!("{VALID}tags:\n  team: web\n")).unwrap();
         assert_eq!(stack.tags["team"], "web");
+    }
+
+    #[test]
+    fn tags_only_in_the_characters_every_service_takes() {
+        let p = one_problem(&format!("{VALID}tags:\n  team: \"R&D (web), #3!\"\n"));
+        assert_eq!(p.field, "tags.team");
+        assert!(p.message.contains("value contains '&'"), "{}", p.message);
+        let p = one_problem(&format!("{VALID}tags:\n  \"cost#center\": web\n"));
+        assert!(p.message.contains("key contains '#'"), "{}", p.message);
+        // Letters of any script, digits, spaces and AWS's punctuation pass.
+        let ok = "Équipe web_2: a/b=c+d-e@f.g";
+        let stack = parse_str(&format!("{VALID}tags:\n  team: \"{ok}\"\n")).unwrap();
+        assert_eq!(stack.tags["team"], ok);
+    }
+
+    #[test]
+    fn tags_leave_room_for_ihp_infras_own() {
+        let tags = |n: usize| -> String { (1..=n).map(|i| format!("  t{i:02}: x\n")).collect() };
+        let most = MAX_TAGS - OWN_TAGS;
+        assert_eq!(most, 47);
+        let stack = parse_str(&format!("{VALID}tags:\n{}", tags(most))).unwrap();
+        assert_eq!(stack.tags.len(), most);
+        let p = one_problem(&format!("{VALID}tags:\n{}", tags(most + 1)));
+        assert_eq!(p.field, "tags");
+        assert!(
+            p.message.contains("48 tags given; at most 47"),
+            "{}",
+            p.message
+        );
+    }
+
+    #[test]
+    fn log_group_with_hash_is_refused() {
+        let p = one_problem(&format!("{VALID}logs:\n  group: \"/ihp/app#1\"\n"));
+        assert_eq!(p.field, "logs.group");
+        assert!(p.message.contains("contains '#'"), "{}", p.message);
+        let stack = parse_str(&format!("{VALID}logs:\n  group: /ihp/app_1.x-y\n")).unwrap();
+        assert_eq!(stack.logs.group, "/ihp/app_1.x-y");
+    }
+
+    #[test]
+    fn username_follows_create_db_instance() {
+        let at = |u: &str| parse_str(&format!("{VALID}database:\n  username: {u}\n"));
+        assert_eq!(
+            at("abcdefghijklmnop")
+                .unwrap()
+                .database
+                .unwrap()
+                .username
+                .len(),
+            16
+        );
+        let p = one_problem(&format!(
+            "{VALID}database:\n  username: abcdefghijklmnopq\n"
+        ));
+        assert_eq!(p.field, "database.username");
+        assert!(p.message.contains("1 to 16 letters"), "{}", p.message);
     }
 
     #[test]
