@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use crate::aws::lock::{Holder, Lock};
 use crate::aws::{self, Aws, NewSecret, Outputs, calls};
-use crate::executor::{self, BoxFuture, Observer, Operator, Outcome};
+
+use crate::executor::{self, Observer, Operator, Outcome};
 use crate::model::Attrs;
 use crate::plan::{AttrChange, Change, Plan};
 use crate::stack::Stack;
@@ -72,35 +73,20 @@ impl Steps {
 impl Operator for Steps {
     type Error = Error;
 
-    fn create<'a>(
-        &'a self,
-        change: &'a Change,
-        attrs: Attrs,
-    ) -> BoxFuture<'a, Result<String, Error>> {
-        Box::pin(async move {
-            let created = self.aws.create(change, attrs).await?;
-            if let Some(secret) = &created.secret {
-                self.store(secret)?;
-            }
-            Ok(created.id)
-        })
+    async fn create(&self, change: &Change, attrs: Attrs) -> Result<String, Error> {
+        let created = self.aws.create(change, attrs).await?;
+        if let Some(secret) = &created.secret {
+            self.store(secret)?;
+        }
+        Ok(created.id)
     }
 
-    fn update<'a>(
-        &'a self,
-        change: &'a Change,
-        id: &'a str,
-        attrs: Vec<AttrChange>,
-    ) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(async move { Ok(self.aws.update(change, id, &attrs).await?) })
+    async fn update(&self, change: &Change, id: &str, attrs: Vec<AttrChange>) -> Result<(), Error> {
+        Ok(self.aws.update(change, id, &attrs).await?)
     }
 
-    fn delete<'a>(
-        &'a self,
-        change: &'a Change,
-        id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>, Error>> {
-        Box::pin(async move { Ok(self.aws.delete(change, id).await?) })
+    async fn delete(&self, change: &Change, id: &str) -> Result<Option<String>, Error> {
+        Ok(self.aws.delete(change, id).await?)
     }
 }
 

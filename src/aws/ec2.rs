@@ -20,11 +20,11 @@ use futures::future::try_join_all;
 use super::service::{CallError, Created, Service, Wanted, required};
 use crate::aws::calls;
 use crate::desired::ANYWHERE;
-use crate::executor::BoxFuture;
 use crate::model::{Address, Attrs, Item, Kind, Observed, Peer, Ref, Rule, Value};
 use crate::plan::{AttrChange, Change, DataOnDelete};
 use crate::retry::{Budgets, NotYet, retry};
 use crate::stack::STACK_TAG;
+use async_trait::async_trait;
 
 /// A failed EC2 call.
 pub type Call = CallError<aws_sdk_ec2::Error>;
@@ -1301,6 +1301,7 @@ where
     unreachable!("the last attempt returns")
 }
 
+#[async_trait]
 impl Service for Ec2 {
     fn kinds(&self) -> &'static [Kind] {
         &[
@@ -1314,36 +1315,25 @@ impl Service for Ec2 {
     }
 
     /// Found by the stack tag alone: EC2 filters by tags.
-    fn observe<'a>(
-        &'a self,
-        _wanted: &'a Wanted<'a>,
-    ) -> BoxFuture<'a, Result<Vec<Observed>, super::Error>> {
-        Box::pin(async move { Ok(self.observe().await?) })
+    async fn observe(&self, _wanted: &Wanted<'_>) -> Result<Vec<Observed>, super::Error> {
+        Ok(self.observe().await?)
     }
 
-    fn create<'a>(
-        &'a self,
-        change: &'a Change,
-        attrs: &'a Attrs,
-    ) -> BoxFuture<'a, Result<Created, super::Error>> {
-        Box::pin(async move { Ok(Created::id(self.create(change, attrs).await?)) })
+    async fn create(&self, change: &Change, attrs: &Attrs) -> Result<Created, super::Error> {
+        Ok(Created::id(self.create(change, attrs).await?))
     }
 
-    fn update<'a>(
-        &'a self,
-        change: &'a Change,
-        id: &'a str,
-        attrs: &'a [AttrChange],
-    ) -> BoxFuture<'a, Result<(), super::Error>> {
-        Box::pin(async move { Ok(self.update(&change.address, id, attrs).await?) })
+    async fn update(
+        &self,
+        change: &Change,
+        id: &str,
+        attrs: &[AttrChange],
+    ) -> Result<(), super::Error> {
+        Ok(self.update(&change.address, id, attrs).await?)
     }
 
-    fn delete<'a>(
-        &'a self,
-        change: &'a Change,
-        id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>, super::Error>> {
-        Box::pin(self.delete(change, id))
+    async fn delete(&self, change: &Change, id: &str) -> Result<Option<String>, super::Error> {
+        self.delete(change, id).await
     }
 }
 

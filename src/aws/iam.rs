@@ -11,10 +11,10 @@ use aws_sdk_iam::types::Tag;
 
 use super::service::{CallError, Created, NewSecret, NotOurs, Service, Wanted, ours, required};
 use crate::desired;
-use crate::executor::BoxFuture;
 use crate::model::{Address, Attrs, Item, Kind, Observed, Ref, Value};
 use crate::plan::{AttrChange, Change};
 use crate::policies::{self, Arns};
+use async_trait::async_trait;
 
 /// What to do about a resource of this name that isn't the stack's.
 const REMEDY: &str = "IAM names are account-wide: choose another prefix, or delete or tag it";
@@ -924,6 +924,7 @@ impl Iam {
     }
 }
 
+#[async_trait]
 impl Service for Iam {
     fn kinds(&self) -> &'static [Kind] {
         &[
@@ -935,39 +936,26 @@ impl Service for Iam {
         ]
     }
 
-    fn observe<'a>(
-        &'a self,
-        wanted: &'a Wanted<'a>,
-    ) -> BoxFuture<'a, Result<Vec<Observed>, super::Error>> {
-        Box::pin(async move { Ok(self.observe(wanted).await?) })
+    async fn observe(&self, wanted: &Wanted<'_>) -> Result<Vec<Observed>, super::Error> {
+        Ok(self.observe(wanted).await?)
     }
 
-    fn create<'a>(
-        &'a self,
-        change: &'a Change,
-        attrs: &'a Attrs,
-    ) -> BoxFuture<'a, Result<Created, super::Error>> {
-        Box::pin(self.create(change, attrs))
+    async fn create(&self, change: &Change, attrs: &Attrs) -> Result<Created, super::Error> {
+        self.create(change, attrs).await
     }
 
-    fn update<'a>(
-        &'a self,
-        change: &'a Change,
-        id: &'a str,
-        attrs: &'a [AttrChange],
-    ) -> BoxFuture<'a, Result<(), super::Error>> {
-        Box::pin(async move { Ok(self.update(&change.address, id, attrs).await?) })
+    async fn update(
+        &self,
+        change: &Change,
+        id: &str,
+        attrs: &[AttrChange],
+    ) -> Result<(), super::Error> {
+        Ok(self.update(&change.address, id, attrs).await?)
     }
 
-    fn delete<'a>(
-        &'a self,
-        change: &'a Change,
-        id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>, super::Error>> {
-        Box::pin(async move {
-            self.delete(change, id).await?;
-            Ok(None)
-        })
+    async fn delete(&self, change: &Change, id: &str) -> Result<Option<String>, super::Error> {
+        self.delete(change, id).await?;
+        Ok(None)
     }
 }
 

@@ -8,10 +8,10 @@ use aws_sdk_cloudwatchlogs::error::ProvideErrorMetadata;
 
 use super::service::{CallError, Created, NotOurs, Service, Wanted, ours, required};
 use crate::desired;
-use crate::executor::BoxFuture;
 use crate::model::{Attrs, Kind, Observed, Value};
 use crate::plan::{AttrChange, Change};
 use crate::policies::Arns;
+use async_trait::async_trait;
 
 /// A failed CloudWatch Logs call.
 pub type Call = CallError<aws_sdk_cloudwatchlogs::Error>;
@@ -180,52 +180,36 @@ impl Logs {
     }
 }
 
+#[async_trait]
 impl Service for Logs {
     fn kinds(&self) -> &'static [Kind] {
         &[Kind::LogGroup]
     }
 
-    fn observe<'a>(
-        &'a self,
-        wanted: &'a Wanted<'a>,
-    ) -> BoxFuture<'a, Result<Vec<Observed>, super::Error>> {
-        Box::pin(async move {
-            match wanted.name(&desired::log_group()) {
-                Some(group) => Ok(self.observe(group).await?),
-                None => Ok(Vec::new()),
-            }
-        })
+    async fn observe(&self, wanted: &Wanted<'_>) -> Result<Vec<Observed>, super::Error> {
+        match wanted.name(&desired::log_group()) {
+            Some(group) => Ok(self.observe(group).await?),
+            None => Ok(Vec::new()),
+        }
     }
 
-    fn create<'a>(
-        &'a self,
-        change: &'a Change,
-        attrs: &'a Attrs,
-    ) -> BoxFuture<'a, Result<Created, super::Error>> {
-        Box::pin(async move {
-            let group = required(attrs.text("name"), change, "name")?;
-            self.create(group, change, attrs).await?;
-            Ok(Created::id(group))
-        })
+    async fn create(&self, change: &Change, attrs: &Attrs) -> Result<Created, super::Error> {
+        let group = required(attrs.text("name"), change, "name")?;
+        self.create(group, change, attrs).await?;
+        Ok(Created::id(group))
     }
 
-    fn update<'a>(
-        &'a self,
-        _change: &'a Change,
-        id: &'a str,
-        attrs: &'a [AttrChange],
-    ) -> BoxFuture<'a, Result<(), super::Error>> {
-        Box::pin(async move { Ok(self.update(id, attrs).await?) })
+    async fn update(
+        &self,
+        _change: &Change,
+        id: &str,
+        attrs: &[AttrChange],
+    ) -> Result<(), super::Error> {
+        Ok(self.update(id, attrs).await?)
     }
 
-    fn delete<'a>(
-        &'a self,
-        _change: &'a Change,
-        id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>, super::Error>> {
-        Box::pin(async move {
-            self.delete(id).await?;
-            Ok(None)
-        })
+    async fn delete(&self, _change: &Change, id: &str) -> Result<Option<String>, super::Error> {
+        self.delete(id).await?;
+        Ok(None)
     }
 }

@@ -13,11 +13,11 @@ use aws_sdk_rds::types::{DbInstance, Tag};
 
 use super::service::{CallError, Created, NotOurs, Service, Wanted, ours, required};
 use crate::desired;
-use crate::executor::BoxFuture;
 use crate::model::{Attrs, Item, Kind, Observed, Ref, Value};
 use crate::password;
 use crate::plan::{AttrChange, Change, DataOnDelete};
 use crate::stack::Secret;
+use async_trait::async_trait;
 
 /// RDS creates in minutes and deletes (with a snapshot) in longer; the SDK's
 /// own waiters stop at 30 minutes, too soon for a big final snapshot.
@@ -651,70 +651,54 @@ impl Rds {
     }
 }
 
+#[async_trait]
 impl Service for Rds {
     fn kinds(&self) -> &'static [Kind] {
         &[Kind::DbSubnetGroup, Kind::Database]
     }
 
-    fn observe<'a>(
-        &'a self,
-        wanted: &'a Wanted<'a>,
-    ) -> BoxFuture<'a, Result<Vec<Observed>, super::Error>> {
-        Box::pin(async move { Ok(self.observe(wanted).await?) })
+    async fn observe(&self, wanted: &Wanted<'_>) -> Result<Vec<Observed>, super::Error> {
+        Ok(self.observe(wanted).await?)
     }
 
-    fn create<'a>(
-        &'a self,
-        change: &'a Change,
-        attrs: &'a Attrs,
-    ) -> BoxFuture<'a, Result<Created, super::Error>> {
-        Box::pin(async move {
-            Ok(match change.address.kind {
-                Kind::DbSubnetGroup => {
-                    let group = required(attrs.text("name"), change, "name")?;
-                    self.create_subnet_group(group, &change.tags, attrs).await?;
-                    Created::id(group)
-                }
-                Kind::Database => {
-                    let identifier = required(attrs.text("identifier"), change, "identifier")?;
-                    self.create_database(identifier, change, attrs).await?;
-                    Created::id(identifier)
-                }
-                kind => return Err(super::Error::Unrouted { kind }),
-            })
-        })
-    }
-
-    fn update<'a>(
-        &'a self,
-        change: &'a Change,
-        id: &'a str,
-        attrs: &'a [AttrChange],
-    ) -> BoxFuture<'a, Result<(), super::Error>> {
-        Box::pin(async move {
-            match change.address.kind {
-                Kind::DbSubnetGroup => self.update_subnet_group(id, attrs).await?,
-                Kind::Database => self.modify_database(id, attrs).await?,
-                kind => return Err(super::Error::Unrouted { kind }),
+    async fn create(&self, change: &Change, attrs: &Attrs) -> Result<Created, super::Error> {
+        Ok(match change.address.kind {
+            Kind::DbSubnetGroup => {
+                let group = required(attrs.text("name"), change, "name")?;
+                self.create_subnet_group(group, &change.tags, attrs).await?;
+                Created::id(group)
             }
-            Ok(())
+            Kind::Database => {
+                let identifier = required(attrs.text("identifier"), change, "identifier")?;
+                self.create_database(identifier, change, attrs).await?;
+                Created::id(identifier)
+            }
+            kind => return Err(super::Error::Unrouted { kind }),
         })
     }
 
-    fn delete<'a>(
-        &'a self,
-        change: &'a Change,
-        id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>, super::Error>> {
-        Box::pin(async move {
-            Ok(match change.address.kind {
-                Kind::DbSubnetGroup => {
-                    self.delete_subnet_group(id).await?;
-                    None
-                }
-                Kind::Database => self.delete_database(id, change.data_on_delete).await?,
-                kind => return Err(super::Error::Unrouted { kind }),
-            })
+    async fn update(
+        &self,
+        change: &Change,
+        id: &str,
+        attrs: &[AttrChange],
+    ) -> Result<(), super::Error> {
+        match change.address.kind {
+            Kind::DbSubnetGroup => self.update_subnet_group(id, attrs).await?,
+            Kind::Database => self.modify_database(id, attrs).await?,
+            kind => return Err(super::Error::Unrouted { kind }),
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, change: &Change, id: &str) -> Result<Option<String>, super::Error> {
+        Ok(match change.address.kind {
+            Kind::DbSubnetGroup => {
+                self.delete_subnet_group(id).await?;
+                None
+            }
+            Kind::Database => self.delete_database(id, change.data_on_delete).await?,
+            kind => return Err(super::Error::Unrouted { kind }),
         })
     }
 }

@@ -13,11 +13,11 @@ use aws_sdk_s3::types::{
 
 use super::service::{CallError, Created, Service, Wanted, is_ours, required};
 use crate::desired;
-use crate::executor::BoxFuture;
 use crate::model::{Attrs, Kind, Observed, Value};
 use crate::plan::{Action, AttrChange, Change, DataOnDelete, Plan};
 use crate::policies;
 use crate::stack::STACK_TAG;
+use async_trait::async_trait;
 
 /// A failed S3 call.
 pub type Call = CallError<aws_sdk_s3::Error>;
@@ -481,71 +481,53 @@ impl S3 {
     }
 }
 
+#[async_trait]
 impl Service for S3 {
     fn kinds(&self) -> &'static [Kind] {
         &[Kind::Bucket]
     }
 
-    fn observe<'a>(
-        &'a self,
-        wanted: &'a Wanted<'a>,
-    ) -> BoxFuture<'a, Result<Vec<Observed>, super::Error>> {
-        Box::pin(async move {
-            match wanted.name(&desired::bucket()) {
-                Some(bucket) => Ok(self.observe(bucket).await?),
-                None => Ok(Vec::new()),
-            }
-        })
+    async fn observe(&self, wanted: &Wanted<'_>) -> Result<Vec<Observed>, super::Error> {
+        match wanted.name(&desired::bucket()) {
+            Some(bucket) => Ok(self.observe(bucket).await?),
+            None => Ok(Vec::new()),
+        }
     }
 
-    fn create<'a>(
-        &'a self,
-        change: &'a Change,
-        attrs: &'a Attrs,
-    ) -> BoxFuture<'a, Result<Created, super::Error>> {
-        Box::pin(async move {
-            let bucket = required(attrs.text("name"), change, "name")?;
-            self.create(bucket, &change.tags, attrs).await?;
-            Ok(Created::id(bucket))
-        })
+    async fn create(&self, change: &Change, attrs: &Attrs) -> Result<Created, super::Error> {
+        let bucket = required(attrs.text("name"), change, "name")?;
+        self.create(bucket, &change.tags, attrs).await?;
+        Ok(Created::id(bucket))
     }
 
-    fn update<'a>(
-        &'a self,
-        _change: &'a Change,
-        id: &'a str,
-        attrs: &'a [AttrChange],
-    ) -> BoxFuture<'a, Result<(), super::Error>> {
-        Box::pin(async move { Ok(self.update(id, attrs).await?) })
+    async fn update(
+        &self,
+        _change: &Change,
+        id: &str,
+        attrs: &[AttrChange],
+    ) -> Result<(), super::Error> {
+        Ok(self.update(id, attrs).await?)
     }
 
-    fn delete<'a>(
-        &'a self,
-        change: &'a Change,
-        id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>, super::Error>> {
-        Box::pin(async move {
-            let empty_first = change.data_on_delete == Some(DataOnDelete::EmptyFirst);
-            self.delete(id, empty_first).await?;
-            Ok(None)
-        })
+    async fn delete(&self, change: &Change, id: &str) -> Result<Option<String>, super::Error> {
+        let empty_first = change.data_on_delete == Some(DataOnDelete::EmptyFirst);
+        self.delete(id, empty_first).await?;
+        Ok(None)
     }
 
     /// A bucket with files is never emptied unasked: stop before changing
     /// anything rather than half-way.
-    fn check<'a>(&'a self, plan: &'a Plan) -> BoxFuture<'a, Result<(), super::Error>> {
-        Box::pin(async move {
-            for c in &plan.changes {
-                if c.address.kind == Kind::Bucket
-                    && matches!(c.action, Action::Delete | Action::Replace)
-                    && c.data_on_delete != Some(DataOnDelete::EmptyFirst)
-                    && let Some(bucket) = &c.id
-                {
-                    self.check_deletable(bucket).await?;
-                }
+    async fn check(&self, plan: &Plan) -> Result<(), super::Error> {
+        for c in &plan.changes {
+            if c.address.kind == Kind::Bucket
+                && matches!(c.action, Action::Delete | Action::Replace)
+                && c.data_on_delete != Some(DataOnDelete::EmptyFirst)
+                && let Some(bucket) = &c.id
+            {
+                self.check_deletable(bucket).await?;
             }
-            Ok(())
-        })
+        }
+        Ok(())
     }
 }
 

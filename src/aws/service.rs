@@ -13,10 +13,10 @@ use aws_smithy_runtime_api::client::result::SdkError;
 
 use super::Error;
 use crate::desired::Graph;
-use crate::executor::BoxFuture;
 use crate::model::{Address, Attrs, Desired, Kind, Observed, Value};
 use crate::plan::{AttrChange, Change, Plan};
 use crate::stack::STACK_TAG;
+use async_trait::async_trait;
 
 /// What observe looks for: every resource the stack may have, those of
 /// the parts it leaves out included (a live one of those is found, then
@@ -88,43 +88,30 @@ impl std::fmt::Debug for NewSecret {
 }
 
 /// One AWS API's share of the stack.
+#[async_trait]
 pub trait Service: Send + Sync {
     /// The kinds this service observes, creates, updates and deletes.
     fn kinds(&self) -> &'static [Kind];
 
     /// The live resources of its kinds that carry the stack's tag.
-    fn observe<'a>(&'a self, wanted: &'a Wanted<'a>)
-    -> BoxFuture<'a, Result<Vec<Observed>, Error>>;
+    async fn observe(&self, wanted: &Wanted<'_>) -> Result<Vec<Observed>, Error>;
 
     /// Creates the resource of a create (or a replacement's create) change,
     /// with the change's tags in the create call where AWS allows it.
-    fn create<'a>(
-        &'a self,
-        change: &'a Change,
-        attrs: &'a Attrs,
-    ) -> BoxFuture<'a, Result<Created, Error>>;
+    async fn create(&self, change: &Change, attrs: &Attrs) -> Result<Created, Error>;
 
     /// Applies changed attributes to the live resource `id`.
-    fn update<'a>(
-        &'a self,
-        change: &'a Change,
-        id: &'a str,
-        attrs: &'a [AttrChange],
-    ) -> BoxFuture<'a, Result<(), Error>>;
+    async fn update(&self, change: &Change, id: &str, attrs: &[AttrChange]) -> Result<(), Error>;
 
     /// Deletes the live resource `id`, doing with its data what the
     /// change's [`crate::plan::DataOnDelete`] says; may return a note for
     /// the user (a snapshot kept).
-    fn delete<'a>(
-        &'a self,
-        change: &'a Change,
-        id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>, Error>>;
+    async fn delete(&self, change: &Change, id: &str) -> Result<Option<String>, Error>;
 
     /// Checks a plan before anything changes, for what only AWS can tell
     /// (a bucket that still holds files). Nothing to check by default.
-    fn check<'a>(&'a self, _plan: &'a Plan) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(async { Ok(()) })
+    async fn check(&self, _plan: &Plan) -> Result<(), Error> {
+        Ok(())
     }
 }
 

@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,30 +15,29 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use crate::model::{Address, Attrs, Value};
 use crate::plan::{Action, AttrChange, Change, Plan, has_pending, resolve};
 
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
 /// The AWS side of execution: one call per operation, safe to repeat.
+/// Generic, not boxed: the executor is the only caller.
 pub trait Operator: Send + Sync + 'static {
     type Error: std::error::Error + Send + Sync + 'static;
     /// Creates the resource and returns its id.
-    fn create<'a>(
-        &'a self,
-        change: &'a Change,
+    fn create(
+        &self,
+        change: &Change,
         attrs: Attrs,
-    ) -> BoxFuture<'a, Result<String, Self::Error>>;
-    fn update<'a>(
-        &'a self,
-        change: &'a Change,
-        id: &'a str,
+    ) -> impl Future<Output = Result<String, Self::Error>> + Send;
+    fn update(
+        &self,
+        change: &Change,
+        id: &str,
         attrs: Vec<AttrChange>,
-    ) -> BoxFuture<'a, Result<(), Self::Error>>;
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
     /// Deletes the resource; may return a note for the user (e.g. the name
     /// of a final snapshot kept).
-    fn delete<'a>(
-        &'a self,
-        change: &'a Change,
-        id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>, Self::Error>>;
+    fn delete(
+        &self,
+        change: &Change,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<String>, Self::Error>> + Send;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -426,55 +424,41 @@ mod tests {
 
     impl Operator for Fake {
         type Error = FakeError;
-        fn create<'a>(
-            &'a self,
-            change: &'a Change,
-            attrs: Attrs,
-        ) -> BoxFuture<'a, Result<String, FakeError>> {
-            Box::pin(async move {
-                if change.address.kind == Kind::Subnet {
-                    self.subnet_barrier.wait().await;
-                    assert!(
-                        attrs.id("vpc").is_some(),
-                        "vpc id resolved before the subnet is created"
-                    );
-                }
-                if self.fail.as_ref() == Some(&change.address) {
-                    return Err(FakeError(change.address.to_string()));
-                }
-                self.log
-                    .lock()
-                    .unwrap()
-                    .push(format!("create {}", change.address));
-                Ok(format!("id-of-{}", change.address))
-            })
+        async fn create(&self, change: &Change, attrs: Attrs) -> Result<String, FakeError> {
+            if change.address.kind == Kind::Subnet {
+                self.subnet_barrier.wait().await;
+                assert!(
+                    attrs.id("vpc").is_some(),
+                    "vpc id resolved before the subnet is created"
+                );
+            }
+            if self.fail.as_ref() == Some(&change.address) {
+                return Err(FakeError(change.address.to_string()));
+            }
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("create {}", change.address));
+            Ok(format!("id-of-{}", change.address))
         }
-        fn update<'a>(
-            &'a self,
-            change: &'a Change,
-            id: &'a str,
+        async fn update(
+            &self,
+            change: &Change,
+            id: &str,
             _: Vec<AttrChange>,
-        ) -> BoxFuture<'a, Result<(), FakeError>> {
-            Box::pin(async move {
-                self.log
-                    .lock()
-                    .unwrap()
-                    .push(format!("update {} {id}", change.address));
-                Ok(())
-            })
+        ) -> Result<(), FakeError> {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("update {} {id}", change.address));
+            Ok(())
         }
-        fn delete<'a>(
-            &'a self,
-            change: &'a Change,
-            id: &'a str,
-        ) -> BoxFuture<'a, Result<Option<String>, FakeError>> {
-            Box::pin(async move {
-                self.log
-                    .lock()
-                    .unwrap()
-                    .push(format!("delete {} {id}", change.address));
-                Ok(None)
-            })
+        async fn delete(&self, change: &Change, id: &str) -> Result<Option<String>, FakeError> {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("delete {} {id}", change.address));
+            Ok(None)
         }
     }
 

@@ -12,9 +12,9 @@ use super::{
     Call, Error, create_once_found_by, is_gone, no_retries, stack_filter, tag_map, tag_spec,
 };
 use crate::aws::service::{Created, Service, Wanted, required};
-use crate::executor::BoxFuture;
 use crate::model::{Attrs, Kind, Observed, Ref, Value};
 use crate::plan::{AttrChange, Change};
+use async_trait::async_trait;
 
 /// The EC2 API's Elastic IPs, as a service of their own: the kind needs
 /// nothing of the network's code but the shared helpers.
@@ -195,43 +195,35 @@ impl Addresses {
     }
 }
 
+#[async_trait]
 impl Service for Addresses {
     fn kinds(&self) -> &'static [Kind] {
         &[Kind::ElasticIp]
     }
 
-    fn observe<'a>(
-        &'a self,
-        _wanted: &'a Wanted<'a>,
-    ) -> BoxFuture<'a, Result<Vec<Observed>, crate::aws::Error>> {
-        Box::pin(async move { Ok(self.observe().await?) })
+    async fn observe(&self, _wanted: &Wanted<'_>) -> Result<Vec<Observed>, crate::aws::Error> {
+        Ok(self.observe().await?)
     }
 
-    fn create<'a>(
-        &'a self,
-        change: &'a Change,
-        attrs: &'a Attrs,
-    ) -> BoxFuture<'a, Result<Created, crate::aws::Error>> {
-        Box::pin(async move { Ok(Created::id(self.create(change, attrs).await?)) })
+    async fn create(&self, change: &Change, attrs: &Attrs) -> Result<Created, crate::aws::Error> {
+        Ok(Created::id(self.create(change, attrs).await?))
     }
 
-    fn update<'a>(
-        &'a self,
-        _change: &'a Change,
-        id: &'a str,
-        attrs: &'a [AttrChange],
-    ) -> BoxFuture<'a, Result<(), crate::aws::Error>> {
-        Box::pin(async move { Ok(self.update(id, attrs).await?) })
+    async fn update(
+        &self,
+        _change: &Change,
+        id: &str,
+        attrs: &[AttrChange],
+    ) -> Result<(), crate::aws::Error> {
+        Ok(self.update(id, attrs).await?)
     }
 
-    fn delete<'a>(
-        &'a self,
-        _change: &'a Change,
-        id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>, crate::aws::Error>> {
-        Box::pin(async move {
-            self.delete(id).await?;
-            Ok(None)
-        })
+    async fn delete(
+        &self,
+        _change: &Change,
+        id: &str,
+    ) -> Result<Option<String>, crate::aws::Error> {
+        self.delete(id).await?;
+        Ok(None)
     }
 }
