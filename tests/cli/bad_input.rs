@@ -261,6 +261,19 @@ fn corpus() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cli/bad_stacks"))
 }
 
+/// The literal `db_password` of a stack file, when it has one long enough
+/// not to occur in a message by chance.
+fn password_in(file: &Path) -> Option<String> {
+    let text = std::fs::read(file).ok()?;
+    let text = String::from_utf8_lossy(&text);
+    let value = text
+        .lines()
+        .find_map(|l| l.strip_prefix("db_password:"))?
+        .trim()
+        .trim_matches('"');
+    (value.len() >= 6 && !value.starts_with('{')).then(|| value.to_string())
+}
+
 /// Runs `args` on a stack file against an endpoint that would notice any
 /// connection; checks the refusal and returns stderr.
 fn refused(file: &Path, args: &[&str]) -> String {
@@ -273,6 +286,13 @@ fn refused(file: &Path, args: &[&str]) -> String {
     assert!(wire.accept().is_err(), "{stack}: an AWS call was made");
     assert!(!out.all().contains("panicked"), "{stack}: {out:?}");
     assert!(!out.all().contains(PASSWORD), "{stack}: {out:?}");
+    // The file's own password too (several hold others than PASSWORD).
+    if let Some(own) = password_in(file) {
+        assert!(
+            !out.all().contains(&own),
+            "{stack} showed its password: {out:?}"
+        );
+    }
     assert!(out.stdout.is_empty(), "{stack}: {out:?}");
     out.stderr
 }

@@ -284,7 +284,9 @@ async fn every_command_at_every_verbosity_never_shows_the_password() {
             );
             assert!(!out.all().contains("panicked"), "{out:?}");
             if verbosity == ["-q"] && command[0] == "apply" {
+                // "Prints nothing": neither the plan nor the progress.
                 assert_eq!(out.stderr, "", "quiet apply: {out:?}");
+                assert_eq!(out.stdout, "", "quiet apply: {out:?}");
             }
             if verbosity.contains(&"-v") && command[0] == "apply" {
                 assert!(
@@ -446,12 +448,18 @@ async fn colours_only_when_wanted() {
     let emulator = Emulator::start();
     emulator.ec2_with_key(REGION).await;
     let p = emulator.project("hue", REGION);
+    // The plan text, from a run that succeeded and printed one: an empty
+    // output would have no colours either.
     let plan = |args: &[&str], env: &[(&str, &str)]| {
         let mut cmd = p.command(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
-        String::from_utf8(cmd.output().unwrap().stdout).unwrap()
+        let out = cmd.output().unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert!(out.status.success(), "{args:?} {env:?}: {stdout}");
+        assert!(stdout.contains("vpc.vpc"), "{args:?} {env:?}: {stdout}");
+        stdout
     };
     // Piped: none.
     assert!(!plan(&["plan"], &[]).contains('\x1b'));
