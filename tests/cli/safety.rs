@@ -3,7 +3,7 @@
 //! stack's lock.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -479,8 +479,31 @@ async fn second_apply_refuses_or_waits_while_the_first_holds_the_lock() {
     let emulator = Emulator::start();
     let p = Project::new(&emulator.endpoint());
     p.write("stack.yaml", &bare_stack_yaml("two", REGION));
-    // The first apply, slowed down to take seconds.
-    let proxy = Proxy::slow(emulator.port, Duration::from_millis(100));
+    // The first apply takes the lock, then hears nothing back until the
+    // waiting apply below says it waits: the order is made by events, not
+    // by how fast this machine is (regression: under load the first apply
+    // ran ahead, and the plan below met its bucket half-made, which moto
+    // tags only after creating it).
+    let release = Arc::new(AtomicBool::new(false));
+    let released = release.clone();
+    let proxy = Proxy::start(
+        emulator.port,
+        Options {
+            delay: Duration::from_millis(100),
+            hook: Some(Arc::new(move |r: &Request, s: Stage| {
+                // The first log group is the lock; the stack's own comes
+                // after the release.
+                if s == Stage::Answered && r.operation == "CreateLogGroup" {
+                    // Bounded: a waiting apply that never says so fails below.
+                    let until = std::time::Instant::now() + Duration::from_secs(120);
+                    while !released.load(Ordering::SeqCst) && std::time::Instant::now() < until {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            })),
+            ..Options::default()
+        },
+    );
     let mut first = p
         .command(&["apply", "--auto-approve"])
         .env("AWS_ENDPOINT_URL", proxy.endpoint())
@@ -508,12 +531,32 @@ async fn second_apply_refuses_or_waits_while_the_first_holds_the_lock() {
     assert!(second.stderr.contains("--lock-timeout"), "{second:?}");
     // plan reads only: it never waits for the lock.
     p.run_ok(&["plan"], 0);
-    // Waiting works: this one starts when the first is done.
-    let waited = p.run_ok(
-        &["apply", "--auto-approve", "--lock-timeout", "2m", "-v"],
-        0,
-    );
-    assert!(waited.stderr.contains("waiting for the lock"), "{waited:?}");
+    // Waiting works: this one starts when the first is done, which is let
+    // go once this one says it waits.
+    let mut waiting = p
+        .command(&["apply", "--auto-approve", "--lock-timeout", "2m", "-v"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = waiting.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut log = String::new();
+        for line in std::io::BufReader::new(stderr).lines() {
+            let line = line.unwrap_or_default();
+            if line.contains("waiting for the lock") {
+                release.store(true, Ordering::SeqCst);
+            }
+            log.push_str(&line);
+            log.push('\n');
+        }
+        log
+    });
+    let status = waiting.wait().unwrap();
+    let log = reader.join().unwrap();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("waiting for the lock"), "{log}");
     assert!(first.wait().unwrap().success());
     assert_eq!(tagged(&emulator, "two").await.len(), 13);
     assert!(!locked(&emulator, "two").await, "released at the end");
