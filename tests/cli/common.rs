@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+#[cfg(target_os = "linux")]
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -296,8 +297,11 @@ impl Emulator {
         for _attempt in 0..3 {
             let port = free_port();
             let mut command = Command::new(&server);
-            // If this test process dies (even by kill -9), moto dies with it.
+            // Linux: if this test process dies (even by kill -9), moto dies
+            // with it. Elsewhere (macOS has no prctl) the server is stopped
+            // when its handle drops, as on every normal end of a test.
             // SAFETY: prctl is async-signal-safe and touches only the child.
+            #[cfg(target_os = "linux")]
             unsafe {
                 command.pre_exec(|| {
                     libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
