@@ -1046,14 +1046,30 @@ fn check_tag(key: &str, value: &str) -> Result<(), String> {
     // EC2 takes any character, but IAM, CloudWatch Logs, S3 and RDS allow
     // only these, and every resource gets the stack's tags: the strictest
     // rule wins. https://docs.aws.amazon.com/IAM/latest/APIReference/API_Tag.html
-    // (pattern [\p{L}\p{Z}\p{N}_.:/=+\-@]*)
-    let allowed =
-        |c: char| c.is_alphabetic() || c.is_numeric() || c == ' ' || "_.:/=+-@".contains(c);
+    // (pattern [\p{L}\p{Z}\p{N}_.:/=+\-@]*). Unicode's categories, not
+    // `char::is_alphabetic`, which also takes the marks of e.g. Devanagari
+    // vowels that AWS refuses.
+    static ALLOWED: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"^[\p{L}\p{Z}\p{N}_.:/=+\-@]$").expect("a valid pattern")
+    });
     for (what, text) in [("key", key), ("value", value)] {
-        if let Some(c) = text.chars().find(|&c| !allowed(c)) {
+        let mut buf = [0; 4];
+        if let Some(c) = text
+            .chars()
+            .find(|c| !ALLOWED.is_match(c.encode_utf8(&mut buf)))
+        {
             return Err(format!(
-                "the tag {what} contains {c:?}; tags allow letters, digits, spaces and _ . : / = + - @ \
-                 (IAM, CloudWatch Logs, S3 and RDS refuse other characters)"
+                "the tag {what} contains {c:?} (U+{:04X}); tags allow letters, digits, spaces and _ . : / = + - @ \
+                 (IAM, CloudWatch Logs, S3 and RDS refuse other characters)",
+                u32::from(c)
+            ));
+        }
+        // moto hands such a value back trimmed, and AWS promises nothing
+        // either way: wherever it is trimmed, every plan would show a change.
+        if text.starts_with(char::is_whitespace) || text.ends_with(char::is_whitespace) {
+            return Err(format!(
+                "the tag {what} starts or ends with a space; some AWS services trim it, so it \
+                 would never match what they keep"
             ));
         }
     }
@@ -1371,6 +1387,25 @@ db_password: \"s3cret-pass\"
         let ok = "Équipe web_2: a/b=c+d-e@f.g";
         let stack = parse_str(&format!("{VALID}tags:\n  team: \"{ok}\"\n")).unwrap();
         assert_eq!(stack.tags["team"], ok);
+    }
+
+    #[test]
+    fn tag_characters_are_unicode_categories_as_aws_names_them() {
+        // \p{L}, \p{Z}, \p{N}: a no-break space and CJK pass ...
+        let ok = "東京\u{a0}チーム ٣";
+        let stack = parse_str(&format!("{VALID}tags:\n  team: \"{ok}\"\n")).unwrap();
+        assert_eq!(stack.tags["team"], ok);
+        // ... a vowel sign (a mark, alphabetic to Rust) does not.
+        let p = one_problem(&format!("{VALID}tags:\n  team: \"हिंदी\"\n"));
+        assert!(p.message.contains("(U+093F)"), "{}", p.message);
+        for edge in ["\" web\"", "\"web \""] {
+            let p = one_problem(&format!("{VALID}tags:\n  team: {edge}\n"));
+            assert!(
+                p.message.contains("starts or ends with a space"),
+                "{}",
+                p.message
+            );
+        }
     }
 
     #[test]
