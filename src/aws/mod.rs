@@ -251,7 +251,10 @@ impl Aws {
     /// credentials with one STS call, so a missing profile fails first.
     pub async fn connect(stack: &Stack, settings: &Settings) -> Result<Self, Error> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(stack.region.clone()));
+            .region(Region::new(stack.region.clone()))
+            // In every call's User-Agent (`app/ihp-infra`): CloudTrail shows
+            // which tool made a change, and the tests tell our calls apart.
+            .app_name(aws_config::AppName::new("ihp-infra").expect("a valid app name"));
         if let Some(profile) = &settings.profile {
             // As with the AWS CLI, an explicit --profile wins over credentials
             // in the environment (the default chain would try those first).

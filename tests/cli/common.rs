@@ -463,12 +463,38 @@ impl Emulator {
     }
 }
 
+impl Emulator {
+    /// The requests ihp-infra sent here so far, checked against what AWS
+    /// accepts (done for every test when its emulator stops).
+    pub fn check_requests(&self) -> crate::requests::Checked {
+        match &self.backend {
+            Backend::Moto { recording, .. } => crate::requests::check(recording),
+            Backend::LocalStack { front, .. } => {
+                let file = tempfile::NamedTempFile::new().unwrap();
+                std::fs::write(file.path(), front.recording()).unwrap();
+                crate::requests::check(file.path())
+            }
+        }
+    }
+}
+
 impl Drop for Emulator {
     fn drop(&mut self) {
         if let Backend::Moto { child, .. } = &mut self.backend {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // A test that failed already has its own story to tell.
+        if std::thread::panicking() {
+            return;
+        }
+        let violations = self.check_requests().violations;
+        assert!(
+            violations.is_empty(),
+            "ihp-infra sent {} request(s) real AWS would reject (tests/cli/check_requests.py):\n  {}",
+            violations.len(),
+            violations.join("\n  ")
+        );
     }
 }
 

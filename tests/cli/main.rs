@@ -5,9 +5,11 @@
 mod bad_input;
 mod bench;
 mod common;
+mod fidelity;
 mod network;
 mod parts;
 mod proxy;
+mod requests;
 mod safety;
 mod server;
 mod storage;

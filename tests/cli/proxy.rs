@@ -9,6 +9,7 @@
 //! `Connection: close`, and the answer goes back with `Connection: close`:
 //! no framing to get wrong, at the cost of a connection per call.
 
+use base64::Engine;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -92,6 +93,7 @@ pub struct Proxy {
     injected: Arc<Mutex<Vec<(Request, Fault)>>>,
     requests: Arc<AtomicUsize>,
     received: Arc<Mutex<Vec<String>>>,
+    recorded: Arc<Mutex<Vec<String>>>,
 }
 
 impl Proxy {
@@ -102,6 +104,7 @@ impl Proxy {
         let injected = Arc::new(Mutex::new(Vec::new()));
         let requests = Arc::new(AtomicUsize::new(0));
         let received = Arc::new(Mutex::new(Vec::new()));
+        let recorded = Arc::new(Mutex::new(Vec::new()));
         let shared = Arc::new(Shared {
             upstream,
             lost: Mutex::default(),
@@ -109,6 +112,7 @@ impl Proxy {
             injected: injected.clone(),
             requests: requests.clone(),
             received: received.clone(),
+            recorded: recorded.clone(),
         });
         let stop = stopped.clone();
         std::thread::spawn(move || {
@@ -127,6 +131,7 @@ impl Proxy {
             injected,
             requests,
             received,
+            recorded,
         }
     }
 
@@ -159,6 +164,12 @@ impl Proxy {
     pub fn received(&self) -> Vec<String> {
         self.received.lock().unwrap().clone()
     }
+
+    /// Every request received so far, as moto records them: one JSON object
+    /// per line (method, url, headers, body in base64).
+    pub fn recording(&self) -> String {
+        self.recorded.lock().unwrap().join("\n")
+    }
 }
 
 impl Drop for Proxy {
@@ -177,6 +188,7 @@ struct Shared {
     injected: Arc<Mutex<Vec<(Request, Fault)>>>,
     requests: Arc<AtomicUsize>,
     received: Arc<Mutex<Vec<String>>>,
+    recorded: Arc<Mutex<Vec<String>>>,
 }
 
 /// splitmix64: a seeded, well-spread number per request.
@@ -207,6 +219,7 @@ impl Shared {
             received.push(request.operation.clone());
         }
         drop(received);
+        self.recorded.lock().unwrap().push(recorded(&head, &body));
         if !self.options.delay.is_zero() {
             std::thread::sleep(self.options.delay);
         }
@@ -352,6 +365,27 @@ fn read_request(client: &mut TcpStream) -> Option<(String, Vec<u8>)> {
     let mut body = vec![0; length];
     reader.read_exact(&mut body).ok()?;
     Some((head, body))
+}
+
+/// One request in the shape of moto's recording.
+fn recorded(head: &str, body: &[u8]) -> String {
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next().unwrap_or("").split_whitespace();
+    let method = first.next().unwrap_or("");
+    let target = first.next().unwrap_or("/");
+    let headers: serde_json::Map<String, serde_json::Value> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(key, value)| (key.trim().to_string(), value.trim().into()))
+        .collect();
+    let host = header(head, "host").unwrap_or("localhost");
+    serde_json::json!({
+        "method": method,
+        "url": format!("http://{host}{target}"),
+        "headers": headers,
+        "body": base64::engine::general_purpose::STANDARD.encode(body),
+        "body_encoded": true,
+    })
+    .to_string()
 }
 
 /// The request's head with `account` as the access key of its signature.
