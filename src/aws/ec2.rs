@@ -150,6 +150,16 @@ fn tag_spec(kind: ResourceType, tags: &BTreeMap<String, String>) -> TagSpecifica
         .build()
 }
 
+/// How many times a call may be sent: the client's budget (ihp-infra's
+/// default or the user's `AWS_MAX_ATTEMPTS`), which the creates sent again
+/// by ihp-infra itself get too.
+pub(super) fn attempts(client: &aws_sdk_ec2::Client) -> u32 {
+    client
+        .config()
+        .retry_config()
+        .map_or(crate::retry::DEFAULT_MAX_ATTEMPTS, |r| r.max_attempts())
+}
+
 /// SDK settings for one call: no retries of its own (see `create_once`).
 fn no_retries() -> aws_sdk_ec2::config::Builder {
     aws_sdk_ec2::config::Builder::default()
@@ -688,7 +698,10 @@ impl Ec2 {
         aws_sdk_ec2::Error: From<SdkError<E, aws_smithy_runtime_api::http::Response>>,
     {
         let target = address.to_string();
-        create_once_found_by(&target, send, field, id_of, || self.find(address)).await
+        create_once_found_by(&target, attempts(&self.client), send, field, id_of, || {
+            self.find(address)
+        })
+        .await
     }
 
     /// The live resource at `address`, found by its tags.
@@ -1248,6 +1261,7 @@ impl Ec2 {
 /// tags set in the create call itself).
 pub(super) async fn create_once_found_by<O, E, Fut, Found>(
     target: &str,
+    attempts: u32,
     mut send: impl FnMut() -> Fut,
     field: &'static str,
     id_of: impl Fn(&O) -> Option<&str>,
@@ -1259,8 +1273,10 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     aws_sdk_ec2::Error: From<SdkError<E, aws_smithy_runtime_api::http::Response>>,
 {
-    const ATTEMPTS: u32 = 6;
-    for attempt in 1..=ATTEMPTS {
+    let mut waits = crate::retry::resend_waits(attempts);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
         let e = match send().await {
             Ok(out) => {
                 return id_of(&out)
@@ -1269,7 +1285,8 @@ where
             }
             Err(e) => e,
         };
-        let last = attempt == ATTEMPTS;
+        let wait = waits.next();
+        let last = wait.is_none();
         if maybe_done(&e) {
             // EC2's describe calls may lag its creates by a moment: look
             // a few times before concluding the create was not done.
@@ -1296,9 +1313,8 @@ where
         }
         tracing::info!(resource = %target, attempt, "create not done (fault); sending it again");
         calls::survived_fault();
-        tokio::time::sleep(std::time::Duration::from_millis(100 << attempt.min(6))).await;
+        tokio::time::sleep(wait.unwrap_or_default()).await;
     }
-    unreachable!("the last attempt returns")
 }
 
 #[async_trait]

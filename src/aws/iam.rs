@@ -419,10 +419,16 @@ impl Iam {
         &self,
         user: &str,
     ) -> Result<aws_sdk_iam::operation::create_access_key::CreateAccessKeyOutput, Error> {
-        const ATTEMPTS: u32 = 4;
+        // The client's budget, as every other call has.
+        let attempts = self
+            .client
+            .config()
+            .retry_config()
+            .map_or(crate::retry::DEFAULT_MAX_ATTEMPTS, |r| r.max_attempts());
+        let mut waits = crate::retry::resend_waits(attempts);
         let before = self.key_ids(user).await?;
         let mut maybe_made = false;
-        for attempt in 1..=ATTEMPTS {
+        loop {
             let e = match self
                 .client
                 .create_access_key()
@@ -447,7 +453,8 @@ impl Iam {
                 Err(e) => e,
             };
             let done = super::service::maybe_done(&e);
-            if attempt == ATTEMPTS || !(done || super::service::is_throttle(e.code())) {
+            let wait = waits.next();
+            if wait.is_none() || !(done || super::service::is_throttle(e.code())) {
                 return Err(Call::on("create access key of", user)(e).into());
             }
             if done {
@@ -455,9 +462,8 @@ impl Iam {
                 self.delete_lost_keys(user, &before, None).await?;
             }
             super::calls::survived_fault();
-            tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
+            tokio::time::sleep(wait.unwrap_or_default()).await;
         }
-        unreachable!("the last attempt returns")
     }
 
     /// Deletes the user's keys that are neither in `before` nor `keep`:

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_cloudwatchlogs::Client;
 use aws_sdk_cloudwatchlogs::error::{ProvideErrorMetadata, SdkError};
+use backon::BackoffBuilder;
 
 /// Where the locks live: one log group per stack under this prefix.
 pub const LOCK_GROUPS: &str = "/ihp-infra/locks/";
@@ -33,6 +34,9 @@ const TAG_COMMAND: &str = "ihp-infra:command";
 
 /// How often a waiting run looks again.
 const POLL: Duration = Duration::from_secs(2);
+
+/// How long releasing the lock goes on through failures that can pass.
+const RELEASE_PATIENCE: Duration = Duration::from_secs(120);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -314,17 +318,43 @@ impl Locks {
         Ok(taken)
     }
 
+    /// Deletes the lock's group. A lock left behind stops every later run
+    /// until `unlock`, so when the SDK's attempts are spent on a failure
+    /// that can pass (no answer, throttling, a 5xx), it goes on trying, with
+    /// backoff, for up to [`RELEASE_PATIENCE`]; any other error ends it.
     async fn delete(&self) -> Result<(), Error> {
-        match self
-            .client
-            .delete_log_group()
-            .log_group_name(&self.group)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(()),
-            Err(e) => Err(call("release", &self.prefix)(e)),
+        let mut waits = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_secs(1))
+            .with_max_delay(crate::retry::MAX_BACKOFF)
+            .with_jitter()
+            .without_max_times()
+            .with_total_delay(Some(RELEASE_PATIENCE))
+            .build();
+        loop {
+            let e = match self
+                .client
+                .delete_log_group()
+                .log_group_name(&self.group)
+                .send()
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if e.code() == Some("ResourceNotFoundException") => return Ok(()),
+                Err(e) => e,
+            };
+            let may_pass = super::service::maybe_done(&e) || super::service::is_throttle(e.code());
+            match waits.next() {
+                Some(wait) if may_pass => {
+                    tracing::info!(
+                        stack = %self.prefix,
+                        error = %super::service::describe(&e),
+                        wait_ms = wait.as_millis() as u64,
+                        "failed to release the lock; trying again"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+                _ => return Err(call("release", &self.prefix)(e)),
+            }
         }
     }
 }

@@ -246,6 +246,24 @@ fn routes(services: &[Arc<dyn Service>]) -> Result<HashMap<Kind, Arc<dyn Service
     }
 }
 
+/// Whether the user chose how many attempts a call gets: `AWS_MAX_ATTEMPTS`,
+/// or `max_attempts` in the profile in use (the SDK reads both; they win
+/// over ihp-infra's default).
+async fn max_attempts_set(profile: Option<&str>) -> bool {
+    if std::env::var_os("AWS_MAX_ATTEMPTS").is_some_and(|v| !v.is_empty()) {
+        return true;
+    }
+    let profiles = aws_config::profile::load(
+        &aws_types::os_shim_internal::Fs::real(),
+        &aws_types::os_shim_internal::Env::real(),
+        &aws_runtime::env_config::file::EnvConfigFiles::default(),
+        profile.map(|p| std::borrow::Cow::Owned(p.to_string())),
+    )
+    .await;
+    // An unreadable config file is the credentials chain's to report.
+    profiles.is_ok_and(|p| p.get("max_attempts").is_some())
+}
+
 impl Aws {
     /// Loads the SDK configuration for the stack's region and checks the
     /// credentials with one STS call, so a missing profile fails first.
@@ -255,6 +273,10 @@ impl Aws {
             // In every call's User-Agent (`app/ihp-infra`): CloudTrail shows
             // which tool made a change, and the tests tell our calls apart.
             .app_name(aws_config::AppName::new("ihp-infra").expect("a valid app name"));
+        // ihp-infra's budget of attempts, unless the user set one.
+        if !max_attempts_set(settings.profile.as_deref()).await {
+            loader = loader.retry_config(crate::retry::sdk_retry_config());
+        }
         if let Some(profile) = &settings.profile {
             // As with the AWS CLI, an explicit --profile wins over credentials
             // in the environment (the default chain would try those first).

@@ -53,6 +53,21 @@ pub enum Fault {
     LoseAnswer,
 }
 
+/// The fractions of requests a bad link spoils.
+#[derive(Clone, Copy, Debug)]
+pub struct Link {
+    /// Answered 503 in the service's shape (EC2 `Unavailable`, S3 and the
+    /// others `ServiceUnavailable`).
+    pub unavailable: f64,
+    /// Throttled in the service's shape (EC2 `RequestLimitExceeded` 503,
+    /// S3 `SlowDown` 503, query `Throttling` 400, JSON `ThrottlingException`
+    /// 400).
+    pub throttle: f64,
+    /// The connection closed after the request was read, without an answer
+    /// (the request never reaches the emulator).
+    pub drop: f64,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stage {
     Received,
@@ -67,6 +82,9 @@ pub struct Options {
     /// (seed, fraction of calls) for transient faults. Only first and
     /// second attempts are hit, so the SDK's third attempt gets through.
     pub faults: Option<(u64, f64)>,
+    /// A bad link: (seed, rates) of faults on every request, whatever its
+    /// attempt (three in a row happen).
+    pub link: Option<(u64, Link)>,
     /// Operations answered with this AWS error code, always.
     pub deny: HashMap<String, &'static str>,
     /// Denials quote the request's parameters in their message, as some
@@ -78,6 +96,8 @@ pub struct Options {
     /// Operations whose first request is answered with a 500 before it
     /// reaches the emulator (a fault that leaves nothing done).
     pub fail_first: std::collections::HashSet<String>,
+    /// Operations always answered 503 (AWS down for them).
+    pub unavailable: std::collections::HashSet<String>,
     pub hook: Option<Hook>,
     /// Sends every request as this account: the access key in the
     /// signature's scope is replaced by it (LocalStack takes a 12-digit
@@ -243,6 +263,8 @@ impl Shared {
             && self.lost.lock().unwrap().insert(request.operation.clone());
         let fault = if lose {
             Some(Fault::LoseAnswer)
+        } else if self.options.unavailable.contains(&request.operation) {
+            Some(Fault::Unavailable503)
         } else if fail {
             Some(Fault::Internal500)
         } else {
@@ -274,7 +296,11 @@ impl Shared {
             Some(Fault::Unavailable503) => error_response(
                 &request.service,
                 503,
-                "ServiceUnavailable",
+                if request.service == "ec2" {
+                    "Unavailable"
+                } else {
+                    "ServiceUnavailable"
+                },
                 "Service is unavailable",
             ),
             Some(Fault::LoseAnswer) | None => match self.forward(&head, &body) {
@@ -294,6 +320,19 @@ impl Shared {
     }
 
     fn fault(&self, request: &Request) -> Option<Fault> {
+        if let Some((seed, link)) = self.options.link {
+            let roll = (mix(seed ^ mix(request.number as u64)) % 10_000) as f64 / 10_000.0;
+            let mut bound = link.unavailable;
+            if roll < bound {
+                return Some(Fault::Unavailable503);
+            }
+            bound += link.throttle;
+            if roll < bound {
+                return Some(Fault::Throttle);
+            }
+            bound += link.drop;
+            return (roll < bound).then_some(Fault::Drop);
+        }
         let (seed, rate) = self.options.faults?;
         if request.attempt >= 3 {
             return None;

@@ -100,6 +100,7 @@ impl Addresses {
         let target = change.address.to_string();
         let id = create_once_found_by(
             &target,
+            super::attempts(&self.client),
             || {
                 self.client
                     .allocate_address()

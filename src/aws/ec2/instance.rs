@@ -690,6 +690,7 @@ impl Ec2 {
                 // for by its tag before it is sent again.
                 create_once_found_by(
                     &format!("snapshot of the disk of {id}"),
+                    super::attempts(&self.client),
                     || {
                         self.client
                             .create_snapshot()
