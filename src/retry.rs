@@ -9,6 +9,8 @@
 use std::time::Duration;
 
 use aws_sdk_ec2::error::ProvideErrorMetadata;
+use aws_smithy_runtime_api::client::interceptors::context::InterceptorContext;
+use aws_smithy_runtime_api::client::retries::classifiers::{ClassifyRetry, RetryAction};
 use aws_smithy_types::retry::RetryConfig;
 use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 
@@ -28,6 +30,37 @@ pub fn sdk_retry_config() -> RetryConfig {
     RetryConfig::standard()
         .with_max_attempts(DEFAULT_MAX_ATTEMPTS)
         .with_max_backoff(MAX_BACKOFF)
+}
+
+/// For the first call of a run: a refused connection is a wrong endpoint or
+/// nothing listening far more often than a flaky link, so it is told at
+/// once instead of after the whole budget (a minute).
+#[derive(Debug)]
+pub struct RefusedIsFinal;
+
+impl ClassifyRetry for RefusedIsFinal {
+    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
+        let Some(Err(error)) = ctx.output_or_error() else {
+            return RetryAction::NoActionIndicated;
+        };
+        let Some(connector) = error.as_connector_error() else {
+            return RetryAction::NoActionIndicated;
+        };
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(connector);
+        while let Some(e) = source {
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+            {
+                return RetryAction::RetryForbidden;
+            }
+            source = e.source();
+        }
+        RetryAction::NoActionIndicated
+    }
+
+    fn name(&self) -> &'static str {
+        "a refused connection is final"
+    }
 }
 
 /// The waits between the attempts ihp-infra sends itself (creates without

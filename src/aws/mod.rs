@@ -274,8 +274,7 @@ impl Aws {
             // which tool made a change, and the tests tell our calls apart.
             .app_name(aws_config::AppName::new("ihp-infra").expect("a valid app name"));
         // ihp-infra's budget of attempts, unless the user set one.
-        let own_budget = !max_attempts_set(settings.profile.as_deref()).await;
-        if own_budget {
+        if !max_attempts_set(settings.profile.as_deref()).await {
             loader = loader.retry_config(crate::retry::sdk_retry_config());
         }
         if let Some(profile) = &settings.profile {
@@ -288,14 +287,10 @@ impl Aws {
             );
         }
         let config = loader.load().await;
-        let mut sts = aws_sdk_sts::config::Builder::from(&config).interceptor(calls::CallLog);
-        if own_budget {
-            // The first call: a refused connection here is a wrong endpoint
-            // or no network far more often than a flaky link, so it is told
-            // after the SDK's usual 3 attempts, not after a minute.
-            sts = sts.retry_config(aws_smithy_types::retry::RetryConfig::standard());
-        }
-        let sts = sts.build();
+        let sts = aws_sdk_sts::config::Builder::from(&config)
+            .interceptor(calls::CallLog)
+            .retry_classifier(crate::retry::RefusedIsFinal)
+            .build();
         let identity = aws_sdk_sts::Client::from_conf(sts)
             .get_caller_identity()
             .send()
