@@ -115,8 +115,13 @@ fn init_logging(global: &cli::GlobalArgs) {
         (_, 1) => "ihp_infra=info,warn",
         _ => "ihp_infra=debug,info",
     };
-    let filter = EnvFilter::try_from_env("IHP_INFRA_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(default))
+    // Set but empty counts as unset (an empty filter would log nothing,
+    // not even what -v asks for).
+    let filter = std::env::var("IHP_INFRA_LOG")
+        .ok()
+        .filter(|directives| !directives.trim().is_empty())
+        .and_then(|directives| EnvFilter::try_new(directives).ok())
+        .unwrap_or_else(|| EnvFilter::new(default))
         // Request signing logs whole requests at trace level: never that.
         .add_directive("aws_sigv4=debug".parse().expect("a valid directive"));
     let builder = tracing_subscriber::fmt()

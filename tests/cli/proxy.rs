@@ -88,8 +88,10 @@ pub struct Options {
     /// Operations answered with this AWS error code, always.
     pub deny: HashMap<String, &'static str>,
     /// Denials quote the request's parameters in their message, as some
-    /// AWS validation errors do.
+    /// AWS validation errors do: decoded, or (`echo_as_sent`) in the
+    /// request's own encoding.
     pub echo: bool,
+    pub echo_as_sent: bool,
     /// Operations whose first answer is lost after moto did them (a write
     /// done by AWS whose answer never arrives).
     pub lose_first_answer: std::collections::HashSet<String>,
@@ -247,7 +249,12 @@ impl Shared {
             hook(&request, Stage::Received);
         }
         if let Some(code) = self.options.deny.get(&request.operation) {
-            let message = if self.options.echo {
+            let message = if self.options.echo_as_sent {
+                format!(
+                    "denied by the test proxy: {}",
+                    String::from_utf8_lossy(&body)
+                )
+            } else if self.options.echo {
                 let body = String::from_utf8_lossy(&body).replace('+', " ");
                 let decoded = percent_encoding::percent_decode_str(&body).decode_utf8_lossy();
                 format!("denied by the test proxy: {decoded}")

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::process::Stdio;
 
 use crate::common::{
-    Emulator, FULL_STACK, KEY_NAME, Needs, PASSWORD, Project, id_filters, stack_yaml,
+    Emulator, FULL_STACK, KEY_NAME, Needs, Output, PASSWORD, Project, id_filters, stack_yaml,
 };
 use crate::network::tagged;
 
@@ -256,15 +256,26 @@ async fn every_command_at_every_verbosity_never_shows_the_password() {
         return;
     };
     emulator.ec2_with_key(REGION).await;
-    let p = Project::with_stack(&emulator.endpoint(), "hush", REGION);
-    let verbosities: [&[&str]; 5] = [
-        &["-q"],
-        &[],
-        &["-v"],
-        &["-vv"],
-        &["-vv", "--log-format", "json"],
+    // Every character RDS allows that some encoder leaves alone (`- . _ ~`)
+    // or changes (`! ' * ( ) % $ #`). Its letters and digits survive every
+    // encoding, so finding them anywhere is a leak in whatever form.
+    const SPECIAL: &str = "Kx7-Hush._~!'*()%$#Mq4vT9w2";
+    const SURVIVES_ENCODING: &str = "Mq4vT9w2";
+    let p = Project::new(&emulator.endpoint());
+    p.write(
+        "stack.yaml",
+        &stack_yaml("hush", REGION).replace(crate::common::PASSWORD, SPECIAL),
+    );
+    // (arguments, IHP_INFRA_LOG): the last one is the SDK's own trace log.
+    let verbosities: [(&[&str], &str); 6] = [
+        (&["-q"], ""),
+        (&[], ""),
+        (&["-v"], ""),
+        (&["-vv"], ""),
+        (&["-vv", "--log-format", "json"], ""),
+        (&["-vv"], "trace"),
     ];
-    for verbosity in verbosities {
+    for (verbosity, log) in verbosities {
         for command in [
             &["validate"][..],
             &["plan"],
@@ -276,11 +287,18 @@ async fn every_command_at_every_verbosity_never_shows_the_password() {
             &["destroy", "--auto-approve"],
         ] {
             let args = [command, verbosity].concat();
-            let out = p.run(&args);
+            let out: Output = p
+                .command(&args)
+                .env("IHP_INFRA_LOG", log)
+                .output()
+                .unwrap()
+                .into();
             assert!([0, 2].contains(&out.code), "ihp-infra {args:?}: {out:?}");
+            // Never the output itself in the message: it would hold the leak.
             assert!(
-                !out.all().contains(PASSWORD),
-                "ihp-infra {args:?} showed the password: {out:?}"
+                !out.all().contains(SURVIVES_ENCODING),
+                "ihp-infra {args:?} (IHP_INFRA_LOG={log:?}) showed the password in some form, at {:?}",
+                out.all().find(SURVIVES_ENCODING)
             );
             assert!(!out.all().contains("panicked"), "{out:?}");
             if verbosity == ["-q"] && command[0] == "apply" {
@@ -297,7 +315,7 @@ async fn every_command_at_every_verbosity_never_shows_the_password() {
             }
         }
     }
-    // Only when asked.
+    // Only when asked, percent-encoded where a URL's user info needs it.
     p.run_ok(&["apply", "--auto-approve", "-q"], 0);
     let out = p.run(&["output", "--show-secrets"]);
     assert_eq!(out.code, 0, "{out:?}");
@@ -306,8 +324,10 @@ async fn every_command_at_every_verbosity_never_shows_the_password() {
         .lines()
         .find(|l| l.starts_with("DATABASE_URL="))
         .expect("a DATABASE_URL line");
-    // The password's '!' is kept; nothing in it needs escaping in a URL.
-    assert!(url.contains(&format!("postgres_user:{PASSWORD}@")), "{url}");
+    assert!(
+        url.contains("postgres_user:Kx7-Hush._~!'*()%25$%23Mq4vT9w2@"),
+        "{url}"
+    );
 }
 
 #[tokio::test]
@@ -580,35 +600,52 @@ async fn second_ctrl_c_quits_at_once_and_releases_the_lock() {
 #[tokio::test]
 async fn password_quoted_back_by_an_aws_error_is_masked() {
     // Some AWS validation errors quote request parameters; the password
-    // travels in CreateDBInstance's. Whatever AWS says, it is never shown.
+    // travels in CreateDBInstance's. Whatever AWS says, decoded or in the
+    // SDK's own form encoding (which leaves `- . _ ~` alone), it is never
+    // shown.
     let Some(emulator) = Emulator::start_for(FULL_STACK) else {
         return;
     };
     emulator.ec2_with_key(REGION).await;
-    let proxy = crate::proxy::Proxy::start(
-        emulator.port,
-        crate::proxy::Options {
-            deny: std::collections::HashMap::from([(
-                "CreateDBInstance".to_string(),
-                "InvalidParameterValue",
-            )]),
-            echo: true,
-            ..Default::default()
-        },
-    );
-    let p = Project::with_stack(&proxy.endpoint(), "echo", REGION);
-    for args in [
-        &["apply", "--auto-approve"][..],
-        &["apply", "--auto-approve", "-vv"],
-        &["apply", "--auto-approve", "-vv", "--log-format", "json"],
-    ] {
-        let out = p.run(args);
-        assert_eq!(out.code, 1, "{out:?}");
-        assert!(
-            out.stderr.contains("MasterUserPassword=(sensitive)"),
-            "the error is shown, masked: {out:?}"
+    const SPECIAL: &str = "Kx7-Echo._~!'*()%$#Mq4vT9w2";
+    const SURVIVES_ENCODING: &str = "Mq4vT9w2";
+    for as_sent in [false, true] {
+        let proxy = crate::proxy::Proxy::start(
+            emulator.port,
+            crate::proxy::Options {
+                deny: std::collections::HashMap::from([(
+                    "CreateDBInstance".to_string(),
+                    "InvalidParameterValue",
+                )]),
+                echo: !as_sent,
+                echo_as_sent: as_sent,
+                ..Default::default()
+            },
         );
-        assert!(!out.all().contains(PASSWORD), "{args:?}: {out:?}");
+        let p = Project::new(&proxy.endpoint());
+        p.write(
+            "stack.yaml",
+            &stack_yaml("echo", REGION).replace(PASSWORD, SPECIAL),
+        );
+        for args in [
+            &["apply", "--auto-approve"][..],
+            &["apply", "--auto-approve", "-vv"],
+            &["apply", "--auto-approve", "-vv", "--log-format", "json"],
+        ] {
+            let out = p.run(args);
+            assert_eq!(out.code, 1, "{out:?}");
+            let all = out.all();
+            assert!(
+                all.contains("MasterUserPassword=(sensitive)"),
+                "the error is shown, masked (as sent: {as_sent}), {args:?}; quoted unmasked: {}",
+                all.contains("MasterUserPassword=")
+            );
+            assert!(
+                !all.contains(SURVIVES_ENCODING),
+                "{args:?} (as sent: {as_sent}) showed the password at {:?}",
+                all.find(SURVIVES_ENCODING)
+            );
+        }
     }
 }
 

@@ -52,7 +52,7 @@ struct Document<'a> {
 }
 
 /// Characters a password must not carry raw in a URL's user info.
-const USERINFO: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+pub(crate) const USERINFO: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
     .add(b' ')
     .add(b'"')
     .add(b'#')
