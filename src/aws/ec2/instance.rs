@@ -233,6 +233,31 @@ impl Ec2 {
             .collect())
     }
 
+    /// The name of the image a server runs, for the plan (none once NixOS
+    /// has deleted the image).
+    async fn image_name(&self, image: Option<&str>) -> Result<Value, Error> {
+        let Some(image) = image else {
+            return Ok(Value::None);
+        };
+        let out = self
+            .client
+            .describe_images()
+            .image_ids(image)
+            .send()
+            .await;
+        let out = match out {
+            Ok(out) => out,
+            Err(e) if e.code() == Some("InvalidAMIID.NotFound") => return Ok(Value::None),
+            Err(e) => return Err(Call::on("describe image", image)(e).into()),
+        };
+        Ok(out
+            .images()
+            .first()
+            .and_then(|i| i.name())
+            .map(|name| Value::Text(name.to_string()))
+            .unwrap_or(Value::None))
+    }
+
     pub(super) async fn observe_instances(&self) -> Result<Vec<Observed>, Error> {
         let instances = self
             .stack_instances(&["pending", "running", "stopping", "stopped"])
@@ -278,6 +303,7 @@ impl Ec2 {
                             .map(|t| Value::Text(t.to_string()))
                             .unwrap_or(Value::None),
                     ),
+                    ("image_name", self.image_name(i.image_id()).await?),
                     (
                         "instance_profile",
                         i.iam_instance_profile()
