@@ -390,6 +390,78 @@ impl Emulator {
             .collect()
     }
 
+    /// The requests ihp-infra itself sent (its User-Agent says
+    /// `app/ihp-infra`), as recorded: (headers, body).
+    fn sent_by_ihp_infra(&self) -> Vec<(serde_json::Value, String)> {
+        let text = match &self.backend {
+            Backend::Moto { recording, .. } => {
+                std::fs::read_to_string(recording).unwrap_or_default()
+            }
+            Backend::LocalStack { front, .. } => front.recording(),
+        };
+        // moto may write two entries to a line (see check_requests.py).
+        serde_json::Deserializer::from_str(&text)
+            .into_iter::<serde_json::Value>()
+            .map_while(Result::ok)
+            .filter(|entry| {
+                entry["headers"].as_object().is_some_and(|h| {
+                    h.iter().any(|(k, v)| {
+                        k.eq_ignore_ascii_case("user-agent")
+                            && v.as_str().is_some_and(|v| v.contains("app/ihp-infra"))
+                    })
+                })
+            })
+            .map(|entry| {
+                let body = entry["body"].as_str().unwrap_or("");
+                let body = if entry["body_encoded"].as_bool() == Some(true) {
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(body)
+                        .unwrap_or_default();
+                    String::from_utf8_lossy(&bytes).into_owned()
+                } else {
+                    body.to_string()
+                };
+                (entry["headers"].clone(), body)
+            })
+            .collect()
+    }
+
+    /// The parameters of every query-protocol call (EC2, RDS, IAM) with
+    /// `action` that ihp-infra sent, form-decoded.
+    pub fn sent(&self, action: &str) -> Vec<std::collections::BTreeMap<String, String>> {
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(&s.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        self.sent_by_ihp_infra()
+            .into_iter()
+            .map(|(_, body)| {
+                body.split('&')
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (decode(k), decode(v)))
+                    .collect::<std::collections::BTreeMap<_, _>>()
+            })
+            .filter(|params| params.get("Action").map(String::as_str) == Some(action))
+            .collect()
+    }
+
+    /// The access key ids that signed ihp-infra's calls.
+    pub fn signed_by(&self) -> std::collections::BTreeSet<String> {
+        self.sent_by_ihp_infra()
+            .into_iter()
+            .filter_map(|(headers, _)| {
+                let auth = headers.as_object()?.iter().find_map(|(k, v)| {
+                    k.eq_ignore_ascii_case("authorization")
+                        .then(|| v.as_str())?
+                })?;
+                // AWS4-HMAC-SHA256 Credential=AKID/20261202/region/service/aws4_request, ...
+                let key = auth.split("Credential=").nth(1)?.split('/').next()?;
+                Some(key.to_string())
+            })
+            .collect()
+    }
+
     pub async fn rds(&self, region: &str) -> aws_sdk_rds::Client {
         let config = aws_sdk_rds::Config::builder()
             .behavior_version(aws_sdk_rds::config::BehaviorVersion::latest())

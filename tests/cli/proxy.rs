@@ -226,6 +226,8 @@ impl Shared {
         let Some((head, body)) = read_request(&mut client) else {
             return;
         };
+        // Recorded as the client sent it (its own credentials).
+        let as_sent = recorded(&head, &body);
         let head = match &self.options.account {
             Some(account) => as_account(&head, account),
             None => head,
@@ -241,7 +243,7 @@ impl Shared {
             received.push(request.operation.clone());
         }
         drop(received);
-        self.recorded.lock().unwrap().push(recorded(&head, &body));
+        self.recorded.lock().unwrap().push(as_sent);
         if !self.options.delay.is_zero() {
             std::thread::sleep(self.options.delay);
         }

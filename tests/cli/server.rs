@@ -611,6 +611,16 @@ async fn password_change_is_detected_and_applied_without_showing_it() {
         Some(0)
     );
     assert_ne!(hash_of().await, first_hash);
+    // And RDS was sent it: the recorded ModifyDBInstance carries it (only
+    // compared, never printed).
+    let modifies = emulator.sent("ModifyDBInstance");
+    assert!(
+        modifies
+            .iter()
+            .any(|m| m.get("MasterUserPassword").map(String::as_str) == Some("second-pass-456")),
+        "none of {} ModifyDBInstance calls carried the new password",
+        modifies.len()
+    );
     assert_eq!(
         run(&["plan", "--detailed-exitcode"], "second-pass-456").0,
         Some(0)

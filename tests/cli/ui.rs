@@ -673,6 +673,8 @@ async fn profile_flag_wins_over_keys_in_the_environment() {
     );
     assert!(stderr.contains("--profile"), "says what to check: {stderr}");
     // One that exists is used.
+    // A profile that doesn't exist sent nothing (not the environment's keys).
+    assert_eq!(emulator.signed_by(), Default::default());
     let out = p
         .command(&["plan", "--profile", "emulator", "--detailed-exitcode"])
         .env("AWS_CONFIG_FILE", &config)
@@ -683,5 +685,11 @@ async fn profile_flag_wins_over_keys_in_the_environment() {
         Some(2),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    // The emulator takes any key: what signed the calls says which was used.
+    assert_eq!(
+        emulator.signed_by(),
+        ["from-profile".to_string()].into(),
+        "the profile's key signed the plan's calls"
     );
 }

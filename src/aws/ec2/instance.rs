@@ -239,12 +239,7 @@ impl Ec2 {
         let Some(image) = image else {
             return Ok(Value::None);
         };
-        let out = self
-            .client
-            .describe_images()
-            .image_ids(image)
-            .send()
-            .await;
+        let out = self.client.describe_images().image_ids(image).send().await;
         let out = match out {
             Ok(out) => out,
             Err(e) if e.code() == Some("InvalidAMIID.NotFound") => return Ok(Value::None),
