@@ -98,6 +98,9 @@ pub struct Options {
     /// Operations whose first request is answered with a 500 before it
     /// reaches the emulator (a fault that leaves nothing done).
     pub fail_first: std::collections::HashSet<String>,
+    /// An image left out of every DescribeImages answer while set: it
+    /// "appears" (as if NixOS published it) when the test clears it.
+    pub hidden_image: Option<Arc<Mutex<Option<String>>>>,
     /// Operations always answered 503 (AWS down for them).
     pub unavailable: std::collections::HashSet<String>,
     pub hook: Option<Hook>,
@@ -316,6 +319,15 @@ impl Shared {
                 Some(answer) => answer,
                 None => return,
             },
+        };
+        let answer = match &self.options.hidden_image {
+            Some(hidden) if request.operation == "DescribeImages" => {
+                match hidden.lock().unwrap().as_deref() {
+                    Some(image) => without_image(answer, image),
+                    None => answer,
+                }
+            }
+            _ => answer,
         };
         if let Some(hook) = &self.options.hook {
             hook(&request, Stage::Answered);
@@ -544,6 +556,56 @@ fn error_response(service: &str, status: u16, code: &str, message: &str) -> Vec<
         body.len()
     )
     .into_bytes()
+}
+
+/// A DescribeImages answer without the `<item>` of `image` among the
+/// `imagesSet`'s items (which nest items of their own).
+fn without_image(answer: Vec<u8>, image: &str) -> Vec<u8> {
+    let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return answer;
+    };
+    let head = String::from_utf8_lossy(&answer[..end]).into_owned();
+    let body = String::from_utf8_lossy(&answer[end + 4..]).into_owned();
+    let id = format!("<imageId>{image}</imageId>");
+    let Some(mut at) = body.find("<imagesSet>") else {
+        return answer;
+    };
+    // Each top-level item: [its start, its end).
+    let (mut depth, mut item_start, mut cut) = (0, 0, None);
+    while cut.is_none() {
+        let open = body[at..].find("<item>").map(|i| i + at);
+        let close = body[at..].find("</item>").map(|i| i + at);
+        match (open, close) {
+            (Some(o), Some(c)) if o < c => {
+                if depth == 0 {
+                    item_start = o;
+                }
+                depth += 1;
+                at = o + "<item>".len();
+            }
+            (_, Some(c)) => {
+                depth -= 1;
+                at = c + "</item>".len();
+                if depth == 0 && body[item_start..at].contains(&id) {
+                    cut = Some((item_start, at));
+                }
+            }
+            _ => return answer,
+        }
+    }
+    let (from, to) = cut.unwrap_or_default();
+    let body = format!("{}{}", &body[..from], &body[to..]);
+    let head: Vec<String> = head
+        .split("\r\n")
+        .map(|line| {
+            if line.to_ascii_lowercase().starts_with("content-length:") {
+                format!("Content-Length: {}", body.len())
+            } else {
+                line.to_string()
+            }
+        })
+        .collect();
+    format!("{}\r\n\r\n{body}", head.join("\r\n")).into_bytes()
 }
 
 /// Makes sure the client opens a new connection for its next call.

@@ -2,6 +2,7 @@
 //! NixOS image fixture (localstack/nixos-amis.json).
 
 use std::os::unix::fs::PermissionsExt;
+use std::sync::{Arc, Mutex};
 
 use aws_sdk_ec2::types::{Filter, InstanceStateName};
 
@@ -13,6 +14,8 @@ use crate::proxy::{Options, Proxy};
 
 const REGION: &str = "eu-central-1";
 const NEWEST_X86: &str = "ami-0a11c0ffee2605102";
+/// The 26.05 x86_64 image before it.
+const OLDER_X86: &str = "ami-0a11c0ffee2605101";
 
 fn with(p: &Project, prefix: &str, extra: &str) {
     p.write(
@@ -252,13 +255,30 @@ async fn newer_image_never_replaces_the_server_but_a_new_release_does() {
         return;
     };
     let ec2 = emulator.ec2_with_key(REGION).await;
-    let p = Project::with_stack(&emulator.endpoint(), "nix", REGION);
+    // The newest 26.05 image is held back from every answer until NixOS
+    // "publishes" it, after the server runs.
+    let hidden = Arc::new(Mutex::new(Some(NEWEST_X86.to_string())));
+    let proxy = Proxy::start(
+        emulator.port,
+        Options {
+            hidden_image: Some(hidden.clone()),
+            ..Options::default()
+        },
+    );
+    let p = Project::with_stack(&proxy.endpoint(), "nix", REGION);
     p.run_ok(&["apply", "--auto-approve"], 0);
-    let first = server(&ec2, "nix").await.instance_id().unwrap().to_string();
+    let running = server(&ec2, "nix").await;
+    let first = running.instance_id().unwrap().to_string();
+    assert_eq!(running.image_id(), Some(OLDER_X86));
 
-    // NixOS deletes old images: the server's own is gone, another is newest.
+    // A newer image of the same release: the server stays.
+    hidden.lock().unwrap().take();
+    let plan = p.run_ok(&["plan", "--detailed-exitcode"], 0);
+    assert!(plan.stdout.starts_with("No changes"), "{plan:?}");
+
+    // NixOS deletes old images: the server's own is gone. Still no change.
     ec2.deregister_image()
-        .image_id(NEWEST_X86)
+        .image_id(OLDER_X86)
         .send()
         .await
         .unwrap();
