@@ -103,7 +103,7 @@ pub async fn tagged(emulator: &Emulator, prefix: &str) -> Vec<String> {
             .filter_map(|a| a.allocation_id().map(String::from)),
     );
     if emulator.has(Needs::Rds) {
-        ids.extend(rds_resources(rds, prefix).await);
+        ids.extend(rds_resources(rds, prefix, emulator.account()).await);
     }
     ids.extend(access_resources(emulator, prefix).await);
     ids.sort();
@@ -137,13 +137,30 @@ async fn access_resources(emulator: &Emulator, prefix: &str) -> Vec<String> {
         .send()
         .await
         .unwrap();
-    found.extend(
-        groups
-            .log_groups()
-            .iter()
-            .filter(|g| g.log_group_name() == Some(format!("/ihp/{prefix}").as_str()))
-            .map(|g| format!("log group {}", g.log_group_name().unwrap_or_default())),
-    );
+    let group = format!("/ihp/{prefix}");
+    if groups
+        .log_groups()
+        .iter()
+        .any(|g| g.log_group_name() == Some(group.as_str()))
+    {
+        // Found by name, counted only with the stack's tag.
+        let arn = format!(
+            "arn:aws:logs:{REGION}:{}:log-group:{group}",
+            emulator.account()
+        );
+        let tags = logs
+            .list_tags_for_resource()
+            .resource_arn(arn)
+            .send()
+            .await
+            .unwrap();
+        if tags
+            .tags()
+            .is_some_and(|t| t.get("ihp-infra:stack").map(String::as_str) == Some(prefix))
+        {
+            found.push(format!("log group {group}"));
+        }
+    }
     let iam = emulator.iam().await;
     for name in ["s3-access", "cloudwatch-logs"] {
         let arn = format!("arn:aws:iam::{}:policy/{prefix}-{name}", emulator.account());
@@ -182,12 +199,27 @@ async fn access_resources(emulator: &Emulator, prefix: &str) -> Vec<String> {
         .send()
         .await
     {
-        Ok(_) => found.push(profile),
+        Ok(p)
+            if p.instance_profile().is_some_and(|p| {
+                p.tags()
+                    .iter()
+                    .any(|t| ours(Some(t.key()), Some(t.value())))
+            }) =>
+        {
+            found.push(profile)
+        }
+        Ok(_) => {}
         Err(e) => assert_eq!(e.code(), Some("NoSuchEntity"), "{e:?}"),
     }
     let user = format!("{prefix}-s3-user");
     match iam.get_user().user_name(&user).send().await {
-        Ok(_) => {
+        Ok(u)
+            if u.user().is_some_and(|u| {
+                u.tags()
+                    .iter()
+                    .any(|t| ours(Some(t.key()), Some(t.value())))
+            }) =>
+        {
             found.push(user.clone());
             let keys = iam
                 .list_access_keys()
@@ -201,13 +233,14 @@ async fn access_resources(emulator: &Emulator, prefix: &str) -> Vec<String> {
                     .filter_map(|k| k.access_key_id().map(String::from)),
             );
         }
+        Ok(_) => {}
         Err(e) => assert_eq!(e.code(), Some("NoSuchEntity"), "{e:?}"),
     }
     found
 }
 
 /// The stack's DB subnet group and database, if they exist and carry its tag.
-async fn rds_resources(rds: &aws_sdk_rds::Client, prefix: &str) -> Vec<String> {
+async fn rds_resources(rds: &aws_sdk_rds::Client, prefix: &str, account: &str) -> Vec<String> {
     use aws_sdk_rds::error::ProvideErrorMetadata;
     let mut names = Vec::new();
     let group = format!("{prefix}-db-subnets");
@@ -217,11 +250,22 @@ async fn rds_resources(rds: &aws_sdk_rds::Client, prefix: &str) -> Vec<String> {
         .send()
         .await
     {
-        Ok(out) => names.extend(
-            out.db_subnet_groups()
+        Ok(_) => {
+            // Found by name, counted only with the stack's tag.
+            let tags = rds
+                .list_tags_for_resource()
+                .resource_name(format!("arn:aws:rds:{REGION}:{account}:subgrp:{group}"))
+                .send()
+                .await
+                .unwrap();
+            if tags
+                .tag_list()
                 .iter()
-                .filter_map(|g| g.db_subnet_group_name().map(String::from)),
-        ),
+                .any(|t| t.key() == Some("ihp-infra:stack") && t.value() == Some(prefix))
+            {
+                names.push(group);
+            }
+        }
         Err(e) => assert_eq!(e.code(), Some("DBSubnetGroupNotFoundFault"), "{e:?}"),
     }
     let db = format!("{prefix}-postgres-db");

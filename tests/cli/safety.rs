@@ -31,6 +31,8 @@ pub async fn locked(emulator: &Emulator, prefix: &str) -> bool {
 
 /// Everything in the account (this region, IAM, S3) that is not AWS's own
 /// default and does not carry the stack's tag: what a crash could orphan.
+/// Found by listing and judged by tag alone, never by name: a resource made
+/// without its tag is an orphan.
 pub async fn orphans(emulator: &Emulator, prefix: &str) -> Vec<String> {
     let ec2 = emulator.ec2(REGION).await;
     let ours = |tags: &[aws_sdk_ec2::types::Tag]| {
@@ -142,7 +144,17 @@ pub async fn orphans(emulator: &Emulator, prefix: &str) -> Vec<String> {
             .unwrap()
             .db_subnet_groups()
         {
-            if g.db_subnet_group_name() != Some(&format!("{prefix}-db-subnets")) {
+            let tags = rds
+                .list_tags_for_resource()
+                .resource_name(g.db_subnet_group_arn().unwrap_or_default())
+                .send()
+                .await
+                .unwrap();
+            if !tags
+                .tag_list()
+                .iter()
+                .any(|t| t.key() == Some("ihp-infra:stack") && t.value() == Some(prefix))
+            {
                 found.push(format!("db subnet group {:?}", g.db_subnet_group_name()));
             }
         }
@@ -173,7 +185,23 @@ pub async fn orphans(emulator: &Emulator, prefix: &str) -> Vec<String> {
         .log_groups()
     {
         let name = g.log_group_name().unwrap_or_default();
-        if !name.starts_with("/ihp-infra/locks/") && name != format!("/ihp/{prefix}") {
+        if name.starts_with("/ihp-infra/locks/") {
+            continue; // a lock carries no stack tag on purpose
+        }
+        let arn = format!(
+            "arn:aws:logs:{REGION}:{}:log-group:{name}",
+            emulator.account()
+        );
+        let tags = logs
+            .list_tags_for_resource()
+            .resource_arn(arn)
+            .send()
+            .await
+            .unwrap();
+        if tags
+            .tags()
+            .is_none_or(|t| t.get("ihp-infra:stack").map(String::as_str) != Some(prefix))
+        {
             found.push(format!("log group {name}"));
         }
     }
@@ -202,7 +230,17 @@ pub async fn orphans(emulator: &Emulator, prefix: &str) -> Vec<String> {
         .policies()
     {
         let name = p.policy_name().unwrap_or_default();
-        if !name.starts_with(&format!("{prefix}-")) {
+        let tags = iam
+            .list_policy_tags()
+            .policy_arn(p.arn().unwrap_or_default())
+            .send()
+            .await
+            .unwrap();
+        if !tags
+            .tags()
+            .iter()
+            .any(|t| t.key() == "ihp-infra:stack" && t.value() == prefix)
+        {
             found.push(format!("policy {name}"));
         }
     }
@@ -213,7 +251,18 @@ pub async fn orphans(emulator: &Emulator, prefix: &str) -> Vec<String> {
         .unwrap()
         .instance_profiles()
     {
-        if p.instance_profile_name() != format!("{prefix}-app-profile") {
+        // GetInstanceProfile has the tags (moto has no ListInstanceProfileTags).
+        let got = iam
+            .get_instance_profile()
+            .instance_profile_name(p.instance_profile_name())
+            .send()
+            .await
+            .unwrap();
+        if !got.instance_profile().is_some_and(|p| {
+            p.tags()
+                .iter()
+                .any(|t| t.key() == "ihp-infra:stack" && t.value() == prefix)
+        }) {
             found.push(format!("instance profile {}", p.instance_profile_name()));
         }
     }

@@ -838,6 +838,133 @@ async fn database_of_someone_else_is_not_taken_over() {
     assert!(db.is_ok(), "left alone");
 }
 
+/// The resources found by name rather than by tag: an untagged one with
+/// the stack's name is someone else's, on plan, apply and destroy, and is
+/// left as it was.
+#[tokio::test]
+async fn untagged_log_group_iam_and_subnet_group_are_never_taken_over() {
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    let ec2 = emulator.ec2_with_key(REGION).await;
+    let (iam, logs, rds) = (
+        emulator.iam().await,
+        emulator.logs(REGION).await,
+        emulator.rds(REGION).await,
+    );
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    let policy = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:ListBucket","Resource":"*"}]}"#;
+    let subnet = ec2
+        .describe_subnets()
+        .send()
+        .await
+        .unwrap()
+        .subnets()
+        .iter()
+        .filter(|s| s.default_for_az() == Some(true))
+        .filter_map(|s| s.subnet_id().map(String::from))
+        .collect::<Vec<_>>();
+    // (prefix, what the error names, how to make it)
+    let cases: [(&str, &str); 5] = [
+        ("tkn-logs", "log group /ihp/tkn-logs"),
+        ("tkn-role", "IAM role tkn-role-app-role"),
+        ("tkn-pol", "IAM policy tkn-pol-s3-access"),
+        ("tkn-prof", "IAM instance profile tkn-prof-app-profile"),
+        ("tkn-subnets", "DB subnet group tkn-subnets-db-subnets"),
+    ];
+    for (prefix, named) in cases {
+        match prefix {
+            "tkn-logs" => {
+                logs.create_log_group()
+                    .log_group_name("/ihp/tkn-logs")
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            "tkn-role" => {
+                iam.create_role()
+                    .role_name("tkn-role-app-role")
+                    .assume_role_policy_document(trust)
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            "tkn-pol" => {
+                iam.create_policy()
+                    .policy_name("tkn-pol-s3-access")
+                    .policy_document(policy)
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            "tkn-prof" => {
+                iam.create_instance_profile()
+                    .instance_profile_name("tkn-prof-app-profile")
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            _ => {
+                rds.create_db_subnet_group()
+                    .db_subnet_group_name("tkn-subnets-db-subnets")
+                    .db_subnet_group_description("someone else's")
+                    .set_subnet_ids(Some(subnet.clone()))
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+        let p = Project::with_stack(&emulator.endpoint(), prefix, REGION);
+        for args in [
+            &["plan"][..],
+            &["apply", "--auto-approve"],
+            &["destroy", "--auto-approve"],
+        ] {
+            let out = p.run_ok(args, 1);
+            assert!(
+                out.stderr
+                    .contains(&format!("{named} exists but is not part of stack {prefix}")),
+                "{args:?}: {out:?}"
+            );
+        }
+        // Refused before anything was made or changed.
+        let made = tagged(&emulator, prefix).await;
+        assert!(made.is_empty(), "{prefix}: {made:?}");
+    }
+    // Each one left as it was: untagged, nothing attached.
+    let group = logs
+        .describe_log_groups()
+        .log_group_name_prefix("/ihp/tkn-logs")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(group.log_groups()[0].retention_in_days(), None);
+    let attached = iam
+        .list_attached_role_policies()
+        .role_name("tkn-role-app-role")
+        .send()
+        .await
+        .unwrap();
+    assert!(attached.attached_policies().is_empty());
+    let profile = iam
+        .get_instance_profile()
+        .instance_profile_name("tkn-prof-app-profile")
+        .send()
+        .await
+        .unwrap();
+    assert!(profile.instance_profile().unwrap().roles().is_empty());
+    let groups = rds
+        .describe_db_subnet_groups()
+        .db_subnet_group_name("tkn-subnets-db-subnets")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        groups.db_subnet_groups()[0].db_subnet_group_description(),
+        Some("someone else's")
+    );
+}
+
 #[tokio::test]
 async fn final_snapshot_name_taken_in_the_same_second_gets_a_suffix() {
     // Found by running destroy twice within one second: DBSnapshotAlreadyExists.
