@@ -134,19 +134,20 @@ fn moto_ready(child: &mut Child, port: u16) -> bool {
     false
 }
 
-/// A 12-digit account id no other test of this run or of an earlier run
-/// against the same LocalStack has used.
+/// A 12-digit account id no other test of this run, or of another run
+/// against the same LocalStack (even one started in the same second), has
+/// used: a random base per test process, then one per test.
 fn fresh_account() -> String {
+    use std::hash::{BuildHasher, Hasher};
     use std::sync::atomic::{AtomicU64, Ordering};
-    use std::time::{SystemTime, UNIX_EPOCH};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     let base = *BASE.get_or_init(|| {
-        let secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        (secs % 100_000_000) * 1_000
+        // RandomState is seeded from the OS's randomness per process.
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        (random % 100_000_000) * 1_000
     });
     format!(
         "{:012}",

@@ -634,7 +634,9 @@ async fn partial_stack_converges_without_duplicates() {
     // resources, each with its tags (they are set in the create call).
     let emulator = Emulator::start();
     let ec2 = emulator.ec2_with_key(REGION).await;
-    let p = emulator.project("crash", REGION);
+    // Not "crash": bucket names are global on LocalStack, and the
+    // exact-call kill test uses that one.
+    let p = emulator.project("crash-time", REGION);
     p.run_ok(&["apply", "--auto-approve"], 0);
     // As if the first apply died before the database, its subnet group, one
     // private subnet and the database's group were made (the subnet alone
@@ -643,17 +645,17 @@ async fn partial_stack_converges_without_duplicates() {
     if emulator.serves_whole_stack() {
         let rds = emulator.rds(REGION).await;
         rds.delete_db_instance()
-            .db_instance_identifier("crash-postgres-db")
+            .db_instance_identifier("crash-time-postgres-db")
             .skip_final_snapshot(true)
             .send()
             .await
             .unwrap();
         rds.delete_db_subnet_group()
-            .db_subnet_group_name("crash-db-subnets")
+            .db_subnet_group_name("crash-time-db-subnets")
             .send()
             .await
             .unwrap();
-        let db = id_of_group(&ec2, "crash-db").await;
+        let db = id_of_group(&ec2, "crash-time-db").await;
         ec2.delete_security_group()
             .group_id(&db)
             .send()
@@ -663,7 +665,7 @@ async fn partial_stack_converges_without_duplicates() {
     }
     let subnets = ec2
         .describe_subnets()
-        .filters(name_filter("crash-private-2"))
+        .filters(name_filter("crash-time-private-2"))
         .send()
         .await
         .unwrap();
@@ -682,7 +684,7 @@ async fn partial_stack_converges_without_duplicates() {
     );
     p.run_ok(&["apply", "--auto-approve"], 0);
     assert_eq!(
-        tagged(&emulator, "crash").await.len(),
+        tagged(&emulator, "crash-time").await.len(),
         emulator.stack_size()
     );
     p.run_ok(&["plan", "--detailed-exitcode"], 0);
