@@ -101,6 +101,10 @@ pub struct Options {
     /// An image left out of every DescribeImages answer while set: it
     /// "appears" (as if NixOS published it) when the test clears it.
     pub hidden_image: Option<Arc<Mutex<Option<String>>>>,
+    /// RunInstances answered as AWS does with a `ClientToken` (moto
+    /// ignores it): a request with a token already used gets the first
+    /// request's answer, without reaching the emulator.
+    pub client_tokens: bool,
     /// Operations always answered 503 (AWS down for them).
     pub unavailable: std::collections::HashSet<String>,
     pub hook: Option<Hook>,
@@ -138,6 +142,7 @@ impl Proxy {
             requests: requests.clone(),
             received: received.clone(),
             recorded: recorded.clone(),
+            launched: Mutex::default(),
         });
         let stop = stopped.clone();
         std::thread::spawn(move || {
@@ -214,6 +219,8 @@ struct Shared {
     requests: Arc<AtomicUsize>,
     received: Arc<Mutex<Vec<String>>>,
     recorded: Arc<Mutex<Vec<String>>>,
+    /// RunInstances answers by client token (see `Options::client_tokens`).
+    launched: Mutex<HashMap<String, Vec<u8>>>,
 }
 
 /// splitmix64: a seeded, well-spread number per request.
@@ -315,10 +322,26 @@ impl Shared {
                 },
                 "Service is unavailable",
             ),
-            Some(Fault::LoseAnswer) | None => match self.forward(&head, &body) {
-                Some(answer) => answer,
-                None => return,
-            },
+            Some(Fault::LoseAnswer) | None => {
+                let token = (self.options.client_tokens && request.operation == "RunInstances")
+                    .then(|| client_token(&body))
+                    .flatten();
+                let earlier = token
+                    .as_ref()
+                    .and_then(|t| self.launched.lock().unwrap().get(t).cloned());
+                match earlier {
+                    Some(answer) => answer,
+                    None => match self.forward(&head, &body) {
+                        Some(answer) => {
+                            if let Some(token) = token {
+                                self.launched.lock().unwrap().insert(token, answer.clone());
+                            }
+                            answer
+                        }
+                        None => return,
+                    },
+                }
+            }
         };
         let answer = match &self.options.hidden_image {
             Some(hidden) if request.operation == "DescribeImages" => {
@@ -425,6 +448,14 @@ fn read_request(client: &mut TcpStream) -> Option<(String, Vec<u8>)> {
     let mut body = vec![0; length];
     reader.read_exact(&mut body).ok()?;
     Some((head, body))
+}
+
+/// The `ClientToken` of a query request's form body.
+fn client_token(body: &[u8]) -> Option<String> {
+    String::from_utf8_lossy(body)
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("ClientToken="))
+        .map(str::to_string)
 }
 
 /// One request in the shape of moto's recording.
