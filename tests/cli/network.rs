@@ -117,18 +117,18 @@ async fn access_resources(emulator: &Emulator, prefix: &str) -> Vec<String> {
         key == Some("ihp-infra:stack") && value == Some(prefix)
     };
     let mut found = Vec::new();
+    // Every bucket of the account with the stack's tag, whatever its name.
     let s3 = emulator.s3(REGION).await;
-    if let Ok(tags) = s3
-        .get_bucket_tagging()
-        .bucket(format!("{prefix}-storage"))
-        .send()
-        .await
-        && tags
-            .tag_set()
-            .iter()
-            .any(|t| ours(Some(t.key()), Some(t.value())))
-    {
-        found.push(format!("bucket {prefix}-storage"));
+    for bucket in s3.list_buckets().send().await.unwrap().buckets() {
+        let name = bucket.name().unwrap_or_default();
+        if let Ok(tags) = s3.get_bucket_tagging().bucket(name).send().await
+            && tags
+                .tag_set()
+                .iter()
+                .any(|t| ours(Some(t.key()), Some(t.value())))
+        {
+            found.push(format!("bucket {name}"));
+        }
     }
     let logs = emulator.logs(REGION).await;
     let groups = logs

@@ -396,6 +396,108 @@ async fn killed_at_exact_calls_a_rerun_converges_with_nothing_orphaned() {
     }
 }
 
+/// kill -9 inside an update round, not only while creating from empty or
+/// deleting from full: a password change, a new instance type, a renamed
+/// bucket and a replaced database at once. Wherever it died, the rerun
+/// converges to one of each with nothing orphaned.
+#[tokio::test]
+async fn killed_inside_an_update_round_a_rerun_converges() {
+    let Some(emulator) = Emulator::start_for(crate::common::FULL_STACK) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
+    let p = Project::new(&emulator.endpoint());
+    let base = crate::common::stack_yaml("upd", REGION);
+    let changed = base.replace(crate::common::PASSWORD, "An0ther-secret-pw")
+        + "instance:\n  type: t3.large\n\
+           storage:\n  bucket: upd-renamed\n\
+           database:\n  username: other_owner\n";
+    let apply = ["apply", "--auto-approve", "--replace-database"];
+    p.write("stack.yaml", &base);
+    p.run_ok(&apply, 0);
+    // One proxy for the killed run and its rerun: it answers a resent
+    // RunInstances by its ClientToken as AWS does (moto ignores it).
+    let pid = Arc::new(AtomicU32::new(0));
+    let kill_at = Arc::new(Mutex::new((usize::MAX, Stage::Received)));
+    let proxy = {
+        let (pid, kill_at) = (pid.clone(), kill_at.clone());
+        Proxy::start(
+            emulator.port,
+            Options {
+                client_tokens: true,
+                hook: Some(Arc::new(move |r: &Request, s: Stage| {
+                    if (r.number, s) == *kill_at.lock().unwrap() {
+                        let pid = pid.load(Ordering::SeqCst);
+                        if pid != 0 {
+                            // SAFETY: a signal to the child under test.
+                            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                        }
+                    }
+                })),
+                ..Options::default()
+            },
+        )
+    };
+    let run_killed = |at: usize, stage: Stage| {
+        *kill_at.lock().unwrap() = (proxy.requests() + at, stage);
+        let mut child = p
+            .command(&apply)
+            .env("AWS_ENDPOINT_URL", proxy.endpoint())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        pid.store(child.id(), Ordering::SeqCst);
+        let status = child.wait().unwrap();
+        pid.store(0, Ordering::SeqCst);
+        use std::os::unix::process::ExitStatusExt;
+        status.signal() == Some(libc::SIGKILL)
+    };
+    // How many calls the round makes, then back to the base.
+    p.write("stack.yaml", &changed);
+    let before = proxy.requests();
+    assert!(!run_killed(usize::MAX / 2, Stage::Received));
+    let calls = proxy.requests() - before;
+    assert!(calls > 20, "{calls}");
+    p.write("stack.yaml", &base);
+    p.run_ok(&apply, 0);
+
+    let points = 6;
+    for i in 0..points {
+        let stage = if i % 2 == 0 {
+            Stage::Received
+        } else {
+            Stage::Answered
+        };
+        let at = 1 + i * calls / points;
+        p.write("stack.yaml", &changed);
+        assert!(run_killed(at, stage), "killed at call {at} of the round");
+        let rerun = p.run_at(&proxy.endpoint(), &apply);
+        assert_eq!(
+            rerun.code, 0,
+            "killed at {at} ({stage:?}), rerun: {rerun:?}"
+        );
+        let plan = p.run_at(&proxy.endpoint(), &["plan", "--detailed-exitcode"]);
+        assert_eq!(plan.code, 0, "killed at {at} ({stage:?}): {plan:?}");
+        let live = tagged(&emulator, "upd").await;
+        assert_eq!(
+            live.len(),
+            emulator.stack_size(),
+            "killed at {at} ({stage:?}): {live:?}"
+        );
+        assert!(live.contains(&"bucket upd-renamed".to_string()), "{live:?}");
+        assert_eq!(
+            orphans(&emulator, "upd").await,
+            Vec::<String>::new(),
+            "killed at {at} ({stage:?})"
+        );
+        assert!(!locked(&emulator, "upd").await);
+        p.write("stack.yaml", &base);
+        p.run_ok(&apply, 0);
+    }
+    p.run_ok(&["destroy", "--auto-approve", "--skip-final-snapshot"], 0);
+}
+
 #[tokio::test]
 async fn transient_faults_are_survived_and_reported_at_v() {
     let emulator = Emulator::start();
