@@ -512,7 +512,48 @@ fn output_into_a_closed_pipe_does_not_panic() {
 
 /// Runs apply slowed to 150 ms a call, sends it `presses` Ctrl-Cs (100 ms
 /// apart) once the first resource is made; returns its exit code and stderr.
-fn interrupted_apply(p: &Project, presses: usize) -> (Option<i32>, String) {
+/// Holds every request that reaches the proxy while it is closed: what the
+/// Ctrl-C tests wait on instead of the clock.
+#[derive(Clone, Default)]
+struct Gate(std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>);
+
+impl Gate {
+    fn set_closed(&self, closed: bool) {
+        *self.0.0.lock().unwrap() = closed;
+        self.0.1.notify_all();
+    }
+
+    fn pass(&self) {
+        let mut closed = self.0.0.lock().unwrap();
+        while *closed {
+            closed = self.0.1.wait(closed).unwrap();
+        }
+    }
+
+    /// A slow proxy (150 ms a call: an apply takes seconds) whose requests
+    /// wait while this gate is closed.
+    fn proxy(&self, emulator: &Emulator) -> crate::proxy::Proxy {
+        let gate = self.clone();
+        crate::proxy::Proxy::start(
+            emulator.port,
+            crate::proxy::Options {
+                delay: std::time::Duration::from_millis(150),
+                hook: Some(std::sync::Arc::new(move |_, stage| {
+                    if stage == crate::proxy::Stage::Received {
+                        gate.pass();
+                    }
+                })),
+                ..Default::default()
+            },
+        )
+    }
+}
+
+/// Runs apply and presses Ctrl-C `presses` times once the first resource
+/// is made. Meanwhile no call gets through (the gate is closed), so nothing
+/// new starts before the interrupt is seen, and the second press comes
+/// only after the first was acknowledged.
+fn interrupted_apply(p: &Project, gate: &Gate, presses: usize) -> (Option<i32>, String) {
     use std::io::{BufRead, BufReader};
     let mut child = p
         .command(&["apply", "--auto-approve"])
@@ -523,18 +564,33 @@ fn interrupted_apply(p: &Project, presses: usize) -> (Option<i32>, String) {
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut seen = String::new();
     let mut line = String::new();
+    let mut pressed = 0;
     while stderr.read_line(&mut line).unwrap() > 0 {
         seen.push_str(&line);
-        if line.contains("✓ created") {
-            for _ in 0..presses {
-                // SAFETY: signals our own child, which has not been waited for.
-                unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-                std::thread::sleep(std::time::Duration::from_millis(100));
+        let press = (pressed == 0 && line.contains("✓ created"))
+            || (pressed > 0 && line.contains("interrupted: "));
+        if press {
+            if pressed == 0 {
+                gate.set_closed(true);
+                // Not synchronisation, a safety net: should the interrupt
+                // never be acknowledged, the test fails instead of hanging.
+                let gate = gate.clone();
+                std::thread::spawn(move || {
+                    std::thread::sleep(std::time::Duration::from_secs(60));
+                    gate.set_closed(false);
+                });
             }
-            break;
+            // SAFETY: signals our own child, which has not been waited for.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            pressed += 1;
+            if pressed == presses {
+                gate.set_closed(false);
+                break;
+            }
         }
         line.clear();
     }
+    gate.set_closed(false);
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
     seen.push_str(&rest);
@@ -545,11 +601,11 @@ fn interrupted_apply(p: &Project, presses: usize) -> (Option<i32>, String) {
 async fn ctrl_c_finishes_what_is_in_flight_and_a_rerun_finishes_the_job() {
     let emulator = Emulator::start();
     emulator.ec2_with_key(REGION).await;
-    // 150 ms a call: the apply takes seconds, long enough to interrupt.
-    let proxy = crate::proxy::Proxy::slow(emulator.port, std::time::Duration::from_millis(150));
+    let gate = Gate::default();
+    let proxy = gate.proxy(&emulator);
     let p = Project::new(&proxy.endpoint());
     p.write("stack.yaml", &emulator.stack_yaml("intr", REGION));
-    let (code, seen) = interrupted_apply(&p, 1);
+    let (code, seen) = interrupted_apply(&p, &gate, 1);
     assert_eq!(code, Some(1), "{seen}");
     assert!(
         seen.contains("interrupted: letting the steps under way finish"),
@@ -580,10 +636,11 @@ async fn ctrl_c_finishes_what_is_in_flight_and_a_rerun_finishes_the_job() {
 async fn second_ctrl_c_quits_at_once_and_releases_the_lock() {
     let emulator = Emulator::start();
     emulator.ec2_with_key(REGION).await;
-    let proxy = crate::proxy::Proxy::slow(emulator.port, std::time::Duration::from_millis(150));
+    let gate = Gate::default();
+    let proxy = gate.proxy(&emulator);
     let p = Project::new(&proxy.endpoint());
     p.write("stack.yaml", &emulator.stack_yaml("quit", REGION));
-    let (code, seen) = interrupted_apply(&p, 2);
+    let (code, seen) = interrupted_apply(&p, &gate, 2);
     assert_eq!(code, Some(130), "{seen}");
     assert!(
         seen.contains("quit: run the command again to finish"),
