@@ -165,17 +165,6 @@ impl Proxy {
         }
     }
 
-    /// Only delays every request.
-    pub fn slow(upstream: u16, delay: Duration) -> Proxy {
-        Proxy::start(
-            upstream,
-            Options {
-                delay,
-                ..Options::default()
-            },
-        )
-    }
-
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }

@@ -549,10 +549,12 @@ impl Gate {
     }
 }
 
-/// Runs apply and presses Ctrl-C `presses` times once the first resource
-/// is made. Meanwhile no call gets through (the gate is closed), so nothing
-/// new starts before the interrupt is seen, and the second press comes
-/// only after the first was acknowledged.
+/// Runs apply and presses Ctrl-C `presses` times once the bucket is made
+/// (not earlier: AWS takes a bucket's tags in its create, moto needs a
+/// second call, and a quit between the two would leave moto an untagged
+/// bucket that AWS never has). Meanwhile no call gets through (the gate is
+/// closed), so nothing new starts before the interrupt is seen, and the
+/// second press comes only after the first was acknowledged.
 fn interrupted_apply(p: &Project, gate: &Gate, presses: usize) -> (Option<i32>, String) {
     use std::io::{BufRead, BufReader};
     let mut child = p
@@ -567,7 +569,7 @@ fn interrupted_apply(p: &Project, gate: &Gate, presses: usize) -> (Option<i32>, 
     let mut pressed = 0;
     while stderr.read_line(&mut line).unwrap() > 0 {
         seen.push_str(&line);
-        let press = (pressed == 0 && line.contains("✓ created"))
+        let press = (pressed == 0 && line.contains("✓ created bucket."))
             || (pressed > 0 && line.contains("interrupted: "));
         if press {
             if pressed == 0 {
