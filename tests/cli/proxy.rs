@@ -28,6 +28,8 @@ pub struct Request {
     pub operation: String,
     /// The SDK's attempt number (1 for the first try).
     pub attempt: u32,
+    /// The answer's HTTP status, at `Stage::Answered` (0 before).
+    pub status: u16,
 }
 
 impl Request {
@@ -342,7 +344,18 @@ impl Shared {
             _ => answer,
         };
         if let Some(hook) = &self.options.hook {
-            hook(&request, Stage::Answered);
+            let status = std::str::from_utf8(&answer[..answer.len().min(16)])
+                .ok()
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|code| code.parse().ok())
+                .unwrap_or(0);
+            hook(
+                &Request {
+                    status,
+                    ..request.clone()
+                },
+                Stage::Answered,
+            );
         }
         if fault == Some(Fault::LoseAnswer) {
             let _ = client.shutdown(Shutdown::Both);
@@ -525,6 +538,7 @@ fn describe(number: usize, head: &str, body: &[u8]) -> Request {
         service,
         operation,
         attempt,
+        status: 0,
     }
 }
 

@@ -902,7 +902,8 @@ async fn two_runs_taking_over_a_dead_runs_lock_never_hold_it_at_once() {
     // Both find the lock of a run on this machine that was killed. Before
     // the takeover guard, both deleted it: the later delete removed the lock
     // the other run had just taken, and both applied at once. The second
-    // lock delete is held back 2 s to open that window every time.
+    // lock delete is held back until a lock was taken, to open that window
+    // every time.
     let emulator = Emulator::start();
     let p = Project::new(&emulator.endpoint());
     p.write("stack.yaml", &bare_stack_yaml("race", REGION));
@@ -929,16 +930,28 @@ async fn two_runs_taking_over_a_dead_runs_lock_never_hold_it_at_once() {
         .unwrap();
     let deletes = Arc::new(AtomicU32::new(0));
     let counted = deletes.clone();
+    // The second lock delete waits until a run has taken the lock (a
+    // CreateLogGroup answered 200): were it a second takeover, it would
+    // then remove the lock just taken. An event, not a clock; 60 s is only
+    // a safety net against a hang.
+    let taken = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
     let proxy = Proxy::start(
         emulator.port,
         Options {
-            delay: Duration::from_millis(50),
             hook: Some(Arc::new(move |r: &Request, s: Stage| {
+                let (flag, changed) = &*taken;
+                if s == Stage::Answered && r.operation == "CreateLogGroup" && r.status == 200 {
+                    *flag.lock().unwrap() = true;
+                    changed.notify_all();
+                }
                 if s == Stage::Received
                     && r.operation == "DeleteLogGroup"
                     && counted.fetch_add(1, Ordering::SeqCst) == 1
                 {
-                    std::thread::sleep(Duration::from_secs(2));
+                    let held = flag.lock().unwrap();
+                    let _ = changed
+                        .wait_timeout_while(held, Duration::from_secs(60), |taken| !*taken)
+                        .unwrap();
                 }
             })),
             ..Options::default()
