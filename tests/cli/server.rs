@@ -309,6 +309,39 @@ async fn newer_image_never_replaces_the_server_but_a_new_release_does() {
     p.run_ok(&["plan", "--detailed-exitcode"], 0);
 }
 
+/// Found by killing an apply inside a type change (stop, modify, start):
+/// the server stayed stopped, the plan saw no change and apply then failed
+/// to find a running server. A stopped server is now a change: started.
+#[tokio::test]
+async fn server_left_stopped_by_an_interrupted_type_change_is_started_again() {
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    let ec2 = emulator.ec2_with_key(REGION).await;
+    let p = Project::with_stack(&emulator.endpoint(), "stopped", REGION);
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    let id = server(&ec2, "stopped")
+        .await
+        .instance_id()
+        .unwrap()
+        .to_string();
+    ec2.stop_instances().instance_ids(&id).send().await.unwrap();
+    let plan = p.run_ok(&["plan", "--detailed-exitcode"], 2);
+    assert!(
+        plan.stdout.contains("state   \"stopped\" -> \"running\"")
+            || plan.stdout.contains("state \"stopped\" -> \"running\""),
+        "{plan:?}"
+    );
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    let running = server(&ec2, "stopped").await;
+    assert_eq!(running.instance_id(), Some(id.as_str()), "the same server");
+    assert_eq!(
+        running.state().and_then(|s| s.name()),
+        Some(&InstanceStateName::Running)
+    );
+    p.run_ok(&["plan", "--detailed-exitcode"], 0);
+}
+
 /// The stack's Elastic IPs: (allocation id, public ip, instance it points at).
 async fn elastic_ips(
     ec2: &aws_sdk_ec2::Client,

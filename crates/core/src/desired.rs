@@ -302,6 +302,9 @@ pub fn graph(stack: &Stack, facts: &Facts) -> Graph {
                 grow_only("root_volume_size", server.volume_size_gb.into()),
                 replace("root_volume_encrypted", Value::Bool(true)),
                 in_place("http_tokens", text("required")),
+                // A run killed inside a type change (stop, modify, start)
+                // can leave the server stopped: the next plan starts it.
+                in_place("state", text("running")),
             ],
             vec![
                 public_subnet(),

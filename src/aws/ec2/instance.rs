@@ -331,6 +331,19 @@ impl Ec2 {
                     ("root_volume_size", size),
                     ("root_volume_encrypted", encrypted),
                     ("http_tokens", http_tokens),
+                    (
+                        "state",
+                        // On its way counts as there.
+                        Value::Text(
+                            match i.state().and_then(|s| s.name()) {
+                                Some(InstanceStateName::Stopping | InstanceStateName::Stopped) => {
+                                    "stopped"
+                                }
+                                _ => "running",
+                            }
+                            .to_string(),
+                        ),
+                    ),
                 ]),
                 id,
                 tags,
@@ -470,6 +483,26 @@ impl Ec2 {
 
     /// Polls until the instance is in `state` (and, when running, has its
     /// public DNS name).
+    /// Whether the server is running or on its way there.
+    async fn is_running(&self, id: &str) -> Result<bool, Error> {
+        let out = self
+            .client
+            .describe_instances()
+            .instance_ids(id)
+            .send()
+            .await
+            .map_err(Call::on("describe", id))?;
+        let state = out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .find_map(|i| i.state().and_then(|s| s.name()).cloned());
+        Ok(matches!(
+            state,
+            Some(InstanceStateName::Running | InstanceStateName::Pending)
+        ))
+    }
+
     async fn wait_instance(&self, id: &str, state: InstanceStateName) -> Result<(), Error> {
         let started = Instant::now();
         loop {
@@ -554,6 +587,20 @@ impl Ec2 {
                     .send()
                     .await
                     .map_err(Call::on("start", id))?;
+                self.wait_instance(id, InstanceStateName::Running).await?;
+            }
+            ("state", Value::Text(state)) if state == "running" => {
+                // Stopped by an interrupted type change (or by hand): start
+                // it, unless the type change in this same update already did.
+                if !self.is_running(id).await? {
+                    self.wait_instance(id, InstanceStateName::Stopped).await?;
+                    self.client
+                        .start_instances()
+                        .instance_ids(id)
+                        .send()
+                        .await
+                        .map_err(Call::on("start", id))?;
+                }
                 self.wait_instance(id, InstanceStateName::Running).await?;
             }
             ("security_groups", Value::Set(groups)) => {
