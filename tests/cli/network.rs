@@ -636,7 +636,7 @@ async fn partial_stack_converges_without_duplicates() {
     let ec2 = emulator.ec2_with_key(REGION).await;
     // Not "crash": bucket names are global on LocalStack, and the
     // exact-call kill test uses that one.
-    let p = emulator.project("crash-time", REGION);
+    let p = emulator.project("crash-half", REGION);
     p.run_ok(&["apply", "--auto-approve"], 0);
     // As if the first apply died before the database, its subnet group, one
     // private subnet and the database's group were made (the subnet alone
@@ -645,17 +645,17 @@ async fn partial_stack_converges_without_duplicates() {
     if emulator.serves_whole_stack() {
         let rds = emulator.rds(REGION).await;
         rds.delete_db_instance()
-            .db_instance_identifier("crash-time-postgres-db")
+            .db_instance_identifier("crash-half-postgres-db")
             .skip_final_snapshot(true)
             .send()
             .await
             .unwrap();
         rds.delete_db_subnet_group()
-            .db_subnet_group_name("crash-time-db-subnets")
+            .db_subnet_group_name("crash-half-db-subnets")
             .send()
             .await
             .unwrap();
-        let db = id_of_group(&ec2, "crash-time-db").await;
+        let db = id_of_group(&ec2, "crash-half-db").await;
         ec2.delete_security_group()
             .group_id(&db)
             .send()
@@ -665,7 +665,7 @@ async fn partial_stack_converges_without_duplicates() {
     }
     let subnets = ec2
         .describe_subnets()
-        .filters(name_filter("crash-time-private-2"))
+        .filters(name_filter("crash-half-private-2"))
         .send()
         .await
         .unwrap();
@@ -684,7 +684,7 @@ async fn partial_stack_converges_without_duplicates() {
     );
     p.run_ok(&["apply", "--auto-approve"], 0);
     assert_eq!(
-        tagged(&emulator, "crash-time").await.len(),
+        tagged(&emulator, "crash-half").await.len(),
         emulator.stack_size()
     );
     p.run_ok(&["plan", "--detailed-exitcode"], 0);
@@ -846,25 +846,39 @@ fn unreachable_endpoint_is_a_clear_error() {
 
 #[tokio::test]
 async fn killed_at_any_point_a_rerun_converges_without_duplicates() {
-    // kill -9 at different moments of applies and destroys. Wherever each one
+    // kill -9 right after the n-th step of an apply or destroy finished (the
+    // n-th line of its progress), for n spread over the stack: a chain of
+    // half-done runs, each killed at a step boundary found by that event,
+    // not by the clock (safety.rs kills at exact calls). Wherever each one
     // died, the next full apply must end with exactly one of each resource.
+    use std::io::{BufRead, BufReader};
     let emulator = Emulator::start();
     emulator.ec2_with_key(REGION).await;
     let p = emulator.project("kill", REGION);
-    // A whole run takes about 100 ms here; the delays straddle that.
-    let runs = (40u64..=130)
-        .step_by(10)
-        .flat_map(|ms| [("apply", ms), ("apply", ms + 5), ("destroy", ms)]);
-    for (command, delay_ms) in runs {
+    let kill_after = |command: &str, steps: usize| {
         let mut child = p
             .command(&[command, "--auto-approve"])
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
-        let _ = child.kill();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut done = 0;
+        for line in stderr.lines() {
+            if line.unwrap().starts_with('✓') {
+                done += 1;
+                if done == steps {
+                    let _ = child.kill();
+                    break;
+                }
+            }
+        }
         let _ = child.wait();
+    };
+    for steps in (1..emulator.stack_size()).step_by(3) {
+        for command in ["apply", "apply", "destroy"] {
+            kill_after(command, steps);
+        }
     }
     p.run_ok(&["apply", "--auto-approve"], 0);
     assert_eq!(tagged(&emulator, "kill").await.len(), emulator.stack_size());
