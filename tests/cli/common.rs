@@ -463,6 +463,20 @@ impl Emulator {
             .collect()
     }
 
+    /// The `ihp-infra:stack` tag of log group `name` in `region`.
+    pub async fn log_group_stack(&self, region: &str, name: &str) -> Option<String> {
+        let arn = format!("arn:aws:logs:{region}:{}:log-group:{name}", self.account());
+        let tags = self
+            .logs(region)
+            .await
+            .list_tags_for_resource()
+            .resource_arn(arn)
+            .send()
+            .await
+            .unwrap();
+        tags.tags()?.get("ihp-infra:stack").cloned()
+    }
+
     pub async fn rds(&self, region: &str) -> aws_sdk_rds::Client {
         let config = aws_sdk_rds::Config::builder()
             .behavior_version(aws_sdk_rds::config::BehaviorVersion::latest())

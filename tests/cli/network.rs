@@ -144,20 +144,7 @@ async fn access_resources(emulator: &Emulator, prefix: &str) -> Vec<String> {
         .any(|g| g.log_group_name() == Some(group.as_str()))
     {
         // Found by name, counted only with the stack's tag.
-        let arn = format!(
-            "arn:aws:logs:{REGION}:{}:log-group:{group}",
-            emulator.account()
-        );
-        let tags = logs
-            .list_tags_for_resource()
-            .resource_arn(arn)
-            .send()
-            .await
-            .unwrap();
-        if tags
-            .tags()
-            .is_some_and(|t| t.get("ihp-infra:stack").map(String::as_str) == Some(prefix))
-        {
+        if emulator.log_group_stack(REGION, &group).await.as_deref() == Some(prefix) {
             found.push(format!("log group {group}"));
         }
     }

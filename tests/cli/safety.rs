@@ -188,20 +188,7 @@ pub async fn orphans(emulator: &Emulator, prefix: &str) -> Vec<String> {
         if name.starts_with("/ihp-infra/locks/") {
             continue; // a lock carries no stack tag on purpose
         }
-        let arn = format!(
-            "arn:aws:logs:{REGION}:{}:log-group:{name}",
-            emulator.account()
-        );
-        let tags = logs
-            .list_tags_for_resource()
-            .resource_arn(arn)
-            .send()
-            .await
-            .unwrap();
-        if tags
-            .tags()
-            .is_none_or(|t| t.get("ihp-infra:stack").map(String::as_str) != Some(prefix))
-        {
+        if emulator.log_group_stack(REGION, name).await.as_deref() != Some(prefix) {
             found.push(format!("log group {name}"));
         }
     }
@@ -270,28 +257,65 @@ pub async fn orphans(emulator: &Emulator, prefix: &str) -> Vec<String> {
     found
 }
 
-/// A proxy that kills the process whose pid is in `pid` when request
-/// `at` reaches `stage`, and counts the requests it sees.
-fn killer(emulator: &Emulator, at: usize, stage: Stage, pid: Arc<AtomicU32>) -> Proxy {
-    Proxy::start(
-        emulator.port,
-        Options {
-            hook: Some(Arc::new(move |r: &Request, s: Stage| {
-                if r.number == at && s == stage {
-                    let pid = pid.load(Ordering::SeqCst);
-                    if pid != 0 {
-                        // SAFETY: a signal to the child under test.
-                        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-                    }
-                }
-            })),
-            ..Options::default()
-        },
-    )
+/// A proxy that kills the command it runs (kill -9) when the command's
+/// `at`-th request reaches `stage`, counting from that run's first. One
+/// proxy serves several runs (and their reruns, through `endpoint`); it can
+/// answer RunInstances by ClientToken as AWS does (`Options::client_tokens`).
+struct Killer {
+    proxy: Proxy,
+    pid: Arc<AtomicU32>,
+    at: Arc<Mutex<(usize, Stage)>>,
 }
 
-/// Runs a command through the proxy, killed by it at `at`; returns how many
-/// requests the proxy saw, and whether the process was killed.
+impl Killer {
+    fn start(emulator: &Emulator, client_tokens: bool) -> Killer {
+        let pid = Arc::new(AtomicU32::new(0));
+        let at = Arc::new(Mutex::new((usize::MAX, Stage::Received)));
+        let (kill, when) = (pid.clone(), at.clone());
+        let proxy = Proxy::start(
+            emulator.port,
+            Options {
+                client_tokens,
+                hook: Some(Arc::new(move |r: &Request, s: Stage| {
+                    if (r.number, s) == *when.lock().unwrap() {
+                        let pid = kill.load(Ordering::SeqCst);
+                        if pid != 0 {
+                            // SAFETY: a signal to the child under test.
+                            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                        }
+                    }
+                })),
+                ..Options::default()
+            },
+        );
+        Killer { proxy, pid, at }
+    }
+
+    /// Runs `args`, killed at its `at`-th request (never, for usize::MAX);
+    /// returns how many requests the run made and whether it was killed.
+    fn run(&self, p: &Project, args: &[&str], at: usize, stage: Stage) -> (usize, bool) {
+        let before = self.proxy.requests();
+        *self.at.lock().unwrap() = (before.saturating_add(at), stage);
+        let mut child = p
+            .command(args)
+            .env("AWS_ENDPOINT_URL", self.proxy.endpoint())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        self.pid.store(child.id(), Ordering::SeqCst);
+        let status = child.wait().unwrap();
+        self.pid.store(0, Ordering::SeqCst);
+        use std::os::unix::process::ExitStatusExt;
+        (
+            self.proxy.requests() - before,
+            status.signal() == Some(libc::SIGKILL),
+        )
+    }
+}
+
+/// Runs a command through a proxy of its own, killed by it at `at`; returns
+/// how many requests the proxy saw, and whether the process was killed.
 fn run_killed(
     p: &Project,
     emulator: &Emulator,
@@ -299,20 +323,7 @@ fn run_killed(
     at: usize,
     stage: Stage,
 ) -> (usize, bool) {
-    let pid = Arc::new(AtomicU32::new(0));
-    let proxy = killer(emulator, at, stage, pid.clone());
-    let mut child = p
-        .command(args)
-        .env("AWS_ENDPOINT_URL", proxy.endpoint())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    pid.store(child.id(), Ordering::SeqCst);
-    let status = child.wait().unwrap();
-    pid.store(0, Ordering::SeqCst);
-    use std::os::unix::process::ExitStatusExt;
-    (proxy.requests(), status.signal() == Some(libc::SIGKILL))
+    Killer::start(emulator, false).run(p, args, at, stage)
 }
 
 #[tokio::test]
@@ -417,48 +428,11 @@ async fn killed_inside_an_update_round_a_rerun_converges() {
     p.run_ok(&apply, 0);
     // One proxy for the killed run and its rerun: it answers a resent
     // RunInstances by its ClientToken as AWS does (moto ignores it).
-    let pid = Arc::new(AtomicU32::new(0));
-    let kill_at = Arc::new(Mutex::new((usize::MAX, Stage::Received)));
-    let proxy = {
-        let (pid, kill_at) = (pid.clone(), kill_at.clone());
-        Proxy::start(
-            emulator.port,
-            Options {
-                client_tokens: true,
-                hook: Some(Arc::new(move |r: &Request, s: Stage| {
-                    if (r.number, s) == *kill_at.lock().unwrap() {
-                        let pid = pid.load(Ordering::SeqCst);
-                        if pid != 0 {
-                            // SAFETY: a signal to the child under test.
-                            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-                        }
-                    }
-                })),
-                ..Options::default()
-            },
-        )
-    };
-    let run_killed = |at: usize, stage: Stage| {
-        *kill_at.lock().unwrap() = (proxy.requests() + at, stage);
-        let mut child = p
-            .command(&apply)
-            .env("AWS_ENDPOINT_URL", proxy.endpoint())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        pid.store(child.id(), Ordering::SeqCst);
-        let status = child.wait().unwrap();
-        pid.store(0, Ordering::SeqCst);
-        use std::os::unix::process::ExitStatusExt;
-        status.signal() == Some(libc::SIGKILL)
-    };
+    let killer = Killer::start(&emulator, true);
     // How many calls the round makes, then back to the base.
     p.write("stack.yaml", &changed);
-    let before = proxy.requests();
-    assert!(!run_killed(usize::MAX / 2, Stage::Received));
-    let calls = proxy.requests() - before;
-    assert!(calls > 20, "{calls}");
+    let (calls, killed) = killer.run(&p, &apply, usize::MAX, Stage::Received);
+    assert!(!killed && calls > 20, "{calls}");
     p.write("stack.yaml", &base);
     p.run_ok(&apply, 0);
 
@@ -471,13 +445,14 @@ async fn killed_inside_an_update_round_a_rerun_converges() {
         };
         let at = 1 + i * calls / points;
         p.write("stack.yaml", &changed);
-        assert!(run_killed(at, stage), "killed at call {at} of the round");
-        let rerun = p.run_at(&proxy.endpoint(), &apply);
+        let (_, killed) = killer.run(&p, &apply, at, stage);
+        assert!(killed, "killed at call {at} of the round");
+        let rerun = p.run_at(&killer.proxy.endpoint(), &apply);
         assert_eq!(
             rerun.code, 0,
             "killed at {at} ({stage:?}), rerun: {rerun:?}"
         );
-        let plan = p.run_at(&proxy.endpoint(), &["plan", "--detailed-exitcode"]);
+        let plan = p.run_at(&killer.proxy.endpoint(), &["plan", "--detailed-exitcode"]);
         assert_eq!(plan.code, 0, "killed at {at} ({stage:?}): {plan:?}");
         let live = tagged(&emulator, "upd").await;
         assert_eq!(

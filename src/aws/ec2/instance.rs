@@ -485,45 +485,42 @@ impl Ec2 {
     /// public DNS name).
     /// Whether the server is running or on its way there.
     async fn is_running(&self, id: &str) -> Result<bool, Error> {
-        let out = self
-            .client
-            .describe_instances()
-            .instance_ids(id)
-            .send()
-            .await
-            .map_err(Call::on("describe", id))?;
-        let state = out
-            .reservations()
-            .iter()
-            .flat_map(|r| r.instances())
-            .find_map(|i| i.state().and_then(|s| s.name()).cloned());
+        let state = self
+            .instance(id)
+            .await?
+            .and_then(|i| i.state().and_then(|s| s.name()).cloned());
         Ok(matches!(
             state,
             Some(InstanceStateName::Running | InstanceStateName::Pending)
         ))
     }
 
+    /// The instance `id`; none when it is not visible (just launched) or
+    /// long gone.
+    async fn instance(&self, id: &str) -> Result<Option<aws_sdk_ec2::types::Instance>, Error> {
+        let out = self
+            .client
+            .describe_instances()
+            .instance_ids(id)
+            .send()
+            .await
+            .map_err(|e| Call::on("describe", id)(e).into());
+        match out {
+            Ok(out) => Ok(out
+                .reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .next()
+                .cloned()),
+            Err(e) if is_gone(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn wait_instance(&self, id: &str, state: InstanceStateName) -> Result<(), Error> {
         let started = Instant::now();
         loop {
-            let out = self
-                .client
-                .describe_instances()
-                .instance_ids(id)
-                .send()
-                .await
-                .map_err(|e| Call::on("describe", id)(e).into());
-            let instance = match out {
-                Ok(out) => out
-                    .reservations()
-                    .iter()
-                    .flat_map(|r| r.instances())
-                    .next()
-                    .cloned(),
-                // Just launched and not visible yet, or long gone.
-                Err(e) if is_gone(&e) => None,
-                Err(e) => return Err(e),
-            };
+            let instance = self.instance(id).await?;
             let current = instance
                 .as_ref()
                 .and_then(|i| i.state())
