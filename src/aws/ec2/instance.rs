@@ -483,6 +483,17 @@ impl Ec2 {
 
     /// Polls until the instance is in `state` (and, when running, has its
     /// public DNS name).
+    /// Starts a stopped server and waits until it runs.
+    async fn start(&self, id: &str) -> Result<(), Error> {
+        self.client
+            .start_instances()
+            .instance_ids(id)
+            .send()
+            .await
+            .map_err(Call::on("start", id))?;
+        self.wait_instance(id, InstanceStateName::Running).await
+    }
+
     /// Whether the server is running or on its way there.
     async fn is_running(&self, id: &str) -> Result<bool, Error> {
         let state = self
@@ -578,27 +589,17 @@ impl Ec2 {
                     .send()
                     .await
                     .map_err(Call::on("change type of", id))?;
-                self.client
-                    .start_instances()
-                    .instance_ids(id)
-                    .send()
-                    .await
-                    .map_err(Call::on("start", id))?;
-                self.wait_instance(id, InstanceStateName::Running).await?;
+                self.start(id).await?;
             }
             ("state", Value::Text(state)) if state == "running" => {
                 // Stopped by an interrupted type change (or by hand): start
                 // it, unless the type change in this same update already did.
-                if !self.is_running(id).await? {
+                if self.is_running(id).await? {
+                    self.wait_instance(id, InstanceStateName::Running).await?;
+                } else {
                     self.wait_instance(id, InstanceStateName::Stopped).await?;
-                    self.client
-                        .start_instances()
-                        .instance_ids(id)
-                        .send()
-                        .await
-                        .map_err(Call::on("start", id))?;
+                    self.start(id).await?;
                 }
-                self.wait_instance(id, InstanceStateName::Running).await?;
             }
             ("security_groups", Value::Set(groups)) => {
                 let groups: Vec<String> = groups
