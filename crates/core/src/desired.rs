@@ -65,6 +65,17 @@ pub fn access_key() -> Address {
 pub fn elastic_ip() -> Address {
     Address::new(Kind::ElasticIp, "app-ip")
 }
+pub fn ssm_policy() -> Address {
+    Address::new(Kind::IamPolicy, "ssm-read")
+}
+pub fn parameter(p: crate::handover::Parameter) -> Address {
+    Address::new(Kind::Parameter, p.role)
+}
+
+/// The TCP ports the server may always reach anywhere: ssh, http and
+/// https (deploys, updates, AWS's APIs), Postgres, and mail submission
+/// (587 with STARTTLS, 465 with TLS: SES and other SMTP relays).
+pub const APP_EGRESS_PORTS: [i32; 6] = [22, 80, 443, 5432, 587, 465];
 
 /// What planning learns from AWS before it can say what the stack wants.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,6 +90,14 @@ pub struct Facts {
     pub password_hash: String,
     /// Partition, account and region, for the ARNs in policies.
     pub arns: crate::policies::Arns,
+    /// The digest ([`crate::handover::digest`]) of each hand-over
+    /// parameter's value, by role, where it can be known before apply;
+    /// the others are written once what they hold exists.
+    pub parameters: BTreeMap<&'static str, String>,
+    /// Whether the secret of the live access key is known (in its
+    /// parameter, or in the local key file): a key whose secret is lost
+    /// is replaced, so that the server gets one it can use.
+    pub key_secret_known: bool,
 }
 
 impl Facts {
@@ -90,6 +109,8 @@ impl Facts {
             image_choice: String::new(),
             password_hash: String::new(),
             arns,
+            parameters: BTreeMap::new(),
+            key_secret_known: true,
         }
     }
 }
@@ -248,9 +269,9 @@ pub fn graph(stack: &Stack, facts: &Facts) -> Graph {
             "ihp-infra: the app server (ssh, http, https in)",
             rules(web_ports.map(|p| Rule::tcp(p, anywhere()))),
             rules(
-                web_ports
+                APP_EGRESS_PORTS
                     .into_iter()
-                    .chain([5432])
+                    .chain(server.egress_ports.iter().copied())
                     .map(|p| Rule::tcp(p, anywhere())),
             ),
             vec![vpc()],
@@ -358,12 +379,36 @@ pub fn graph(stack: &Stack, facts: &Facts) -> Graph {
                     ))])),
                 ),
                 in_place("publicly_accessible", Value::Bool(false)),
+                in_place(
+                    "backup_retention_days",
+                    Value::Int(db.backup_retention_days.into()),
+                ),
                 replace("storage_encrypted", Value::Bool(true)),
                 in_place("password", Value::Sensitive(facts.password_hash.clone())),
             ],
             vec![db_subnet_group(), db_security_group()],
         ),
     ]);
+    // The secrets the server fetches at boot: written once what they hold
+    // exists (the database, the access key).
+    for (p, dependency) in [
+        (crate::handover::DATABASE_URL, database()),
+        (crate::handover::KEY_ID, access_key()),
+        (crate::handover::SECRET_KEY, access_key()),
+    ] {
+        all.push(resource(
+            parameter(p),
+            vec![
+                replace("name", Value::Text(crate::handover::name(&stack.prefix, p))),
+                in_place("type", text("SecureString")),
+                in_place(
+                    "value",
+                    Value::Sensitive(facts.parameters.get(p.role).cloned().unwrap_or_default()),
+                ),
+            ],
+            vec![dependency],
+        ));
+    }
     // Nothing else depends on these: they can be left out whole. (The
     // private subnets stay: free, and ready for a database.)
     let mut left_out = Vec::new();
@@ -374,7 +419,15 @@ pub fn graph(stack: &Stack, facts: &Facts) -> Graph {
         left_out.extend([database(), db_subnet_group(), db_security_group()]);
     }
     if !stack.storage.access_key {
-        left_out.extend([s3_user(), access_key()]);
+        left_out.extend([
+            s3_user(),
+            access_key(),
+            parameter(crate::handover::KEY_ID),
+            parameter(crate::handover::SECRET_KEY),
+        ]);
+    }
+    if stack.database.is_none() {
+        left_out.push(parameter(crate::handover::DATABASE_URL));
     }
     let (left_out, wanted) = all.into_iter().partition(|d| left_out.contains(&d.address));
     Graph { wanted, left_out }
@@ -452,6 +505,17 @@ fn access(
             vec![],
         ),
         resource(
+            ssm_policy(),
+            vec![
+                replace("name", Value::Text(stack.name("ssm-read"))),
+                in_place(
+                    "document",
+                    Value::Json(crate::policies::ssm_read(arns, &stack.prefix)),
+                ),
+            ],
+            vec![],
+        ),
+        resource(
             role(),
             vec![
                 replace("name", Value::Text(stack.name("app-role"))),
@@ -459,9 +523,12 @@ fn access(
                     "assume_role_policy",
                     Value::Json(crate::policies::ec2_assume_role()),
                 ),
-                in_place("policies", policies(&[s3_policy(), logs_policy()])),
+                in_place(
+                    "policies",
+                    policies(&[s3_policy(), logs_policy(), ssm_policy()]),
+                ),
             ],
-            vec![s3_policy(), logs_policy()],
+            vec![s3_policy(), logs_policy(), ssm_policy()],
         ),
         resource(
             instance_profile(),
@@ -486,7 +553,11 @@ fn access(
     ));
     all.push(resource(
         access_key(),
-        vec![replace("user", pending(s3_user()))],
+        vec![
+            replace("user", pending(s3_user())),
+            // A key whose secret is lost is of no use to the server.
+            replace("secret_known", Value::Bool(facts.key_secret_known)),
+        ],
         vec![s3_user()],
     ));
     all
@@ -508,6 +579,8 @@ pub fn test_facts() -> Facts {
             account: "123456789012".into(),
             region: "eu-central-1".into(),
         },
+        parameters: BTreeMap::new(),
+        key_secret_known: true,
     }
 }
 
@@ -548,7 +621,12 @@ mod tests {
         };
         assert_eq!(
             left_out(&all(&no_db)),
-            [db_security_group(), db_subnet_group(), database()]
+            [
+                db_security_group(),
+                db_subnet_group(),
+                database(),
+                parameter(crate::handover::DATABASE_URL)
+            ]
         );
         assert_eq!(left_out(&all(&no_server)), [instance(), elastic_ip()]);
         // What stays still finds everything it depends on.
@@ -578,7 +656,7 @@ mod tests {
     }
 
     #[test]
-    fn app_egress_is_exactly_four_tcp_ports() {
+    fn app_egress_is_exactly_the_listed_tcp_ports() {
         let all = resources(&stack("demo"), &test_facts());
         let app = all
             .iter()
@@ -595,6 +673,8 @@ mod tests {
                 "tcp/22 0.0.0.0/0",
                 "tcp/80 0.0.0.0/0",
                 "tcp/443 0.0.0.0/0",
+                "tcp/465 0.0.0.0/0",
+                "tcp/587 0.0.0.0/0",
                 "tcp/5432 0.0.0.0/0"
             ]
         );

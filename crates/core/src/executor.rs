@@ -599,10 +599,11 @@ mod tests {
                 "create bucket.storage",
                 "create iam_policy.cloudwatch-logs",
                 "create iam_policy.s3-access",
+                "create iam_policy.ssm-read",
                 "create log_group.logs",
                 "create vpc.vpc",
             ]
         );
-        assert_eq!(outcome.skipped.len(), want.len() - 5);
+        assert_eq!(outcome.skipped.len(), want.len() - 6);
     }
 }

@@ -174,9 +174,9 @@ mod tests {
         let doc: serde_json::Value = serde_json::from_str(&plan_text(&plan)).unwrap();
         assert_eq!(doc["format_version"], "1.0");
         assert_eq!(doc["has_changes"], true);
-        assert_eq!(doc["summary"]["add"], 18);
+        assert_eq!(doc["summary"]["add"], 24);
         let resources = doc["resources"].as_array().unwrap();
-        assert_eq!(resources.len(), 18);
+        assert_eq!(resources.len(), 24);
         let subnet = resources
             .iter()
             .find(|r| r["address"] == "subnet.public")
@@ -252,7 +252,7 @@ mod tests {
         let plan = reconcile("demo", "eu-central-1", &desired(), &live).unwrap();
         let doc = serde_json::to_value(super::plan(&plan)).unwrap();
         assert_eq!(doc["has_changes"], false);
-        assert_eq!(doc["summary"]["unchanged"], 18);
+        assert_eq!(doc["summary"]["unchanged"], 24);
         assert!(
             doc["resources"]
                 .as_array()

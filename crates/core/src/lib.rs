@@ -11,9 +11,11 @@
 pub mod db_info;
 pub mod desired;
 pub mod executor;
+pub mod handover;
 pub mod init;
 pub mod json;
 pub mod model;
+pub mod nixos;
 pub mod outputs;
 pub mod password;
 pub mod plan;

@@ -26,10 +26,11 @@ pub enum Kind {
     IamUser,
     AccessKey,
     ElasticIp,
+    Parameter,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 16] = [
+    pub const ALL: [Kind; 17] = [
         Kind::Vpc,
         Kind::InternetGateway,
         Kind::Subnet,
@@ -46,6 +47,7 @@ impl Kind {
         Kind::IamUser,
         Kind::AccessKey,
         Kind::ElasticIp,
+        Kind::Parameter,
     ];
 
     pub fn label(self) -> &'static str {
@@ -66,6 +68,7 @@ impl Kind {
             Kind::IamUser => "iam_user",
             Kind::AccessKey => "access_key",
             Kind::ElasticIp => "elastic_ip",
+            Kind::Parameter => "parameter",
         }
     }
 
@@ -100,6 +103,8 @@ impl Kind {
             // Released before the gateway goes: a mapped public address
             // keeps the gateway from being detached.
             Kind::ElasticIp => &[Kind::Instance, Kind::InternetGateway],
+            // A parameter holds what these are: it goes before them.
+            Kind::Parameter => &[Kind::Database, Kind::AccessKey],
         }
     }
 }

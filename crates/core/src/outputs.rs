@@ -78,18 +78,17 @@ impl Outputs {
     /// go there unless the user makes another.
     pub fn database_url(&self, password: Option<&Secret>) -> Option<String> {
         let db = self.database.as_ref()?;
-        let password = match password {
-            Some(secret) => {
-                percent_encoding::utf8_percent_encode(secret.expose(), USERINFO).to_string()
-            }
-            None => MASK.to_string(),
-        };
-        Some(format!(
-            "postgres://{}:{password}@{}:{}/postgres",
-            percent_encoding::utf8_percent_encode(&db.username, USERINFO),
-            db.endpoint,
-            db.port
-        ))
+        let url = crate::handover::database_url(
+            &db.username,
+            password.map_or("", |p| p.expose()),
+            &db.endpoint,
+            db.port,
+        );
+        Some(match password {
+            Some(_) => url,
+            // The empty password sits between ':' and '@'.
+            None => url.replacen(":@", &format!(":{MASK}@"), 1),
+        })
     }
 
     pub fn ssh(&self) -> Option<String> {

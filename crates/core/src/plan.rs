@@ -784,7 +784,7 @@ mod tests {
         );
         let text = refused.to_string();
         assert!(
-            text.starts_with("the plan replaces the database demo-postgres-db (database-0017) because username changes"),
+            text.starts_with("the plan replaces the database demo-postgres-db (database-0020) because username changes"),
             "{text}"
         );
         assert!(text.contains("--replace-database"), "{text}");
@@ -896,7 +896,8 @@ mod tests {
                 | Kind::IamRole
                 | Kind::InstanceProfile
                 | Kind::IamUser
-                | Kind::AccessKey => Action::NoOp,
+                | Kind::AccessKey
+                | Kind::Parameter => Action::NoOp,
                 _ => Action::Replace,
             };
             assert_eq!(c.action, expected, "{}", c.address);
@@ -1017,7 +1018,7 @@ mod tests {
             &want,
             desired::instance(),
             "root_volume_size",
-            Value::Int(50),
+            Value::Int(80),
         );
         let err = reconcile("demo", "eu-central-1", &want, &live).unwrap_err();
         assert!(err.to_string().contains("never shrink"), "{err}");
@@ -1072,7 +1073,12 @@ mod tests {
         let plan = destroy("demo", "eu-central-1", &want, &live).unwrap();
         assert_eq!(plan.summary().delete, want.len());
         let order: Vec<_> = plan.changes.iter().map(|c| c.address.to_string()).collect();
-        assert_eq!(order.first().unwrap(), "database.postgres-db");
+        // The parameters hold what the database and the key are: first.
+        assert!(
+            order[..3].iter().all(|a| a.starts_with("parameter.")),
+            "{order:?}"
+        );
+        assert!(order.contains(&"database.postgres-db".to_string()));
         assert_eq!(order.last().unwrap(), "vpc.vpc");
     }
 }

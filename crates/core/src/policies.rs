@@ -10,6 +10,7 @@ const S3_ACCESS: &str = include_str!("../policies/s3-access.json");
 const CLOUDWATCH_LOGS: &str = include_str!("../policies/cloudwatch-logs.json");
 const S3_PUBLIC_READ: &str = include_str!("../policies/s3-public-read.json");
 const EC2_ASSUME_ROLE: &str = include_str!("../policies/ec2-assume-role.json");
+const SSM_READ: &str = include_str!("../policies/ssm-read.json");
 
 /// Where the stack's things live, for ARNs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,6 +27,21 @@ impl Arns {
     pub fn log_group(&self, group: &str) -> String {
         format!(
             "arn:{}:logs:{}:{}:log-group:{group}",
+            self.partition, self.region, self.account
+        )
+    }
+    /// Every log group of the account here (DescribeLogGroups takes no
+    /// narrower resource).
+    pub fn log_groups(&self) -> String {
+        format!(
+            "arn:{}:logs:{}:{}:log-group:*",
+            self.partition, self.region, self.account
+        )
+    }
+    /// An SSM parameter or path, `name` starting with `/`.
+    pub fn parameter(&self, name: &str) -> String {
+        format!(
+            "arn:{}:ssm:{}:{}:parameter{name}",
             self.partition, self.region, self.account
         )
     }
@@ -49,7 +65,21 @@ pub fn s3_access(arns: &Arns, bucket: &str) -> String {
 pub fn cloudwatch_logs(arns: &Arns, group: &str) -> String {
     fill(
         CLOUDWATCH_LOGS,
-        &[("log_group_arn", &arns.log_group(group))],
+        &[
+            ("log_group_arn", &arns.log_group(group)),
+            ("log_groups_arn", &arns.log_groups()),
+        ],
+    )
+}
+
+/// Reading the stack's parameters (`/ihp-infra/<prefix>/...`) and nothing
+/// else of SSM. The AWS-managed key that encrypts them needs no grant: its
+/// key policy lets SSM decrypt for whoever may read the parameter.
+pub fn ssm_read(arns: &Arns, prefix: &str) -> String {
+    let path = crate::handover::path(prefix);
+    fill(
+        SSM_READ,
+        &[("path_arn", &arns.parameter(path.trim_end_matches('/')))],
     )
 }
 
@@ -113,6 +143,31 @@ mod tests {
                 "logs:PutLogEvents",
                 "logs:DescribeLogStreams"
             ])
+        );
+    }
+
+    #[test]
+    fn vector_may_check_that_log_groups_exist() {
+        let doc: Value = serde_json::from_str(&cloudwatch_logs(&arns(), "/ihp/demo")).unwrap();
+        assert_eq!(doc["Statement"][1]["Action"], "logs:DescribeLogGroups");
+        assert_eq!(
+            doc["Statement"][1]["Resource"],
+            "arn:aws:logs:eu-central-1:123456789012:log-group:*"
+        );
+    }
+
+    #[test]
+    fn the_role_reads_only_its_stacks_parameters() {
+        let doc: Value = serde_json::from_str(&ssm_read(&arns(), "demo")).unwrap();
+        assert_eq!(doc["Statement"].as_array().unwrap().len(), 1);
+        let p = "arn:aws:ssm:eu-central-1:123456789012:parameter/ihp-infra/demo";
+        assert_eq!(
+            doc["Statement"][0]["Resource"],
+            serde_json::json!([p, format!("{p}/*")])
+        );
+        assert!(
+            !ssm_read(&arns(), "demo").contains("ssm:*"),
+            "no write, no other path"
         );
     }
 

@@ -336,7 +336,7 @@ mod tests {
         .unwrap();
         let text = super::plan(&plan, &Palette::new(false));
         assert!(
-            text.contains("-/+ database.postgres-db demo-postgres-db (database-17)  must be replaced\n        ! the new database starts empty"),
+            text.contains("-/+ database.postgres-db demo-postgres-db (database-20)  must be replaced\n        ! the new database starts empty"),
             "{text}"
         );
     }
@@ -352,7 +352,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             super::plan(&plan, &Palette::new(false)),
-            "No changes. Stack demo in eu-central-1 matches its file (18 resources).\n"
+            "No changes. Stack demo in eu-central-1 matches its file (24 resources).\n"
         );
     }
 }

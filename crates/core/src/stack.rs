@@ -51,6 +51,9 @@ pub struct Stack {
     pub database: Option<DatabaseSpec>,
     pub storage: StorageSpec,
     pub logs: LogsSpec,
+    /// Where apply writes the NixOS module (`nixos_module:`), when the
+    /// stack says; else [`crate::nixos::default_path`] decides.
+    pub nixos_module: Option<PathBuf>,
 }
 
 /// The S3 bucket for the app's files, and who may read it.
@@ -60,8 +63,12 @@ pub struct StorageSpec {
     pub bucket: String,
     /// Allow anyone to read objects (a bucket policy for s3:GetObject).
     pub public_read: bool,
-    /// Make an IAM user with an access key for IHP's static-key S3 config.
+    /// Make an IAM user with an access key for IHP's static-key S3 config
+    /// (default: IHP's S3 storage reads only static keys). Its secret goes
+    /// to the stack's SSM parameters.
     pub access_key: bool,
+    /// Also write the key to `s3_access_key.env` next to the stack file.
+    pub key_file: bool,
 }
 
 /// The CloudWatch log group the server ships its journal to.
@@ -83,17 +90,21 @@ pub struct InstanceSpec {
     pub instance_type: String,
     pub volume_size_gb: i32,
     pub image: ImageChoice,
+    /// TCP ports the server may reach beside [`crate::desired::APP_EGRESS_PORTS`].
+    pub egress_ports: Vec<i32>,
 }
 
 impl Default for InstanceSpec {
     fn default() -> Self {
         InstanceSpec {
             instance_type: "t3.medium".into(),
-            volume_size_gb: 30,
+            // IHP's guide: at least 60 GiB, NixOS generations fill disks.
+            volume_size_gb: 60,
             image: ImageChoice::Nixos {
                 release: None,
                 architecture: None,
             },
+            egress_ports: Vec::new(),
         }
     }
 }
@@ -120,6 +131,8 @@ pub struct DatabaseSpec {
     pub instance_class: String,
     pub allocated_storage_gb: i32,
     pub username: String,
+    /// Days of automatic backups (0 turns them off).
+    pub backup_retention_days: i32,
 }
 
 impl Default for DatabaseSpec {
@@ -129,6 +142,8 @@ impl Default for DatabaseSpec {
             instance_class: "db.t3.micro".into(),
             allocated_storage_gb: 20,
             username: "postgres_user".into(),
+            // The console's default; the API's is one day.
+            backup_retention_days: 7,
         }
     }
 }
@@ -302,6 +317,7 @@ struct RawStack {
     storage: RawStorage,
     #[serde(default)]
     logs: RawLogs,
+    nixos_module: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -310,6 +326,7 @@ struct RawStorage {
     bucket: Option<Spanned<String>>,
     public_read: Option<Spanned<bool>>,
     access_key: Option<Spanned<bool>>,
+    key_file: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -328,6 +345,7 @@ struct RawInstance {
     nixos_release: Option<Spanned<String>>,
     architecture: Option<Spanned<String>>,
     ami: Option<Spanned<String>>,
+    egress_ports: Option<Spanned<Vec<i64>>>,
     enabled: Option<Spanned<bool>>,
 }
 
@@ -338,6 +356,7 @@ struct RawDatabase {
     instance_class: Option<Spanned<String>>,
     allocated_storage: Option<Spanned<i64>>,
     username: Option<Spanned<String>>,
+    backup_retention_days: Option<Spanned<i64>>,
     enabled: Option<Spanned<bool>>,
 }
 
@@ -579,8 +598,28 @@ fn parse_with(
         })
         .unwrap_or_else(|| format!("{}-storage", raw.prefix.value)),
         public_read: raw.storage.public_read.as_ref().is_some_and(|v| v.value),
-        access_key: raw.storage.access_key.as_ref().is_some_and(|v| v.value),
+        access_key: raw.storage.access_key.as_ref().is_none_or(|v| v.value),
+        key_file: raw.storage.key_file.as_ref().is_some_and(|v| v.value),
     };
+    if let Some(key_file) = &raw.storage.key_file
+        && key_file.value
+        && !storage.access_key
+    {
+        problems.push(problem(
+            key_file,
+            "storage.key_file",
+            "a key file needs an access key; remove `key_file` or set `access_key: true`".into(),
+        ));
+    }
+    let nixos_module = optional(&raw.nixos_module, "nixos_module", &mut problems, |m| {
+        m.ends_with(".nix")
+            .then(|| PathBuf::from(m))
+            .ok_or_else(|| format!("{m:?} is not a .nix file path"))
+    })
+    .map(|m| match path.parent() {
+        Some(dir) if m.is_relative() => dir.join(m),
+        _ => m,
+    });
     let logs = LogsSpec {
         group: optional(&raw.logs.group, "logs.group", &mut problems, |g| {
             check_log_group(g).map(|()| g.clone())
@@ -621,6 +660,7 @@ fn parse_with(
             database,
             storage,
             logs,
+            nixos_module,
         }),
         _ => {
             problems.sort_by_key(|p| (p.line, p.column));
@@ -678,6 +718,31 @@ fn instance_spec(raw: &RawInstance, problems: &mut Vec<Problem>) -> InstanceSpec
         in_range(8, 16384, "GB"),
     ) {
         spec.volume_size_gb = size;
+    }
+    if let Some(ports) = optional(
+        &raw.egress_ports,
+        "instance.egress_ports",
+        problems,
+        |ports| {
+            let mut out = Vec::new();
+            for p in ports {
+                let port = in_range(1, 65535, "")(p)
+                    .map_err(|_| format!("{p} is not a TCP port (1 to 65535)"))?;
+                if !out.contains(&port) && !crate::desired::APP_EGRESS_PORTS.contains(&port) {
+                    out.push(port);
+                }
+            }
+            // One rule per port: AWS allows 60 per group and direction.
+            if out.len() > 40 {
+                return Err(format!(
+                    "{} extra ports; at most 40 (a security group takes 60 rules each way)",
+                    out.len()
+                ));
+            }
+            Ok(out)
+        },
+    ) {
+        spec.egress_ports = ports;
     }
     let release = optional(
         &raw.nixos_release,
@@ -769,6 +834,18 @@ fn database_spec(raw: &RawDatabase, problems: &mut Vec<Problem>) -> DatabaseSpec
         in_range(20, 65536, "GB"),
     ) {
         spec.allocated_storage_gb = gb;
+    }
+    if let Some(days) = optional(
+        &raw.backup_retention_days,
+        "database.backup_retention_days",
+        problems,
+        in_range(
+            0,
+            35,
+            "days (RDS keeps automatic backups up to 35 days; 0 turns them off)",
+        ),
+    ) {
+        spec.backup_retention_days = days;
     }
     if let Some(u) = optional(&raw.username, "database.username", problems, |u| {
         // CreateDBInstance's MasterUsername: "Must be 1 to 16 letters,
@@ -1117,12 +1194,14 @@ pub fn test_stack(prefix: &str) -> Stack {
         storage: StorageSpec {
             bucket: format!("{prefix}-storage"),
             public_read: false,
-            access_key: false,
+            access_key: true,
+            key_file: false,
         },
         logs: LogsSpec {
             group: format!("/ihp/{prefix}"),
             retention_days: 30,
         },
+        nixos_module: None,
     }
 }
 
@@ -1457,7 +1536,9 @@ db_password: \"s3cret-pass\"
         let stack = parse_str(VALID).unwrap();
         assert_eq!(stack.instance, Some(InstanceSpec::default()));
         assert_eq!(stack.instance.as_ref().unwrap().instance_type, "t3.medium");
-        assert_eq!(stack.instance.as_ref().unwrap().volume_size_gb, 30);
+        // IHP's guide's advice and the RDS console's, not the API's.
+        assert_eq!(stack.instance.as_ref().unwrap().volume_size_gb, 60);
+        assert_eq!(stack.database.as_ref().unwrap().backup_retention_days, 7);
         assert_eq!(stack.database.as_ref().unwrap().engine_version, "16");
         assert_eq!(stack.database.as_ref().unwrap().username, "postgres_user");
     }
@@ -1524,10 +1605,39 @@ db_password: \"s3cret-pass\"
     }
 
     #[test]
+    fn hand_over_settings_are_checked_where_they_stand() {
+        let stack = parse_str(&format!(
+            "{VALID}instance:\n  egress_ports: [2525, 587, 2525]\ndatabase:\n  backup_retention_days: 0\nnixos_module: infra/ihp-infra.nix\n"
+        ))
+        .unwrap();
+        // 587 is always open; a port listed twice is one rule.
+        assert_eq!(stack.instance.unwrap().egress_ports, [2525]);
+        assert_eq!(stack.database.unwrap().backup_retention_days, 0);
+        assert_eq!(
+            stack.nixos_module,
+            Some(PathBuf::from("infra/ihp-infra.nix"))
+        );
+        let p = one_problem(&format!("{VALID}instance:\n  egress_ports: [0]\n"));
+        assert_eq!(p.field, "instance.egress_ports");
+        assert!(p.message.contains("1 to 65535"), "{}", p.message);
+        let p = one_problem(&format!("{VALID}database:\n  backup_retention_days: 36\n"));
+        assert_eq!(p.field, "database.backup_retention_days");
+        let p = one_problem(&format!(
+            "{VALID}storage:\n  access_key: false\n  key_file: true\n"
+        ));
+        assert_eq!((p.field.as_str(), p.line), ("storage.key_file", 9));
+        let p = one_problem(&format!("{VALID}nixos_module: ihp-infra.txt\n"));
+        assert_eq!(p.field, "nixos_module");
+    }
+
+    #[test]
     fn storage_and_logs_defaults_and_overrides() {
         let stack = parse_str(VALID).unwrap();
         assert_eq!(stack.storage.bucket, "demo-storage");
-        assert!(!stack.storage.public_read && !stack.storage.access_key);
+        // IHP's S3 storage reads only static keys: a key by default.
+        assert!(!stack.storage.public_read && stack.storage.access_key);
+        assert!(!stack.storage.key_file);
+        assert_eq!(stack.nixos_module, None);
         assert_eq!(stack.logs.group, "/ihp/demo");
         assert_eq!(stack.logs.retention_days, 30);
         let stack = parse_str(&format!(
