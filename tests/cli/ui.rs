@@ -515,18 +515,35 @@ fn output_into_a_closed_pipe_does_not_panic() {
 /// Holds every request that reaches the proxy while it is closed: what the
 /// Ctrl-C tests wait on instead of the clock.
 #[derive(Clone, Default)]
-struct Gate(std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>);
+struct Gate(std::sync::Arc<(std::sync::Mutex<GateState>, std::sync::Condvar)>);
+
+#[derive(Default)]
+struct GateState {
+    /// No call gets through.
+    closed: bool,
+    /// Only S3's calls get through (the bucket goes on, the rest waits).
+    only_s3: bool,
+}
 
 impl Gate {
     fn set_closed(&self, closed: bool) {
-        *self.0.0.lock().unwrap() = closed;
+        let mut state = self.0.0.lock().unwrap();
+        state.closed = closed;
+        if !closed {
+            state.only_s3 = false;
+        }
         self.0.1.notify_all();
     }
 
-    fn pass(&self) {
-        let mut closed = self.0.0.lock().unwrap();
-        while *closed {
-            closed = self.0.1.wait(closed).unwrap();
+    fn hold_all_but_s3(&self) {
+        self.0.0.lock().unwrap().only_s3 = true;
+        self.0.1.notify_all();
+    }
+
+    fn pass(&self, service: &str) {
+        let mut state = self.0.0.lock().unwrap();
+        while state.closed || (state.only_s3 && service != "s3") {
+            state = self.0.1.wait(state).unwrap();
         }
     }
 
@@ -538,9 +555,9 @@ impl Gate {
             emulator.port,
             crate::proxy::Options {
                 delay: std::time::Duration::from_millis(150),
-                hook: Some(std::sync::Arc::new(move |_, stage| {
+                hook: Some(std::sync::Arc::new(move |request, stage| {
                     if stage == crate::proxy::Stage::Received {
-                        gate.pass();
+                        gate.pass(&request.service);
                     }
                 })),
                 ..Default::default()
@@ -552,9 +569,12 @@ impl Gate {
 /// Runs apply and presses Ctrl-C `presses` times once the bucket is made
 /// (not earlier: AWS takes a bucket's tags in its create, moto needs a
 /// second call, and a quit between the two would leave moto an untagged
-/// bucket that AWS never has). Meanwhile no call gets through (the gate is
-/// closed), so nothing new starts before the interrupt is seen, and the
-/// second press comes only after the first was acknowledged.
+/// bucket that AWS never has). From the first step done on, only the
+/// bucket's calls get through: the steps started beside it are still under
+/// way when Ctrl-C comes, whatever the timing. After the press no call gets
+/// through (the gate is closed), so nothing new starts before the interrupt
+/// is seen, and the second press comes only after the first was
+/// acknowledged.
 fn interrupted_apply(p: &Project, gate: &Gate, presses: usize) -> (Option<i32>, String) {
     use std::io::{BufRead, BufReader};
     let mut child = p
@@ -569,6 +589,9 @@ fn interrupted_apply(p: &Project, gate: &Gate, presses: usize) -> (Option<i32>, 
     let mut pressed = 0;
     while stderr.read_line(&mut line).unwrap() > 0 {
         seen.push_str(&line);
+        if pressed == 0 && line.contains("✓ created ") && !line.contains("✓ created bucket.") {
+            gate.hold_all_but_s3();
+        }
         let press = (pressed == 0 && line.contains("✓ created bucket."))
             || (pressed > 0 && line.contains("interrupted: "));
         if press {
