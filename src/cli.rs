@@ -125,6 +125,21 @@ pub enum Command {
         #[arg(long)]
         show_secrets: bool,
     },
+    /// Write the ssh entry deploy-to-nixos connects through
+    /// (~/.ssh/ihp-infra/<prefix>.config), with the server's host keys pinned
+    /// from its console
+    SshConfig {
+        /// Also add `Include ~/.ssh/ihp-infra/*.config` at the top of
+        /// ~/.ssh/config (asks first; nothing else there changes)
+        #[arg(long)]
+        install: bool,
+        /// Do not ask before changing ~/.ssh/config
+        #[arg(long)]
+        auto_approve: bool,
+        /// The server's ssh port
+        #[arg(long, default_value_t = 22)]
+        port: u16,
+    },
     /// Break the stack's lock, left behind by a run that was killed or whose
     /// machine was lost (see README, "Two runs at once")
     Unlock {

@@ -9,11 +9,12 @@
 pub mod aws;
 pub mod retry;
 pub mod session;
+pub mod ssh_config;
 
 // The core crate's modules, under the names the whole crate uses.
 pub use ihp_infra_core::{
-    DestroyOptions, Goal, db_info, desired, executor, init, json, model, outputs, password, plan,
-    policies, redact, regions, render, stack,
+    DestroyOptions, Goal, db_info, desired, executor, handover, init, json, model, nixos, outputs,
+    password, plan, policies, redact, regions, render, ssh, stack,
 };
 
 use aws::Aws;
@@ -32,6 +33,8 @@ pub enum Error {
     Incomplete,
     #[error(transparent)]
     KeyFile(#[from] session::KeyFileError),
+    #[error(transparent)]
+    Ssh(#[from] ssh_config::Error),
     #[error("failed to write {}: {source}", path.display())]
     DbInfo {
         path: std::path::PathBuf,
@@ -71,10 +74,11 @@ pub async fn plan(
 pub async fn plan_with(aws: &Aws, stack: &Stack, goal: Goal) -> Result<Plan, Error> {
     // What to look for needs names only, not what a create would use.
     let shape = desired::graph(stack, &desired::Facts::unknown(aws.arns.clone()));
-    let observed = aws.observe(&aws::Wanted { graph: &shape }).await?;
+    let mut observed = aws.observe(&aws::Wanted { graph: &shape }).await?;
     let plan = match goal {
         Goal::Converge => {
             let facts = aws.facts(stack, &observed).await?;
+            Aws::mark_key_secrets(&facts, &mut observed);
             let desired = desired::resources(stack, &facts);
             let plan = plan::reconcile(&stack.prefix, &stack.region, &desired, &observed)?;
             let launches = plan.changes.iter().any(|c| {

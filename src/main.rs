@@ -186,7 +186,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Output {
             show_secrets: false,
             ..
-        } => stack::Password::Unused,
+        }
+        | Command::SshConfig { .. } => stack::Password::Unused,
         _ => stack::Password::Needed,
     };
     let stack = load_stack(&cli, password)?;
@@ -284,6 +285,11 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 execute(run).await
             }
             Command::Unlock { force } => unlock(&stack, &settings, force).await,
+            Command::SshConfig {
+                install,
+                auto_approve,
+                port,
+            } => ssh_config(&stack, &settings, install, auto_approve, port).await,
             Command::Output { json, show_secrets } => {
                 let outputs = ihp_infra::session::outputs(&stack, &settings)
                     .await
@@ -305,6 +311,61 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             }
         }
     })
+}
+
+/// `ihp-infra ssh-config`: the entry, the pinned keys, and (asked) the
+/// Include line in ~/.ssh/config.
+async fn ssh_config(
+    stack: &Stack,
+    settings: &ihp_infra::aws::Settings,
+    install: bool,
+    auto_approve: bool,
+    port: u16,
+) -> Result<ExitCode, String> {
+    use ihp_infra::ssh_config;
+    let written = ssh_config::write(stack, settings, port)
+        .await
+        .map_err(explain)?;
+    errln!("Wrote {} (Host {})", written.config.display(), written.host);
+    if written.pinned.is_empty() {
+        errln!(
+            "The server's host key fingerprints are not on its console yet (NixOS prints them at boot; \
+             EC2 shows the console minutes later): no key is trusted, so ssh refuses to connect. \
+             Run `ihp-infra ssh-config` again in a few minutes."
+        );
+    } else {
+        for key in &written.pinned {
+            errln!("  pinned {key} (its fingerprint is on the server's console)");
+        }
+    }
+    if install {
+        let config = ssh_config::user_config().map_err(explain)?;
+        let line = ihp_infra::ssh::include_line(ssh_config::DIR);
+        let question = format!("Add `{line}` at the top of {}?", config.display());
+        if !auto_approve {
+            if !std::io::stdin().is_terminal() {
+                return Err(format!(
+                    "{question} Not asked: standard input is not a terminal; pass --auto-approve"
+                ));
+            }
+            let yes = dialoguer::Confirm::new()
+                .with_prompt(question)
+                .default(false)
+                .interact()
+                .map_err(|e| e.to_string())?;
+            if !yes {
+                errln!("{} left as it is.", config.display());
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+        if ssh_config::install_include().map_err(explain)? {
+            errln!("Added `{line}` to {}.", config.display());
+        } else {
+            errln!("{} already includes the entries.", config.display());
+        }
+    }
+    out!("ssh {}\n", written.host);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `ihp-infra init`: the answers come from flags, or from prompts on a terminal.
@@ -492,8 +553,29 @@ async fn execute_locked(
 /// what the NixOS configuration needs.
 async fn write_db_info(stack: &Stack, session: &Session, quiet: bool) -> Result<(), String> {
     let (path, outputs) = session.write_db_info(stack).await.map_err(explain)?;
+    let module = session.write_module(stack, &outputs).map_err(explain)?;
+    if let Some(config) = module.as_ref().and_then(|m| m.app_with_postgres.as_ref()) {
+        // Even when quiet: the app would run against the wrong database.
+        errln!(
+            "warning: {} imports IHP's appWithPostgres, which runs a Postgres of its own on the server; \
+             with RDS import ihp.nixosModules.app instead",
+            config.display()
+        );
+    }
     if quiet {
         return Ok(());
+    }
+    if let Some(module) = &module {
+        errln!(
+            "\n{} {} (no secret in it; import it once from configuration.nix: imports = [ ./{} ];)",
+            if module.changed {
+                "Wrote"
+            } else {
+                "Unchanged:"
+            },
+            module.path.display(),
+            ihp_infra::nixos::FILE_NAME
+        );
     }
     let Some(path) = path else {
         errln!(

@@ -13,14 +13,25 @@ use crate::executor::{self, Observer, Operator, Outcome};
 use crate::model::Attrs;
 use crate::plan::{AttrChange, Change, Plan};
 use crate::stack::Stack;
-use crate::{Error, Goal, db_info};
+use crate::{Error, Goal, db_info, handover, nixos};
+
+/// What [`Session::write_module`] did.
+pub struct ModuleWritten {
+    pub path: PathBuf,
+    /// False when the file already said the same.
+    pub changed: bool,
+    /// The project's configuration.nix, when it still imports IHP's
+    /// appWithPostgres (a second Postgres on the server).
+    pub app_with_postgres: Option<PathBuf>,
+}
 
 pub struct Session {
     aws: Arc<Aws>,
     lock: Lock,
     goal: Goal,
-    /// Where a new access key's secret goes, and what it goes with.
-    key_file: KeyFile,
+    /// Where a new access key's secret goes besides its parameter, when
+    /// the stack asks for a local file (`storage.key_file`).
+    key_file: Option<KeyFile>,
 }
 
 /// The access key file: the env-file IHP's S3 storage reads (mode 0600).
@@ -43,7 +54,7 @@ pub struct KeyFileError {
 /// they produce the moment they exist.
 struct Steps {
     aws: Arc<Aws>,
-    key_file: KeyFile,
+    key_file: Option<KeyFile>,
 }
 
 impl Steps {
@@ -52,12 +63,17 @@ impl Steps {
     fn store(&self, secret: &NewSecret) -> Result<(), Error> {
         match secret {
             NewSecret::AccessKey { id, secret } => {
-                crate::redact::register(secret);
-                let KeyFile {
+                // Masked from now on, and kept for its parameters, which
+                // are written next (they depend on the key).
+                self.aws.ssm.key.set(id, secret);
+                let Some(KeyFile {
                     path,
                     region,
                     bucket,
-                } = &self.key_file;
+                }) = &self.key_file
+                else {
+                    return Ok(());
+                };
                 let text = aws::iam::key_file_text(id, secret, region, bucket);
                 db_info::write_private(path, &text).map_err(|source| {
                     Error::KeyFile(KeyFileError {
@@ -109,11 +125,11 @@ impl Session {
             aws: Arc::new(aws),
             lock,
             goal,
-            key_file: KeyFile {
+            key_file: stack.storage.key_file.then(|| KeyFile {
                 path: db_info::access_key_path(&stack.path),
                 region: stack.region.clone(),
                 bucket: stack.storage.bucket.clone(),
-            },
+            }),
         })
     }
 
@@ -164,6 +180,54 @@ impl Session {
             source,
         })?;
         Ok((Some(path), outputs))
+    }
+
+    /// After every apply of a stack with a server: the NixOS module, from
+    /// the outputs, rewritten only when its text changes.
+    pub fn write_module(
+        &self,
+        stack: &Stack,
+        outputs: &Outputs,
+    ) -> Result<Option<ModuleWritten>, Error> {
+        let Some(server) = &stack.instance else {
+            return Ok(None);
+        };
+        let path = stack
+            .nixos_module
+            .clone()
+            .unwrap_or_else(|| nixos::default_path(&stack.path));
+        let mut required = Vec::new();
+        if outputs.database.is_some() {
+            required.push(handover::DATABASE_URL.variable);
+        }
+        if stack.storage.access_key {
+            required.extend([handover::KEY_ID.variable, handover::SECRET_KEY.variable]);
+        }
+        let module = nixos::Module {
+            prefix: stack.prefix.clone(),
+            region: stack.region.clone(),
+            system: outputs
+                .system
+                .clone()
+                .unwrap_or_else(|| "x86_64-linux".into()),
+            instance_type: server.instance_type.clone(),
+            bucket: stack.storage.bucket.clone(),
+            log_group: stack.logs.group.clone(),
+            database_url: outputs.database.as_ref().map(|db| {
+                handover::database_url_without_password(&db.username, &db.endpoint, db.port)
+            }),
+            required,
+        };
+        let changed =
+            nixos::write(&path, &nixos::render(&module)).map_err(|source| Error::DbInfo {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(Some(ModuleWritten {
+            app_with_postgres: nixos::imports_app_with_postgres(&path),
+            path,
+            changed,
+        }))
     }
 
     /// Logs the run's critical path (at -v): with a fixed latency per call,

@@ -3,7 +3,7 @@
 //! tags, updates and deletes them. Every call is safe to repeat.
 
 pub mod address;
-mod instance;
+pub mod instance;
 
 pub use instance::{IMAGE_TAG, NIXOS_OWNER, client_token};
 

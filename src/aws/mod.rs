@@ -11,6 +11,7 @@ pub mod logs;
 pub mod rds;
 pub mod s3;
 pub mod service;
+pub mod ssm;
 pub mod tagging;
 
 use std::collections::HashMap;
@@ -42,6 +43,8 @@ pub enum Error {
     Logs(#[from] logs::Error),
     #[error(transparent)]
     Iam(#[from] iam::Error),
+    #[error(transparent)]
+    Ssm(#[from] ssm::Error),
     #[error(transparent)]
     Lock(#[from] lock::Error),
     #[error(
@@ -133,6 +136,7 @@ impl Error {
             Error::S3(e) => e.code(),
             Error::Logs(e) => e.code(),
             Error::Iam(e) => e.code(),
+            Error::Ssm(e) => e.code(),
             Error::Lock(e) => e.code(),
             Error::Identity { source } => source.code(),
             Error::Unrouted { .. } | Error::MissingAttribute { .. } => None,
@@ -152,6 +156,8 @@ pub struct Aws {
     ec2: Arc<ec2::Ec2>,
     addresses: Arc<ec2::address::Addresses>,
     rds: Arc<rds::Rds>,
+    /// The hand-over's parameters, and the access key secret they store.
+    pub ssm: Arc<ssm::Ssm>,
     services: Vec<Arc<dyn Service>>,
     routes: HashMap<Kind, Arc<dyn Service>>,
 }
@@ -353,7 +359,16 @@ impl Aws {
             prefix,
             stack.db_password.clone(),
         ));
+        let ssm = Arc::new(ssm::Ssm::new(
+            client!(aws_sdk_ssm),
+            prefix,
+            stack.db_password.clone(),
+            desired::database_identifier(stack),
+            stack.database.clone().unwrap_or_default().username,
+            rds.clone(),
+        ));
         let services: Vec<Arc<dyn Service>> = vec![
+            ssm.clone(),
             ec2.clone(),
             addresses.clone(),
             rds.clone(),
@@ -384,6 +399,7 @@ impl Aws {
             ec2,
             addresses,
             rds,
+            ssm,
         })
     }
 
@@ -420,34 +436,102 @@ impl Aws {
     }
 
     /// What planning must learn from AWS: the key pair exists, which image a
-    /// new server would use, and whether the password changed.
+    /// new server would use, whether the password changed, and what the
+    /// hand-over's parameters should hold.
     pub async fn facts(&self, stack: &Stack, observed: &[Observed]) -> Result<Facts, Error> {
-        let Some(server) = &stack.instance else {
-            // No server: neither its key pair nor its image matter.
-            return Ok(Facts {
-                image: None,
-                image_choice: String::new(),
-                password_hash: self.password_hash(stack, observed).await,
-                arns: self.arns.clone(),
-            });
+        let server = async {
+            let Some(server) = &stack.instance else {
+                // No server: neither its key pair nor its image matter.
+                return Ok((String::new(), None));
+            };
+            let (key, image) = tokio::join!(
+                self.ec2.check_key_pair(&stack.key_name, &stack.region),
+                self.ec2
+                    .choose_image(&server.image, &server.instance_type, &stack.region),
+            );
+            key?;
+            Ok::<_, Error>(image?)
         };
-        let ((key, a), (image, b)) = tokio::join!(
-            calls::counted(self.ec2.check_key_pair(&stack.key_name, &stack.region)),
-            calls::counted(self.ec2.choose_image(
-                &server.image,
-                &server.instance_type,
-                &stack.region
-            )),
+        let ((server, a), (parameters, b)) = tokio::join!(
+            calls::counted(server),
+            calls::counted(self.parameter_digests(stack, observed)),
         );
         self.depth.stage("facts", Some(a.max(b)));
-        key?;
-        let (image_choice, image) = image?;
+        let (image_choice, image) = server?;
+        let (parameters, key_secret_known) = parameters?;
         Ok(Facts {
             image,
             image_choice,
             password_hash: self.password_hash(stack, observed).await,
             arns: self.arns.clone(),
+            parameters,
+            key_secret_known,
         })
+    }
+
+    /// The digests of what each hand-over parameter should hold, where that
+    /// is known before apply, and whether the live access key's secret is
+    /// known (stored in its parameter, or in the local key file of a stack
+    /// made before the hand-over). A known secret is kept for the writes.
+    async fn parameter_digests(
+        &self,
+        stack: &Stack,
+        observed: &[Observed],
+    ) -> Result<(std::collections::BTreeMap<&'static str, String>, bool), Error> {
+        use crate::handover::{self, digest};
+        let mut digests = std::collections::BTreeMap::new();
+        let live_db = observed.iter().any(|o| o.address == desired::database());
+        if let Some(db) = stack.database.as_ref().filter(|_| live_db) {
+            let identifier = desired::database_identifier(stack);
+            if let Some(endpoint) = self.rds.endpoint(&identifier).await? {
+                // The stack's user: a new one replaces the database, and
+                // the URL follows in the same apply.
+                let url = handover::database_url(
+                    &db.username,
+                    stack.db_password.expose(),
+                    &endpoint.address,
+                    endpoint.port,
+                );
+                digests.insert(handover::DATABASE_URL.role, digest(&url));
+            }
+        }
+        let live_keys: Vec<&str> = observed
+            .iter()
+            .filter(|o| o.address.kind == Kind::AccessKey)
+            .map(|o| o.id.as_str())
+            .collect();
+        let stored = match (
+            self.ssm.live(handover::KEY_ID),
+            self.ssm.live(handover::SECRET_KEY),
+        ) {
+            (Some(id), Some(secret)) if live_keys.contains(&id.expose()) => {
+                Some((id.expose().to_string(), secret.expose().to_string()))
+            }
+            _ => None,
+        };
+        let from_file = || {
+            ssm::read_key_file(&crate::db_info::access_key_path(&stack.path))
+                .filter(|(id, _)| live_keys.contains(&id.as_str()))
+        };
+        let known = stored.or_else(from_file);
+        if let Some((id, secret)) = &known {
+            self.ssm.key.set(id, secret);
+            digests.insert(handover::KEY_ID.role, digest(id));
+            digests.insert(handover::SECRET_KEY.role, digest(secret));
+        }
+        Ok((digests, live_keys.is_empty() || known.is_some()))
+    }
+
+    /// Says on each live access key whether its secret is known (see
+    /// [`Facts::key_secret_known`]): one whose secret is lost is replaced.
+    pub fn mark_key_secrets(facts: &Facts, observed: &mut [Observed]) {
+        for o in observed
+            .iter_mut()
+            .filter(|o| o.address.kind == Kind::AccessKey)
+        {
+            o.attrs
+                .insert("secret_known", Value::Bool(facts.key_secret_known));
+        }
     }
 
     /// The error of a plan that launches a server with no image to start from.
@@ -489,7 +573,10 @@ impl Aws {
             let (server, address) =
                 tokio::try_join!(self.ec2.server_address(), self.addresses.public_ip())?;
             // The Elastic IP is the address that stays.
-            Ok::<_, ec2::Error>(server.map(|(dns, ip)| (dns, address.or(ip))))
+            Ok::<_, ec2::Error>(server.map(|s| ec2::instance::ServerAddress {
+                ip: address.or(s.ip),
+                ..s
+            }))
         };
         let database = async {
             match stack.database {
@@ -504,11 +591,12 @@ impl Aws {
         let ((server, a), (database, b)) =
             tokio::join!(calls::counted(server), calls::counted(database));
         self.depth.stage("outputs", Some(a.max(b)));
-        let (instance_dns, instance_ip) = server?.unzip();
+        let server = server?;
         let key_file = crate::db_info::access_key_path(&stack.path);
         Ok(Outputs {
-            instance_dns,
-            instance_ip: instance_ip.flatten(),
+            instance_dns: server.as_ref().map(|s| s.dns.clone()),
+            instance_ip: server.as_ref().and_then(|s| s.ip.clone()),
+            system: server.and_then(|s| s.system),
             key_name: stack.key_name.clone(),
             database: database?.map(|db| crate::outputs::Database {
                 endpoint: db.address,
@@ -518,10 +606,25 @@ impl Aws {
             region: stack.region.clone(),
             bucket: stack.storage.bucket.clone(),
             log_group: stack.logs.group.clone(),
-            access_key_file: (stack.storage.access_key && key_file.exists())
+            access_key_file: (stack.storage.key_file && key_file.exists())
                 .then(|| key_file.display().to_string()),
             no_server: stack.instance.is_none(),
         })
+    }
+
+    /// The running server: its id, DNS name, public address and system.
+    pub async fn server(&self) -> Result<Option<ec2::instance::ServerAddress>, Error> {
+        let (server, address) =
+            tokio::try_join!(self.ec2.server_address(), self.addresses.public_ip())?;
+        Ok(server.map(|s| ec2::instance::ServerAddress {
+            ip: address.or(s.ip),
+            ..s
+        }))
+    }
+
+    /// What the server printed to its console (see [`ec2::Ec2::console_output`]).
+    pub async fn console_output(&self, id: &str) -> Result<String, Error> {
+        Ok(self.ec2.console_output(id).await?)
     }
 
     /// Creates the resource of `change` through its kind's service.

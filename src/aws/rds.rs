@@ -315,6 +315,12 @@ impl Rds {
                         .unwrap_or(Value::None),
                 ),
                 (
+                    "backup_retention_days",
+                    db.backup_retention_period()
+                        .map(|d| Value::Int(d.into()))
+                        .unwrap_or(Value::None),
+                ),
+                (
                     "storage_encrypted",
                     db.storage_encrypted()
                         .map(Value::Bool)
@@ -398,6 +404,11 @@ impl Rds {
             .db_subnet_group_name(required(attrs.id("subnet_group"), change, "subnet_group")?)
             .set_vpc_security_group_ids(Some(attrs.ids("security_groups")))
             .publicly_accessible(false)
+            .backup_retention_period(required(
+                attrs.int("backup_retention_days"),
+                change,
+                "backup_retention_days",
+            )? as i32)
             .storage_encrypted(true)
             .set_tags(Some(rds_tags(&tags)))
             .send()
@@ -499,6 +510,9 @@ impl Rds {
                         .collect(),
                 )),
                 ("publicly_accessible", Value::Bool(b)) => modify.publicly_accessible(*b),
+                ("backup_retention_days", Value::Int(days)) => {
+                    modify.backup_retention_period(*days as i32)
+                }
                 ("password", Value::Sensitive(hash)) => {
                     new_hash = Some(hash.clone());
                     modify.master_user_password(self.password.expose())

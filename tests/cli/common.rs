@@ -203,7 +203,7 @@ impl Emulator {
 
     /// How many resources [`Emulator::stack_yaml`] makes.
     pub fn stack_size(&self) -> usize {
-        if self.serves_whole_stack() { 18 } else { 13 }
+        if self.serves_whole_stack() { 24 } else { 18 }
     }
 
     /// Whether [`Emulator::stack_yaml`] is the whole stack.
@@ -489,6 +489,18 @@ impl Emulator {
         aws_sdk_rds::Client::from_conf(config)
     }
 
+    pub async fn ssm(&self, region: &str) -> aws_sdk_ssm::Client {
+        let config = aws_sdk_ssm::Config::builder()
+            .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
+            .region(aws_sdk_ssm::config::Region::new(region.to_string()))
+            .endpoint_url(self.endpoint())
+            .credentials_provider(aws_sdk_ssm::config::Credentials::new(
+                "test", "test", None, None, "tests",
+            ))
+            .build();
+        aws_sdk_ssm::Client::from_conf(config)
+    }
+
     pub async fn s3(&self, region: &str) -> aws_sdk_s3::Client {
         let config = aws_sdk_s3::Config::builder()
             .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
@@ -729,5 +741,7 @@ pub fn id_filters() -> Vec<(&'static str, &'static str)> {
             r"(arn:aws:[a-z0-9-]+:[a-z0-9-]*:)[0-9]{12}:",
             "$1[account]:",
         ),
+        // Access key ids (random, like the rest).
+        (r"\bAKIA[A-Z0-9]{16}\b", "[access-key-id]"),
     ]
 }

@@ -6,6 +6,7 @@ mod bad_input;
 mod bench;
 mod common;
 mod fidelity;
+mod handover;
 mod network;
 mod parts;
 mod proxy;

@@ -31,7 +31,7 @@ async fn stack_without_server_and_database_runs_on_every_emulator() {
     let out = p.run_ok(&["plan", "--detailed-exitcode"], 2);
     assert!(
         out.stdout
-            .contains("Plan: 13 to add, 0 to change, 0 to replace, 0 to destroy."),
+            .contains("Plan: 18 to add, 0 to change, 0 to replace, 0 to destroy."),
         "{out:?}"
     );
     for left_out in [
@@ -62,7 +62,7 @@ async fn stack_without_server_and_database_runs_on_every_emulator() {
         "{out:?}"
     );
     let live = tagged(&emulator, "parts").await;
-    assert_eq!(live.len(), 13, "{live:?}");
+    assert_eq!(live.len(), 18, "{live:?}");
     assert_eq!(orphans(&emulator, "parts").await, Vec::<String>::new());
     p.run_ok(&["plan", "--detailed-exitcode"], 0);
 
@@ -107,14 +107,14 @@ async fn database_left_out_later_is_deleted_with_a_final_snapshot() {
     let out = p.run_ok(&["plan", "--detailed-exitcode"], 2);
     assert!(
         out.stdout
-            .contains("Plan: 0 to add, 0 to change, 0 to replace, 3 to destroy."),
+            .contains("Plan: 0 to add, 0 to change, 0 to replace, 4 to destroy."),
         "{out:?}"
     );
     assert!(out.stdout.contains("- database.postgres-db"), "{out:?}");
     p.run_ok(&["apply", "--auto-approve"], 0);
     assert_eq!(
         tagged(&emulator, "later").await.len(),
-        emulator.stack_size() - 3,
+        emulator.stack_size() - 4,
         "the database, its subnet group and its security group went"
     );
     let snapshots = emulator
@@ -150,7 +150,7 @@ async fn server_without_database_launches_or_says_why_it_cannot() {
         assert_eq!(out.code, 0, "{out:?}");
         assert_eq!(
             tagged(&emulator, "solo").await.len(),
-            15,
+            20,
             "with the server and its address"
         );
         p.run_ok(&["plan", "--detailed-exitcode"], 0);
@@ -165,7 +165,7 @@ async fn server_without_database_launches_or_says_why_it_cannot() {
         );
         assert_eq!(
             tagged(&emulator, "solo").await.len(),
-            13,
+            18,
             "everything but the server was made"
         );
     }

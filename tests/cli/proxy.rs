@@ -103,6 +103,9 @@ pub struct Options {
     /// An image left out of every DescribeImages answer while set: it
     /// "appears" (as if NixOS published it) when the test clears it.
     pub hidden_image: Option<Arc<Mutex<Option<String>>>>,
+    /// What GetConsoleOutput answers the server printed (moto prints a
+    /// fixed text of its own).
+    pub console_output: Option<Arc<Mutex<String>>>,
     /// RunInstances answered as AWS does with a `ClientToken` (moto
     /// ignores it): a request with a token already used gets the first
     /// request's answer, without reaching the emulator.
@@ -292,7 +295,7 @@ impl Shared {
                 let (status, code) = match request.service.as_str() {
                     "ec2" => (503, "RequestLimitExceeded"),
                     "s3" => (503, "SlowDown"),
-                    "logs" | "tagging" => (400, "ThrottlingException"),
+                    "logs" | "tagging" | "ssm" => (400, "ThrottlingException"),
                     _ => (400, "Throttling"),
                 };
                 error_response(&request.service, status, code, "Rate exceeded")
@@ -340,6 +343,12 @@ impl Shared {
                     Some(image) => without_image(answer, image),
                     None => answer,
                 }
+            }
+            _ => answer,
+        };
+        let answer = match &self.options.console_output {
+            Some(text) if request.operation == "GetConsoleOutput" => {
+                with_console_output(answer, &text.lock().unwrap())
             }
             _ => answer,
         };
@@ -550,13 +559,14 @@ fn error_response(service: &str, status: u16, code: &str, message: &str) -> Vec<
         .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;");
-    let message = if matches!(service, "logs" | "tagging") {
+    let message = if matches!(service, "logs" | "tagging" | "ssm") {
         json_message.to_string()
     } else {
         xml_message
     };
     let (content_type, body) = match service {
-        "logs" | "tagging" => (
+        // The JSON protocol's services.
+        "logs" | "tagging" | "ssm" => (
             "application/x-amz-json-1.1",
             format!(r#"{{"__type":"{code}","message":"{message}"}}"#),
         ),
@@ -629,6 +639,39 @@ fn without_image(answer: Vec<u8>, image: &str) -> Vec<u8> {
     }
     let (from, to) = cut.unwrap_or_default();
     let body = format!("{}{}", &body[..from], &body[to..]);
+    let head: Vec<String> = head
+        .split("\r\n")
+        .map(|line| {
+            if line.to_ascii_lowercase().starts_with("content-length:") {
+                format!("Content-Length: {}", body.len())
+            } else {
+                line.to_string()
+            }
+        })
+        .collect();
+    format!("{}\r\n\r\n{body}", head.join("\r\n")).into_bytes()
+}
+
+/// A GetConsoleOutput answer whose output is `text` (base64, as EC2 sends it).
+fn with_console_output(answer: Vec<u8>, text: &str) -> Vec<u8> {
+    use base64::Engine;
+    let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return answer;
+    };
+    let head = String::from_utf8_lossy(&answer[..end]).into_owned();
+    let body = String::from_utf8_lossy(&answer[end + 4..]).into_owned();
+    let output = format!(
+        "<output>{}</output>",
+        base64::engine::general_purpose::STANDARD.encode(text)
+    );
+    let body = match (body.find("<output>"), body.find("</output>")) {
+        (Some(from), Some(to)) => format!("{}{output}{}", &body[..from], &body[to + 9..]),
+        _ => body.replacen(
+            "</GetConsoleOutputResponse>",
+            &format!("{output}</GetConsoleOutputResponse>"),
+            1,
+        ),
+    };
     let head: Vec<String> = head
         .split("\r\n")
         .map(|line| {

@@ -868,7 +868,7 @@ async fn second_apply_refuses_or_waits_while_the_first_holds_the_lock() {
     assert!(status.success(), "{log}");
     assert!(log.contains("waiting for the lock"), "{log}");
     assert!(first.wait().unwrap().success());
-    assert_eq!(tagged(&emulator, "two").await.len(), 13);
+    assert_eq!(tagged(&emulator, "two").await.len(), 18);
     assert!(!locked(&emulator, "two").await, "released at the end");
 }
 
@@ -984,7 +984,7 @@ async fn two_runs_taking_over_a_dead_runs_lock_never_hold_it_at_once() {
         3,
         "one takeover, two releases"
     );
-    assert_eq!(tagged(&emulator, "race").await.len(), 13);
+    assert_eq!(tagged(&emulator, "race").await.len(), 18);
     let left = emulator
         .logs(REGION)
         .await
@@ -1038,7 +1038,7 @@ async fn lock_left_by_a_lost_machine_is_broken_with_unlock() {
     assert!(out.stderr.contains("is not locked"), "{out:?}");
 
     p.run_ok(&["apply", "--auto-approve"], 0);
-    assert_eq!(tagged(&emulator, "stale").await.len(), 13);
+    assert_eq!(tagged(&emulator, "stale").await.len(), 18);
     // The lock group is no resource of the stack: destroy leaves no lock.
     p.run_ok(&["destroy", "--auto-approve"], 0);
     assert!(!locked(&emulator, "stale").await);
@@ -1119,20 +1119,21 @@ async fn lost_answers_of_every_write_are_taken_as_done() {
     // answer once.
     let emulator = Emulator::start();
     emulator.ec2_with_key(REGION).await;
-    // With the IAM user and its key: every kind the stack can have.
+    // With the IAM user and its key (and its local file): every kind the
+    // stack can have.
     let first = |prefix: &str| {
         let yaml = emulator.stack_yaml(prefix, REGION);
-        format!("{yaml}storage:\n  access_key: true\n")
+        format!("{yaml}storage:\n  access_key: true\n  key_file: true\n")
     };
     let changed = |prefix: &str| {
         let mut yaml = emulator.stack_yaml(prefix, REGION);
         yaml.push_str(
-            "tags:\n  team: web\nstorage:\n  access_key: true\n  public_read: true\n\
+            "tags:\n  team: web\nstorage:\n  access_key: true\n  key_file: true\n  public_read: true\n\
              logs:\n  retention_days: 60\n",
         );
         if emulator.serves_whole_stack() {
             yaml.push_str(
-                "instance:\n  type: t3.large\n  volume_size: 40\n\
+                "instance:\n  type: t3.large\n  volume_size: 80\n\
                  database:\n  instance_class: db.t3.small\n  allocated_storage: 30\n",
             );
         }
@@ -1218,7 +1219,7 @@ async fn lost_answers_of_every_write_are_taken_as_done() {
             assert!(file.contains(key.access_key_id().unwrap()), "{file}");
         }
         let live = tagged(&emulator, "lostall").await;
-        assert_eq!(live.len(), emulator.stack_size() + 2, "{live:?}");
+        assert_eq!(live.len(), emulator.stack_size(), "{live:?}");
         assert_eq!(orphans(&emulator, "lostall").await, Vec::<String>::new());
         let plan = p.run(&["plan", "--detailed-exitcode"]);
         assert_eq!(

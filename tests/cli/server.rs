@@ -186,7 +186,8 @@ async fn server_database_and_db_info_as_asked() {
         .await
         .unwrap();
     let volume = &volume.volumes()[0];
-    assert_eq!(volume.size(), Some(30));
+    // IHP's guide: at least 60 GiB.
+    assert_eq!(volume.size(), Some(60));
     assert_eq!(volume.encrypted(), Some(true));
     assert!(
         volume
@@ -572,7 +573,7 @@ async fn instance_type_and_volume_change_in_place_and_volume_never_shrinks() {
     with(
         &p,
         "size",
-        "instance:\n  type: t3.large\n  volume_size: 40\n",
+        "instance:\n  type: t3.large\n  volume_size: 80\n",
     );
     let plan = p.run_ok(&["plan", "--detailed-exitcode"], 2);
     insta::with_settings!({ filters => id_filters() }, {
@@ -595,12 +596,12 @@ async fn instance_type_and_volume_change_in_place_and_volume_never_shrinks() {
     with(
         &p,
         "size",
-        "instance:\n  type: t3.large\n  volume_size: 35\n",
+        "instance:\n  type: t3.large\n  volume_size: 75\n",
     );
     let out = p.run_ok(&["plan"], 1);
     assert!(
         out.stderr
-            .contains("cannot change root_volume_size of instance.app from 40 to 35"),
+            .contains("cannot change root_volume_size of instance.app from 80 to 75"),
         "{out:?}"
     );
 }
@@ -655,8 +656,13 @@ async fn password_change_is_detected_and_applied_without_showing_it() {
         out.contains("password   (sensitive) -> (sensitive)"),
         "{out}"
     );
+    // The database's URL, in the server's parameter, changes with it.
     assert!(
-        out.contains("Plan: 0 to add, 1 to change, 0 to replace, 0 to destroy."),
+        out.contains("~ parameter.database-url pw-database-url (/ihp-infra/pw/DATABASE_URL)\n        value   (sensitive) -> (sensitive)\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Plan: 0 to add, 2 to change, 0 to replace, 0 to destroy."),
         "{out}"
     );
     assert_eq!(

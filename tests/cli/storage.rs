@@ -140,7 +140,18 @@ async fn bucket_log_group_and_iam_as_asked() {
         serde_json::json!([group.clone(), format!("{group}:*")])
     );
 
-    // The role has both, the profile has the role, the server has the profile.
+    // The server may read its stack's parameters, and nothing else of SSM.
+    let ssm_doc = default_document(&iam, &policy_arn(&emulator, "acc-ssm-read")).await;
+    let path = format!(
+        "arn:aws:ssm:eu-central-1:{}:parameter/ihp-infra/acc",
+        emulator.account()
+    );
+    assert_eq!(
+        ssm_doc["Statement"][0]["Resource"],
+        serde_json::json!([path.clone(), format!("{path}/*")])
+    );
+
+    // The role has all three, the profile has the role, the server has the profile.
     let attached = iam
         .list_attached_role_policies()
         .role_name("acc-app-role")
@@ -157,7 +168,8 @@ async fn bucket_log_group_and_iam_as_asked() {
         arns,
         [
             policy_arn(&emulator, "acc-cloudwatch-logs"),
-            policy_arn(&emulator, "acc-s3-access")
+            policy_arn(&emulator, "acc-s3-access"),
+            policy_arn(&emulator, "acc-ssm-read")
         ]
     );
     let profile = iam
@@ -314,7 +326,11 @@ async fn access_key_secret_is_written_once_to_a_private_file() {
     emulator.ec2_with_key(REGION).await;
     let iam = emulator.iam().await;
     let p = Project::new(&emulator.endpoint());
-    with(&p, "key", "storage:\n  access_key: true\n");
+    with(
+        &p,
+        "key",
+        "storage:\n  access_key: true\n  key_file: true\n",
+    );
     let apply = p.run_ok(&["apply", "--auto-approve"], 0);
     // Regression: the key carries no tags, and a plan wanted to set them.
     p.run_ok(&["plan", "--detailed-exitcode"], 0);
@@ -421,7 +437,7 @@ async fn destroy_stops_before_anything_when_the_bucket_has_objects() {
         .cloned()
         .collect();
     assert!(writes.is_empty(), "nothing deleted: {writes:?}");
-    assert_eq!(tagged(&emulator, "full").await.len(), 13);
+    assert_eq!(tagged(&emulator, "full").await.len(), 18);
 
     p.run_ok(
         &["destroy", "--auto-approve", "--delete-bucket-contents"],

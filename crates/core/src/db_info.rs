@@ -53,6 +53,12 @@ pub fn write(
 /// renamed into place, so a reader never sees half a file and the secret
 /// is never readable by others, not even for a moment.
 pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    write_with_mode(path, text, 0o600)
+}
+
+/// Writes a whole file with `mode` through a temporary file renamed into
+/// place (created 0600, then given `mode`).
+pub fn write_with_mode(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
     let mut file = std::fs::OpenOptions::new()
@@ -62,8 +68,8 @@ pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
         .open(&tmp)?;
     file.write_all(text.as_bytes())?;
     file.sync_all()?;
-    // The umask can only remove bits; make sure of 0600 whatever it was.
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    // The umask can only remove bits; make sure of the mode whatever it was.
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
     std::fs::rename(&tmp, path)
 }
 

@@ -69,6 +69,12 @@ pub fn digest(value: &str) -> String {
     out.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// `postgres://user@host:port/postgres`: the database URL without the
+/// password, for the NixOS module (the parameter has the whole URL).
+pub fn database_url_without_password(username: &str, host: &str, port: i32) -> String {
+    database_url(username, "", host, port).replacen(":@", "@", 1)
+}
+
 /// `postgres://user:password@host:port/postgres`: RDS creates the
 /// `postgres` database; user and password percent-encoded.
 pub fn database_url(username: &str, password: &str, host: &str, port: i32) -> String {
@@ -111,6 +117,10 @@ mod tests {
         assert_eq!(
             database_url("postgres_user", "p@ss:w/rd#%$'\\", "db.example", 5432),
             "postgres://postgres_user:p%40ss%3Aw%2Frd%23%25$'%5C@db.example:5432/postgres"
+        );
+        assert_eq!(
+            database_url_without_password("postgres_user", "db.example", 5432),
+            "postgres://postgres_user@db.example:5432/postgres"
         );
     }
 }

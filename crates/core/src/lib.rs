@@ -23,6 +23,7 @@ pub mod policies;
 pub mod redact;
 pub mod regions;
 pub mod render;
+pub mod ssh;
 pub mod stack;
 
 use model::Kind;

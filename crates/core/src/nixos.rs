@@ -42,11 +42,11 @@ pub const FILE_NAME: &str = "ihp-infra.nix";
 /// production host folder, when the stack file is inside an IHP project
 /// (the nearest folder above it with a `flake.nix`), else beside it.
 pub fn default_path(stack_file: &Path) -> PathBuf {
-    let dir = stack_file
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let project = dir.ancestors().find(|d| d.join("flake.nix").is_file());
+    let dir = stack_file.parent().unwrap_or(Path::new(""));
+    // Searched from the absolute folder: the project may be above the
+    // working directory.
+    let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let project = absolute.ancestors().find(|d| d.join("flake.nix").is_file());
     match project {
         Some(root) => root.join("Config/nix/hosts/production").join(FILE_NAME),
         None => dir.join(FILE_NAME),
@@ -312,7 +312,7 @@ mod tests {
         );
         assert_eq!(
             default_path(Path::new("stack.yaml")),
-            Path::new(".").join("ihp-infra.nix")
+            Path::new("ihp-infra.nix")
         );
     }
 

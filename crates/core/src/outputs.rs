@@ -23,6 +23,8 @@ pub struct Database {
 pub struct Outputs {
     pub instance_dns: Option<String>,
     pub instance_ip: Option<String>,
+    /// What the server runs: `x86_64-linux` or `aarch64-linux`.
+    pub system: Option<String>,
     pub key_name: String,
     pub database: Option<Database>,
     pub region: String,
@@ -180,6 +182,7 @@ mod tests {
         Outputs {
             instance_dns: Some("ec2-1.example".into()),
             instance_ip: Some("203.0.113.7".into()),
+            system: Some("x86_64-linux".into()),
             key_name: "my-key".into(),
             database: Some(Database {
                 endpoint: "demo-db.rds.example".into(),

@@ -54,6 +54,11 @@ pub struct Stack {
     /// Where apply writes the NixOS module (`nixos_module:`), when the
     /// stack says; else [`crate::nixos::default_path`] decides.
     pub nixos_module: Option<PathBuf>,
+    /// The ssh alias `ihp-infra ssh-config` writes (deploy-to-nixos
+    /// connects to `production`).
+    pub ssh_host: String,
+    /// The key pair's private key, for the entry's IdentityFile.
+    pub ssh_key_file: Option<String>,
 }
 
 /// The S3 bucket for the app's files, and who may read it.
@@ -318,6 +323,8 @@ struct RawStack {
     #[serde(default)]
     logs: RawLogs,
     nixos_module: Option<Spanned<String>>,
+    ssh_host: Option<Spanned<String>>,
+    ssh_key_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -620,6 +627,21 @@ fn parse_with(
         Some(dir) if m.is_relative() => dir.join(m),
         _ => m,
     });
+    let ssh_host = optional(&raw.ssh_host, "ssh_host", &mut problems, |h| {
+        let ok = !h.is_empty()
+            && h.len() <= 64
+            && h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        ok.then(|| h.clone()).ok_or_else(|| {
+            format!("{h:?} is not an ssh host alias: 1 to 64 letters, digits and - _ .")
+        })
+    })
+    .unwrap_or_else(|| crate::outputs::SSH_HOST.to_string());
+    let ssh_key_file = optional(&raw.ssh_key_file, "ssh_key_file", &mut problems, |f| {
+        (!f.is_empty() && !f.contains(['\n', '\r', '"']))
+            .then(|| f.clone())
+            .ok_or_else(|| format!("{f:?} is not a file path (no quotes or line breaks)"))
+    });
     let logs = LogsSpec {
         group: optional(&raw.logs.group, "logs.group", &mut problems, |g| {
             check_log_group(g).map(|()| g.clone())
@@ -661,6 +683,8 @@ fn parse_with(
             storage,
             logs,
             nixos_module,
+            ssh_host,
+            ssh_key_file,
         }),
         _ => {
             problems.sort_by_key(|p| (p.line, p.column));
@@ -1202,6 +1226,8 @@ pub fn test_stack(prefix: &str) -> Stack {
             retention_days: 30,
         },
         nixos_module: None,
+        ssh_host: "production".into(),
+        ssh_key_file: None,
     }
 }
 

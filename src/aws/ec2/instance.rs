@@ -67,6 +67,15 @@ pub fn client_token(
     format!("ihp-infra-{}", &hex[..40])
 }
 
+/// Where the running server is, and what it runs.
+pub struct ServerAddress {
+    pub id: String,
+    pub dns: String,
+    pub ip: Option<String>,
+    /// `x86_64-linux` or `aarch64-linux`.
+    pub system: Option<String>,
+}
+
 /// The architecture name NixOS uses in image names.
 fn nixos_system(architecture: &str) -> &'static str {
     if architecture == "arm64" {
@@ -97,6 +106,24 @@ impl Ec2 {
             }),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// What the server printed to its console, as far as EC2 shows it
+    /// (minutes behind, and empty before the first boot is through).
+    pub async fn console_output(&self, id: &str) -> Result<String, Error> {
+        use base64::Engine;
+        let out = self
+            .client
+            .get_console_output()
+            .instance_id(id)
+            .send()
+            .await
+            .map_err(Call::on("read the console of", id))?;
+        let text = out
+            .output()
+            .and_then(|o| base64::engine::general_purpose::STANDARD.decode(o).ok())
+            .unwrap_or_default();
+        Ok(String::from_utf8_lossy(&text).into_owned())
     }
 
     /// The architectures an instance type runs ("x86_64", "arm64").
@@ -373,14 +400,21 @@ impl Ec2 {
 
     /// The public DNS name of the stack's running server.
     /// The running server's public DNS name and IP address.
-    pub async fn server_address(&self) -> Result<Option<(String, Option<String>)>, Error> {
+    pub async fn server_address(&self) -> Result<Option<ServerAddress>, Error> {
         Ok(self
             .stack_instances(&["running"])
             .await?
             .iter()
             .find_map(|i| {
                 let dns = i.public_dns_name().filter(|d| !d.is_empty())?;
-                Some((dns.to_string(), i.public_ip_address().map(str::to_string)))
+                Some(ServerAddress {
+                    id: i.instance_id()?.to_string(),
+                    dns: dns.to_string(),
+                    ip: i.public_ip_address().map(str::to_string),
+                    system: i
+                        .architecture()
+                        .map(|a| nixos_system(a.as_str()).to_string()),
+                })
             }))
     }
 
