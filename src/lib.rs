@@ -78,7 +78,7 @@ pub async fn plan_with(aws: &Aws, stack: &Stack, goal: Goal) -> Result<Plan, Err
     let plan = match goal {
         Goal::Converge => {
             let facts = aws.facts(stack, &observed).await?;
-            Aws::mark_key_secrets(&facts, &mut observed);
+            aws.mark_key_secrets(&facts, &mut observed);
             let desired = desired::resources(stack, &facts);
             let plan = plan::reconcile(&stack.prefix, &stack.region, &desired, &observed)?;
             let launches = plan.changes.iter().any(|c| {

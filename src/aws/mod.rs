@@ -522,14 +522,28 @@ impl Aws {
         Ok((digests, live_keys.is_empty() || known.is_some()))
     }
 
-    /// Says on each live access key whether its secret is known (see
+    /// Says on the live access key whether its secret is known (see
     /// [`Facts::key_secret_known`]): one whose secret is lost is replaced.
-    pub fn mark_key_secrets(facts: &Facts, observed: &mut [Observed]) {
-        for o in observed
-            .iter_mut()
-            .filter(|o| o.address.kind == Kind::AccessKey)
-        {
-            o.attrs
+    /// A second key (a run killed between making a new key and deleting
+    /// the old one) gets a role of its own, so the plan deletes it: the key
+    /// kept is the one whose secret is known.
+    pub fn mark_key_secrets(&self, facts: &Facts, observed: &mut [Observed]) {
+        let known = self.ssm.key.get().map(|(id, _)| id);
+        let keys: Vec<usize> = (0..observed.len())
+            .filter(|&i| observed[i].address == desired::access_key())
+            .collect();
+        let keep = keys
+            .iter()
+            .copied()
+            .find(|&i| Some(&observed[i].id) == known.as_ref())
+            .or(keys.first().copied());
+        for i in keys {
+            let key = &mut observed[i];
+            if Some(i) != keep {
+                let role = format!("{}-{}", key.address.role, key.id.to_lowercase());
+                key.address = Address::new(Kind::AccessKey, &role);
+            }
+            key.attrs
                 .insert("secret_known", Value::Bool(facts.key_secret_known));
         }
     }

@@ -352,9 +352,12 @@ impl Emulator {
             Backend::LocalStack { front, .. } => return front.received(),
         };
         let text = std::fs::read_to_string(recording).unwrap_or_default();
-        text.lines()
-            .filter_map(|line| {
-                let entry: serde_json::Value = serde_json::from_str(line).ok()?;
+        // A stream of JSON entries: moto's recorder sometimes writes two
+        // on one line, so lines are no unit.
+        serde_json::Deserializer::from_str(&text)
+            .into_iter::<serde_json::Value>()
+            .filter_map(|entry| {
+                let entry = entry.ok()?;
                 let body = entry["body"].as_str().unwrap_or("");
                 let body = if entry["body_encoded"].as_bool() == Some(true) {
                     let bytes = base64::engine::general_purpose::STANDARD

@@ -382,10 +382,51 @@ async fn a_key_whose_secret_is_lost_is_replaced_and_a_local_one_is_taken_over() 
         plan.stdout.contains("-/+ access_key.s3-user-key"),
         "{plan:?}"
     );
+    let before = emulator.actions().len();
     p.run_ok(&["apply", "--auto-approve"], 0);
     let second = live_key_ids(&emulator, "keys-s3-user").await;
     assert_eq!(second.len(), 1);
     assert_ne!(second, first);
+    // New key, stored, then the old one deleted: a server that fetches its
+    // parameters meanwhile never finds a dead key.
+    let order: Vec<String> = emulator.actions()[before..]
+        .iter()
+        .filter(|a| ["CreateAccessKey", "PutParameter", "DeleteAccessKey"].contains(&a.as_str()))
+        .cloned()
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "CreateAccessKey",
+            "PutParameter",
+            "PutParameter",
+            "DeleteAccessKey"
+        ]
+    );
+
+    // A run killed between the new key and the old one's delete leaves two:
+    // the one whose secret is stored stays, the other goes.
+    let extra = emulator
+        .iam()
+        .await
+        .create_access_key()
+        .user_name("keys-s3-user")
+        .send()
+        .await
+        .unwrap();
+    let extra = extra.access_key().unwrap().access_key_id().to_string();
+    let plan = p.run_ok(&["plan", "--detailed-exitcode"], 2);
+    assert!(
+        plan.stdout.contains(&format!(
+            "- access_key.s3-user-key-{} ",
+            extra.to_lowercase()
+        )) && plan
+            .stdout
+            .contains("Plan: 0 to add, 0 to change, 0 to replace, 1 to destroy."),
+        "{plan:?}"
+    );
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    assert_eq!(live_key_ids(&emulator, "keys-s3-user").await, second);
     assert_eq!(
         parameter(&emulator, "/ihp-infra/keys/AWS_ACCESS_KEY_ID").await,
         Some(second[0].clone())

@@ -115,6 +115,9 @@ fn graph(plan: &Plan) -> Vec<Node> {
             Action::NoOp => &[],
             Action::Create => &[Phase::Create],
             Action::Update => &[Phase::Update],
+            Action::Replace if c.address.kind.creates_before_deleting() => {
+                &[Phase::Create, Phase::Delete]
+            }
             Action::Replace => &[Phase::Delete, Phase::Create],
             Action::Delete => &[Phase::Delete],
         };
@@ -148,11 +151,26 @@ fn graph(plan: &Plan) -> Vec<Node> {
                     waits.extend(find(dep, Phase::Create));
                     waits.extend(find(dep, Phase::Update));
                 }
-                if nodes[n].step.phase == Phase::Create {
+                if nodes[n].step.phase == Phase::Create
+                    && !change.address.kind.creates_before_deleting()
+                {
                     waits.extend(find(&change.address, Phase::Delete));
                 }
             }
             Phase::Delete => {
+                if change.address.kind.creates_before_deleting() {
+                    // The new one first, and what stores it.
+                    waits.extend(find(&change.address, Phase::Create));
+                    for (m, other) in nodes.iter().enumerate() {
+                        if other.step.phase != Phase::Delete
+                            && plan.changes[other.change]
+                                .depends_on
+                                .contains(&change.address)
+                        {
+                            waits.push(m);
+                        }
+                    }
+                }
                 // Wait for the deletes of everything that depends on this one.
                 for (m, other) in nodes.iter().enumerate() {
                     if other.step.phase != Phase::Delete || m == n {
@@ -288,7 +306,10 @@ pub async fn execute<O: Operator>(
                                 }
                             }
                             Phase::Delete => {
-                                ids.remove(&step.address);
+                                // A replacement made new-first has the new id by now.
+                                if ids.get(&step.address) == change.id.as_ref() {
+                                    ids.remove(&step.address);
+                                }
                                 if let Some(note) = new_id {
                                     outcome.notes.push(note);
                                 }
@@ -547,6 +568,51 @@ mod tests {
         );
         assert!(position(&log, "delete internet_gateway") > position(&log, "delete route_table"));
         assert!(position(&log, "delete subnet.public") > position(&log, "delete route_table"));
+    }
+
+    #[tokio::test]
+    async fn an_access_key_is_replaced_new_first_and_goes_once_its_parameters_have_the_new_one() {
+        let want = resources(&stack(), &crate::desired::test_facts());
+        let mut live = crate::plan::converged(&want, |_, a| format!("live-{a}"));
+        let key = live
+            .iter_mut()
+            .find(|o| o.address == crate::desired::access_key())
+            .unwrap();
+        // Its secret is known nowhere: of no use to the server.
+        key.attrs.insert("secret_known", Value::Bool(false));
+        for o in live
+            .iter_mut()
+            .filter(|o| o.address.kind == Kind::Parameter)
+        {
+            if o.address.role != "database-url" {
+                o.attrs.insert("value", Value::Sensitive("old".into()));
+            }
+        }
+        let plan = reconcile("demo", "eu-central-1", &want, &live).unwrap();
+        let fake = Arc::new(Fake {
+            log: Mutex::new(Vec::new()),
+            subnet_barrier: tokio::sync::Barrier::new(1),
+            fail: None,
+        });
+        let outcome = execute(&plan, fake.clone(), &Quiet, std::future::pending()).await;
+        assert!(outcome.succeeded());
+        let mut log = fake.log();
+        // The two parameters' updates run side by side: their order is free.
+        log[1..3].sort();
+        assert_eq!(
+            log,
+            [
+                "create access_key.s3-user-key",
+                "update parameter.s3-key-id live-parameter.s3-key-id",
+                "update parameter.s3-secret-key live-parameter.s3-secret-key",
+                "delete access_key.s3-user-key live-access_key.s3-user-key",
+            ]
+        );
+        assert_eq!(
+            outcome.ids[&crate::desired::access_key()],
+            "id-of-access_key.s3-user-key",
+            "the new key's id stays once the old one is gone"
+        );
     }
 
     #[tokio::test]

@@ -78,6 +78,13 @@ impl Kind {
         self != Kind::AccessKey
     }
 
+    /// Whether a replacement makes the new one before the old one goes:
+    /// an access key's parameters take the new key, then the old key is
+    /// deleted, so a server that fetches them never finds a dead key.
+    pub fn creates_before_deleting(self) -> bool {
+        self == Kind::AccessKey
+    }
+
     /// Kinds this kind can depend on. Used to order deletes of resources
     /// whose role we do not know (left over from an earlier version).
     pub fn parents(self) -> &'static [Kind] {
