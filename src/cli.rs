@@ -78,7 +78,7 @@ pub enum Command {
         #[arg(long)]
         detailed_exitcode: bool,
         /// Print the plan as one JSON document (see the README for its
-        /// schema); exits 2 when there are changes, like --detailed-exitcode
+        /// schema); add --detailed-exitcode to exit 2 when there are changes
         #[arg(long)]
         json: bool,
     },
@@ -118,6 +118,11 @@ pub enum Command {
     /// Print what the next step needs: the server's address, an SSH line and
     /// ~/.ssh/config block, DATABASE_URL (password masked), bucket, log group
     Output {
+        /// Print only this value, raw (e.g. `ssh root@$(ihp-infra output INSTANCE_IP)`):
+        /// INSTANCE_URL, INSTANCE_IP, DB_ENDPOINT, DB_USERNAME, DATABASE_URL,
+        /// AWS_REGION, S3_BUCKET, CLOUDWATCH_LOG_GROUP, S3_ACCESS_KEY_FILE
+        #[arg(value_name = "NAME", conflicts_with = "json")]
+        name: Option<String>,
         /// As one JSON object
         #[arg(long)]
         json: bool,

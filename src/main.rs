@@ -192,6 +192,19 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
     };
     let stack = load_stack(&cli, password)?;
     let quiet = cli.global.quiet;
+    // The stack's region wins over the environment's: say so when they differ.
+    for variable in ["AWS_REGION", "AWS_DEFAULT_REGION"] {
+        if let Ok(region) = std::env::var(variable)
+            && !region.is_empty()
+            && region != stack.region
+        {
+            errln!(
+                "warning: {variable} is {region}, but {} says region {}: ihp-infra uses the stack's",
+                cli.global.stack.display(),
+                stack.region
+            );
+        }
+    }
     let settings = aws::Settings {
         profile: cli.global.profile.clone(),
     };
@@ -233,7 +246,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                         render::plan(&plan, &Palette::new(console::colors_enabled()))
                     );
                 }
-                Ok(if (detailed_exitcode || json) && plan.has_changes() {
+                Ok(if detailed_exitcode && plan.has_changes() {
                     ExitCode::from(2)
                 } else {
                     ExitCode::SUCCESS
@@ -290,12 +303,40 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 auto_approve,
                 port,
             } => ssh_config(&stack, &settings, install, auto_approve, port).await,
-            Command::Output { json, show_secrets } => {
+            Command::Output {
+                name,
+                json,
+                show_secrets,
+            } => {
+                if let Some(name) = &name
+                    && !ihp_infra::outputs::Outputs::NAMES.contains(&name.as_str())
+                {
+                    // Before any AWS call: a typo needs no credentials.
+                    return Err(
+                        ihp_infra::outputs::UnknownOutput { name: name.clone() }.to_string()
+                    );
+                }
                 let outputs = ihp_infra::session::outputs(&stack, &settings)
                     .await
                     .map_err(explain)?;
                 let password = show_secrets.then_some(&stack.db_password);
-                let text = if json {
+                let text = if let Some(name) = &name {
+                    match outputs.value(name, password).map_err(|e| e.to_string())? {
+                        Some(value) => format!("{value}\n"),
+                        None => {
+                            return Err(format!(
+                                "{name} has no value: the stack has no {} (yet)",
+                                if name.starts_with("DB") || name == "DATABASE_URL" {
+                                    "database"
+                                } else if name == "S3_ACCESS_KEY_FILE" {
+                                    "key file (storage.key_file)"
+                                } else {
+                                    "running server"
+                                }
+                            ));
+                        }
+                    }
+                } else if json {
                     format!("{}\n", outputs.to_json(password))
                 } else {
                     outputs.to_text(password)

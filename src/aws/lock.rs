@@ -122,11 +122,8 @@ impl Holder {
         if !alive {
             return true;
         }
-        // Linux: a reused pid runs another program.
-        match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
-            Ok(comm) => !comm.trim_end().starts_with("ihp-infra"),
-            Err(_) => false,
-        }
+        // A reused pid runs another program.
+        program_of(pid).is_some_and(|name| !name.starts_with("ihp-infra"))
     }
 
     pub fn describe(&self) -> String {
@@ -135,6 +132,30 @@ impl Holder {
             self.command, self.who, self.pid
         )
     }
+}
+
+/// The name of the program a live pid runs, where the system says: Linux
+/// through /proc, macOS through libproc. None where neither is (the holder
+/// then counts as alive: `ihp-infra unlock` is the way out).
+#[cfg(target_os = "linux")]
+fn program_of(pid: i32) -> Option<String> {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    Some(comm.trim_end().to_string())
+}
+
+#[cfg(target_os = "macos")]
+fn program_of(pid: i32) -> Option<String> {
+    let mut name = [0u8; 256];
+    // SAFETY: proc_name writes at most the given size into the buffer and
+    // returns how much it wrote (0 or less on failure).
+    let len = unsafe { libc::proc_name(pid, name.as_mut_ptr().cast(), name.len() as u32) };
+    let len = usize::try_from(len).ok().filter(|&n| n > 0)?;
+    Some(String::from_utf8_lossy(&name[..len.min(name.len())]).into_owned())
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+fn program_of(_pid: i32) -> Option<String> {
+    None
 }
 
 /// What is known about a taken lock.

@@ -174,7 +174,11 @@ async fn plan_json_has_the_documented_shape_and_detailed_exit_codes() {
     emulator.ec2_with_key(REGION).await;
     let p = emulator.project("js", REGION);
 
-    let out = p.run_ok(&["plan", "--json"], 2);
+    // Terraform's convention: 0 whatever the plan, unless asked for 2.
+    let out = p.run_ok(&["plan", "--json"], 0);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).expect("one JSON document");
+    assert_eq!(doc["has_changes"], true);
+    let out = p.run_ok(&["plan", "--json", "--detailed-exitcode"], 2);
     let doc: serde_json::Value = serde_json::from_str(&out.stdout).expect("one JSON document");
     check_plan_document(&doc);
     assert_eq!(doc["summary"]["add"], emulator.stack_size());
@@ -196,7 +200,7 @@ async fn plan_json_has_the_documented_shape_and_detailed_exit_codes() {
     }
 
     p.run_ok(&["apply", "--auto-approve"], 0);
-    let out = p.run_ok(&["plan", "--json"], 0);
+    let out = p.run_ok(&["plan", "--json", "--detailed-exitcode"], 0);
     let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     check_plan_document(&doc);
     assert_eq!(doc["has_changes"], false);
@@ -209,7 +213,7 @@ async fn plan_json_has_the_documented_shape_and_detailed_exit_codes() {
             emulator.stack_yaml("js", REGION)
         ),
     );
-    let out = p.run_ok(&["plan", "--json"], 2);
+    let out = p.run_ok(&["plan", "--json", "--detailed-exitcode"], 2);
     let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     check_plan_document(&doc);
     let update = doc["resources"]
@@ -230,7 +234,7 @@ async fn plan_json_has_the_documented_shape_and_detailed_exit_codes() {
             emulator.stack_yaml("js", REGION)
         ),
     );
-    let out = p.run_ok(&["plan", "--json"], 2);
+    let out = p.run_ok(&["plan", "--json", "--detailed-exitcode"], 2);
     let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     check_plan_document(&doc);
     let old = doc["resources"]
@@ -356,15 +360,64 @@ async fn output_hands_over_ssh_and_database_url_without_the_password_variable() 
         .expect("INSTANCE_URL")
         .to_string();
     assert!(
-        out.stdout.contains(&format!("\nssh root@{dns}\n")),
+        out.stdout.contains(&format!("\n# ssh root@{dns}\n")),
         "{out:?}"
     );
     assert!(
         out.stdout.contains(&format!(
-            "Host production\n    HostName {dns}\n    User root\n"
+            "# Host production\n#     HostName {dns}\n#     User root\n"
         )),
         "{out:?}"
     );
+    // Safe to eval: the variables, and nothing runs.
+    let eval = std::process::Command::new("bash")
+        .arg("-c")
+        .arg("set -eu; eval \"$1\"; printf '%s %s' \"$INSTANCE_URL\" \"$S3_BUCKET\"")
+        .arg("bash")
+        .arg(&out.stdout)
+        .output()
+        .unwrap();
+    assert!(eval.status.success(), "{eval:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&eval.stdout),
+        format!("{dns} hand-storage")
+    );
+
+    // One value, raw; a name that isn't one is refused before any call.
+    let ip = p.run_ok(&["output", "INSTANCE_IP"], 0);
+    assert!(
+        out.stdout.contains(&format!("INSTANCE_IP={}", ip.stdout)),
+        "{ip:?}"
+    );
+    assert_eq!(ip.stdout.lines().count(), 1);
+    let wrong = p.run_at("http://127.0.0.1:9", &["output", "INSTANCE_PI"]);
+    assert_eq!(wrong.code, 1, "{wrong:?}");
+    assert!(
+        wrong
+            .stderr
+            .contains("there is no output INSTANCE_PI; the outputs are INSTANCE_URL, INSTANCE_IP,"),
+        "{wrong:?}"
+    );
+    let file = p.run(&["output", "S3_ACCESS_KEY_FILE"]);
+    assert_eq!(file.code, 1, "{file:?}");
+    assert!(
+        file.stderr.contains("S3_ACCESS_KEY_FILE has no value"),
+        "{file:?}"
+    );
+
+    // The stack's region wins over the environment's, and says so.
+    let warned = p
+        .command(&["output", "S3_BUCKET"])
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&warned.stderr).contains(
+            "warning: AWS_REGION is us-east-1, but stack.yaml says region eu-central-1: ihp-infra uses the stack's"
+        ),
+        "{warned:?}"
+    );
+    assert_eq!(String::from_utf8_lossy(&warned.stdout), "hand-storage\n");
     assert!(out.stdout.contains("INSTANCE_IP="), "{out:?}");
     assert!(
         out.stdout

@@ -53,6 +53,13 @@ struct Document<'a> {
     access_key_file: Option<&'a str>,
 }
 
+/// A name `ihp-infra output NAME` doesn't know.
+#[derive(Debug, thiserror::Error)]
+#[error("there is no output {name}; the outputs are {}", Outputs::NAMES.join(", "))]
+pub struct UnknownOutput {
+    pub name: String,
+}
+
 /// Characters a password must not carry raw in a URL's user info.
 pub(crate) const USERINFO: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
     .add(b' ')
@@ -107,9 +114,48 @@ impl Outputs {
         ))
     }
 
+    /// The names `ihp-infra output NAME` takes.
+    pub const NAMES: [&'static str; 9] = [
+        "INSTANCE_URL",
+        "INSTANCE_IP",
+        "DB_ENDPOINT",
+        "DB_USERNAME",
+        "DATABASE_URL",
+        "AWS_REGION",
+        "S3_BUCKET",
+        "CLOUDWATCH_LOG_GROUP",
+        "S3_ACCESS_KEY_FILE",
+    ];
+
+    /// One value by name: `Err` for a name that isn't one, `Ok(None)` for
+    /// one the stack has no value for (no server, no database).
+    pub fn value(
+        &self,
+        name: &str,
+        password: Option<&Secret>,
+    ) -> Result<Option<String>, UnknownOutput> {
+        if !Self::NAMES.contains(&name) {
+            return Err(UnknownOutput {
+                name: name.to_string(),
+            });
+        }
+        Ok(self
+            .all_pairs(password)
+            .into_iter()
+            .find(|(k, _)| *k == name)
+            .and_then(|(_, v)| v))
+    }
+
     fn pairs(&self, password: Option<&Secret>) -> Vec<(&'static str, String)> {
+        self.all_pairs(password)
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v?)))
+            .collect()
+    }
+
+    fn all_pairs(&self, password: Option<&Secret>) -> Vec<(&'static str, Option<String>)> {
         let db = self.database.as_ref();
-        [
+        let pairs = [
             ("INSTANCE_URL", self.instance_dns.clone()),
             ("INSTANCE_IP", self.instance_ip.clone()),
             ("DB_ENDPOINT", db.map(|d| d.endpoint.clone())),
@@ -119,10 +165,9 @@ impl Outputs {
             ("S3_BUCKET", Some(self.bucket.clone())),
             ("CLOUDWATCH_LOG_GROUP", Some(self.log_group.clone())),
             ("S3_ACCESS_KEY_FILE", self.access_key_file.clone()),
-        ]
-        .into_iter()
-        .filter_map(|(k, v)| Some((k, v?)))
-        .collect()
+        ];
+        debug_assert!(pairs.iter().map(|(k, _)| *k).eq(Self::NAMES));
+        pairs.into()
     }
 
     /// `KEY=value` lines, for `eval` or an env file; the password masked.
@@ -137,13 +182,16 @@ impl Outputs {
             .collect()
     }
 
-    /// What `ihp-infra output` prints: the variables, then SSH.
+    /// What `ihp-infra output` prints: the variables, then SSH, commented:
+    /// the whole text is safe to `eval`.
     pub fn to_text(&self, password: Option<&Secret>) -> String {
         let mut out = self.env_lines(password);
         match (self.ssh(), self.ssh_config()) {
             (Some(ssh), Some(config)) => {
+                let config: String = config.lines().map(|l| format!("# {l}\n")).collect();
                 out.push_str(&format!(
-                    "\n# Log in:\n{ssh}\n\n# For ~/.ssh/config (deploy-to-nixos connects to \"{SSH_HOST}\"):\n{config}"
+                    "\n# Log in:\n# {ssh}\n\n# For ~/.ssh/config (deploy-to-nixos connects to \"{SSH_HOST}\"; \
+                     `ihp-infra ssh-config --install` writes it, with the host keys pinned):\n{config}"
                 ));
             }
             _ if self.no_server => {
@@ -194,6 +242,40 @@ mod tests {
             log_group: "/ihp/demo".into(),
             access_key_file: None,
             no_server: false,
+        }
+    }
+
+    #[test]
+    fn one_value_by_name() {
+        let o = outputs();
+        assert_eq!(
+            o.value("INSTANCE_IP", None).unwrap().as_deref(),
+            Some("203.0.113.7")
+        );
+        assert_eq!(o.value("S3_ACCESS_KEY_FILE", None).unwrap(), None);
+        assert!(
+            o.value("DATABASE_URL", None)
+                .unwrap()
+                .unwrap()
+                .contains(":********@")
+        );
+        let e = o.value("instance_ip", None).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("there is no output instance_ip; the outputs are INSTANCE_URL, ")
+        );
+    }
+
+    #[test]
+    fn text_is_safe_to_eval() {
+        for line in outputs().to_text(None).lines() {
+            let assignment = line
+                .split_once('=')
+                .is_some_and(|(k, _)| Outputs::NAMES.contains(&k));
+            assert!(
+                line.is_empty() || line.starts_with('#') || assignment,
+                "{line:?} would run"
+            );
         }
     }
 
