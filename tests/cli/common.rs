@@ -744,7 +744,7 @@ pub fn id_filters() -> Vec<(&'static str, &'static str)> {
             r"(arn:aws:[a-z0-9-]+:[a-z0-9-]*:)[0-9]{12}:",
             "$1[account]:",
         ),
-        // Access key ids (random, like the rest).
-        (r"\bAKIA[A-Z0-9]{16}\b", "[access-key-id]"),
+        // Access key ids (random, like the rest; LocalStack starts them LKIA).
+        (r"\b[AL]KIA[A-Z0-9]{16}\b", "[access-key-id]"),
     ]
 }
