@@ -150,6 +150,18 @@ async fn parameter(emulator: &Emulator, name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Deletes the stack's stored S3 secret, as a user or a killed run could.
+async fn forget_secret(emulator: &Emulator, prefix: &str) {
+    emulator
+        .ssm(REGION)
+        .await
+        .delete_parameter()
+        .name(format!("/ihp-infra/{prefix}/AWS_SECRET_ACCESS_KEY"))
+        .send()
+        .await
+        .unwrap();
+}
+
 async fn parameter_names(emulator: &Emulator, prefix: &str) -> Vec<String> {
     let out = emulator
         .ssm(REGION)
@@ -369,14 +381,7 @@ async fn a_key_whose_secret_is_lost_is_replaced_and_a_local_one_is_taken_over() 
 
     // The secret's parameter gone (deleted by hand, or a run killed between
     // the key and its parameter): the key is of no use, so it is replaced.
-    emulator
-        .ssm(REGION)
-        .await
-        .delete_parameter()
-        .name("/ihp-infra/keys/AWS_SECRET_ACCESS_KEY")
-        .send()
-        .await
-        .unwrap();
+    forget_secret(&emulator, "keys").await;
     let plan = p.run_ok(&["plan", "--detailed-exitcode"], 2);
     assert!(
         plan.stdout.contains("-/+ access_key.s3-user-key"),
@@ -447,14 +452,7 @@ async fn a_key_whose_secret_is_lost_is_replaced_and_a_local_one_is_taken_over() 
             bare_stack_yaml("keys", REGION)
         ),
     );
-    emulator
-        .ssm(REGION)
-        .await
-        .delete_parameter()
-        .name("/ihp-infra/keys/AWS_SECRET_ACCESS_KEY")
-        .send()
-        .await
-        .unwrap();
+    forget_secret(&emulator, "keys").await;
     p.run_ok(&["apply", "--auto-approve"], 0);
     let third = live_key_ids(&emulator, "keys-s3-user").await;
     let file = std::fs::read_to_string(p.dir.path().join("s3_access_key.env")).unwrap();
@@ -467,14 +465,7 @@ async fn a_key_whose_secret_is_lost_is_replaced_and_a_local_one_is_taken_over() 
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
-    emulator
-        .ssm(REGION)
-        .await
-        .delete_parameter()
-        .name("/ihp-infra/keys/AWS_SECRET_ACCESS_KEY")
-        .send()
-        .await
-        .unwrap();
+    forget_secret(&emulator, "keys").await;
     let plan = p.run_ok(&["plan", "--detailed-exitcode"], 2);
     assert!(
         !plan.stdout.contains("access_key.s3-user-key")

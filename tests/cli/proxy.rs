@@ -638,7 +638,11 @@ fn without_image(answer: Vec<u8>, image: &str) -> Vec<u8> {
         }
     }
     let (from, to) = cut.unwrap_or_default();
-    let body = format!("{}{}", &body[..from], &body[to..]);
+    with_body(&head, &format!("{}{}", &body[..from], &body[to..]))
+}
+
+/// An answer with `head` and a new `body` (its length set to match).
+fn with_body(head: &str, body: &str) -> Vec<u8> {
     let head: Vec<String> = head
         .split("\r\n")
         .map(|line| {
@@ -672,17 +676,7 @@ fn with_console_output(answer: Vec<u8>, text: &str) -> Vec<u8> {
             1,
         ),
     };
-    let head: Vec<String> = head
-        .split("\r\n")
-        .map(|line| {
-            if line.to_ascii_lowercase().starts_with("content-length:") {
-                format!("Content-Length: {}", body.len())
-            } else {
-                line.to_string()
-            }
-        })
-        .collect();
-    format!("{}\r\n\r\n{body}", head.join("\r\n")).into_bytes()
+    with_body(&head, &body)
 }
 
 /// Makes sure the client opens a new connection for its next call.

@@ -435,7 +435,7 @@ async fn server_holding_postgres_is_replaced_only_with_replace_server() {
         .to_string();
 
     without_database(&p, "onbox", "instance:\n  nixos_release: \"25.11\"\n");
-    let plan = p.run_ok(&["plan", "--json"], 2);
+    let plan = p.run_ok(&["plan", "--json"], 0);
     let json: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
     assert_eq!(json["apply_needs"], serde_json::json!(["--replace-server"]));
     let out = p.run_ok(&["apply", "--auto-approve"], 1);
@@ -755,7 +755,7 @@ async fn database_replaced_by_an_edit_needs_replace_database_and_keeps_a_snapsho
         "{plan:?}"
     );
     let json: serde_json::Value =
-        serde_json::from_str(&p.run_ok(&["plan", "--json"], 2).stdout).unwrap();
+        serde_json::from_str(&p.run_ok(&["plan", "--json"], 0).stdout).unwrap();
     assert_eq!(
         json["apply_needs"],
         serde_json::json!(["--replace-database"])

@@ -432,9 +432,13 @@ mod tests {
 
     impl Fake {
         fn new(fail: Option<Address>) -> Arc<Self> {
+            Self::with_subnets(3, fail)
+        }
+        /// Subnet creates meet at a barrier of `subnets`.
+        fn with_subnets(subnets: usize, fail: Option<Address>) -> Arc<Self> {
             Arc::new(Fake {
                 log: Mutex::new(Vec::new()),
-                subnet_barrier: tokio::sync::Barrier::new(3),
+                subnet_barrier: tokio::sync::Barrier::new(subnets),
                 fail,
             })
         }
@@ -589,11 +593,7 @@ mod tests {
             }
         }
         let plan = reconcile("demo", "eu-central-1", &want, &live).unwrap();
-        let fake = Arc::new(Fake {
-            log: Mutex::new(Vec::new()),
-            subnet_barrier: tokio::sync::Barrier::new(1),
-            fail: None,
-        });
+        let fake = Fake::with_subnets(1, None);
         let outcome = execute(&plan, fake.clone(), &Quiet, std::future::pending()).await;
         assert!(outcome.succeeded());
         let mut log = fake.log();
@@ -624,11 +624,7 @@ mod tests {
             .insert("cidr_block", Value::Text("10.0.9.0/24".into()));
         let plan = reconcile("demo", "eu-central-1", &want, &live).unwrap();
         // Subnet creates meet at a barrier of three; here only one is created.
-        let fake = Arc::new(Fake {
-            log: Mutex::new(Vec::new()),
-            subnet_barrier: tokio::sync::Barrier::new(1),
-            fail: None,
-        });
+        let fake = Fake::with_subnets(1, None);
         let outcome = execute(&plan, fake.clone(), &Quiet, std::future::pending()).await;
         assert!(outcome.succeeded());
         let log = fake.log();
