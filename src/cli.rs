@@ -81,6 +81,10 @@ pub enum Command {
         /// schema); add --detailed-exitcode to exit 2 when there are changes
         #[arg(long)]
         json: bool,
+        /// Show what `destroy` would delete, and what becomes of the data
+        /// (final snapshots kept, buckets with files refused); changes nothing
+        #[arg(long)]
+        destroy: bool,
     },
     /// Create or update the stack's resources to match the stack file
     Apply {

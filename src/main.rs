@@ -234,8 +234,16 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             Command::Plan {
                 detailed_exitcode,
                 json,
+                destroy,
             } => {
-                let (_, plan) = ihp_infra::plan(&stack, Goal::Converge, &settings)
+                // A preview of `destroy` with its defaults: what it deletes
+                // and what it keeps, the same plan it would show.
+                let goal = if destroy {
+                    Goal::Destroy(ihp_infra::DestroyOptions::default())
+                } else {
+                    Goal::Converge
+                };
+                let (_, plan) = ihp_infra::plan(&stack, goal, &settings)
                     .await
                     .map_err(explain)?;
                 if json {
@@ -245,6 +253,12 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                         "{}",
                         render::plan(&plan, &Palette::new(console::colors_enabled()))
                     );
+                    if destroy {
+                        // As `destroy` says it before asking.
+                        for note in goal.data_kept(&plan) {
+                            outln!("\n{note}");
+                        }
+                    }
                 }
                 Ok(if detailed_exitcode && plan.has_changes() {
                     ExitCode::from(2)

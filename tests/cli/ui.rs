@@ -38,6 +38,13 @@ async fn plan_outputs_for_delete_and_no_change() {
         destroy.stderr.contains("refusing to destroy"),
         "{destroy:?}"
     );
+    // The same plan, previewed without a question; JSON too.
+    let preview = p.run_ok(&["plan", "--destroy", "--detailed-exitcode"], 2);
+    assert_eq!(preview.stdout, destroy.stdout);
+    let json = p.run_ok(&["plan", "--destroy", "--json"], 0);
+    let doc: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(doc["summary"]["destroy"], emulator.stack_size());
+    assert_eq!(doc["summary"]["add"], 0);
     assert_eq!(
         tagged(&emulator, "shown").await.len(),
         emulator.stack_size()
