@@ -116,8 +116,7 @@ pub async fn write(
 /// Adds the Include line at the top of `~/.ssh/config` unless it is there;
 /// says whether it added it. Nothing else in the file changes.
 pub fn install_include() -> Result<bool, Error> {
-    let dir = dir()?;
-    let path = dir.parent().expect("~/.ssh").join("config");
+    let path = user_config()?;
     let line = ssh::include_line(DIR);
     let old = std::fs::read_to_string(&path).unwrap_or_default();
     if old.lines().any(|l| l.trim() == line) {

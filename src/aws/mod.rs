@@ -584,13 +584,7 @@ impl Aws {
             if stack.instance.is_none() {
                 return Ok(None);
             }
-            let (server, address) =
-                tokio::try_join!(self.ec2.server_address(), self.addresses.public_ip())?;
-            // The Elastic IP is the address that stays.
-            Ok::<_, ec2::Error>(server.map(|s| ec2::instance::ServerAddress {
-                ip: address.or(s.ip),
-                ..s
-            }))
+            self.server().await
         };
         let database = async {
             match stack.database {
@@ -626,7 +620,8 @@ impl Aws {
         })
     }
 
-    /// The running server: its id, DNS name, public address and system.
+    /// The running server: its id, DNS name, public address (the Elastic
+    /// IP, the address that stays) and system.
     pub async fn server(&self) -> Result<Option<ec2::instance::ServerAddress>, Error> {
         let (server, address) =
             tokio::try_join!(self.ec2.server_address(), self.addresses.public_ip())?;

@@ -240,11 +240,7 @@ impl Ssm {
         value: &Secret,
         tags: Option<&BTreeMap<String, String>>,
     ) -> Result<(), aws_sdk_ssm::Error> {
-        let tags = tags.map(|tags| {
-            tags.iter()
-                .filter_map(|(k, v)| Tag::builder().key(k).value(v).build().ok())
-                .collect()
-        });
+        let tags = tags.map(ssm_tags);
         self.client
             .put_parameter()
             .name(name)
@@ -264,11 +260,7 @@ impl Ssm {
             .add_tags_to_resource()
             .resource_type(ResourceTypeForTagging::Parameter)
             .resource_id(name)
-            .set_tags(Some(
-                tags.iter()
-                    .filter_map(|(k, v)| Tag::builder().key(k).value(v).build().ok())
-                    .collect(),
-            ))
+            .set_tags(Some(ssm_tags(tags)))
             .send()
             .await
             .map_err(Call::on("tag parameter", name))?;
@@ -278,6 +270,12 @@ impl Ssm {
     fn parameter(&self, change: &Change) -> Option<Parameter> {
         handover::by_role(&change.address.role)
     }
+}
+
+fn ssm_tags(tags: &BTreeMap<String, String>) -> Vec<Tag> {
+    tags.iter()
+        .filter_map(|(k, v)| Tag::builder().key(k).value(v).build().ok())
+        .collect()
 }
 
 fn call(action: &'static str, name: &str, e: aws_sdk_ssm::Error) -> Error {

@@ -252,9 +252,7 @@ pub fn write(path: &Path, text: &str) -> std::io::Result<bool> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = path.with_extension("nix.new");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)?;
+    crate::db_info::write_with_mode(path, text, 0o644)?;
     Ok(true)
 }
 
