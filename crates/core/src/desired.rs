@@ -172,6 +172,15 @@ pub fn database_identifier(stack: &Stack) -> String {
     stack.name("postgres-db")
 }
 
+/// The DB subnet group's name: unique per account and region.
+pub fn db_subnet_group_name(stack: &Stack) -> String {
+    stack
+        .database
+        .as_ref()
+        .and_then(|db| db.subnet_group.clone())
+        .unwrap_or_else(|| stack.name("db-subnets"))
+}
+
 /// Every resource the stack wants, dependencies before dependents.
 pub fn resources(stack: &Stack, facts: &Facts) -> Vec<Desired> {
     graph(stack, facts).wanted
@@ -212,8 +221,11 @@ pub fn graph(stack: &Stack, facts: &Facts) -> Graph {
             address,
             vec![
                 replace("vpc", pending(vpc())),
-                replace("group_name", Value::Text(group_name)),
-                replace("description", text(description)),
+                // Named once: a group adopted from Terraform keeps the
+                // name it generated, and a newer description isn't worth
+                // replacing a group the server and database use.
+                create_only("group_name", Value::Text(group_name)),
+                create_only("description", text(description)),
                 in_place("ingress", ingress),
                 in_place("egress", egress),
             ],
@@ -321,7 +333,12 @@ pub fn graph(stack: &Stack, facts: &Facts) -> Graph {
                 ),
                 in_place("instance_profile", pending(instance_profile())),
                 grow_only("root_volume_size", server.volume_size_gb.into()),
-                replace("root_volume_encrypted", Value::Bool(true)),
+                // gp3: cheaper than gp2 and faster below 1 TB; changed in place.
+                in_place("root_volume_type", text("gp3")),
+                replace(
+                    "root_volume_encrypted",
+                    Value::Bool(server.root_volume_encrypted),
+                ),
                 in_place("http_tokens", text("required")),
                 // A run killed inside a type change (stop, modify, start)
                 // can leave the server stopped: the next plan starts it.
@@ -346,7 +363,7 @@ pub fn graph(stack: &Stack, facts: &Facts) -> Graph {
         resource(
             db_subnet_group(),
             vec![
-                replace("name", Value::Text(stack.name("db-subnets"))),
+                replace("name", Value::Text(db_subnet_group_name(stack))),
                 // A subnet group can't move to another VPC: a new VPC means a new group.
                 replace("vpc", pending(vpc())),
                 in_place(
@@ -383,7 +400,7 @@ pub fn graph(stack: &Stack, facts: &Facts) -> Graph {
                     "backup_retention_days",
                     Value::Int(db.backup_retention_days.into()),
                 ),
-                replace("storage_encrypted", Value::Bool(true)),
+                replace("storage_encrypted", Value::Bool(db.storage_encrypted)),
                 in_place("password", Value::Sensitive(facts.password_hash.clone())),
             ],
             vec![db_subnet_group(), db_security_group()],

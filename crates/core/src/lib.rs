@@ -8,6 +8,7 @@
 //! resources (the binary's AWS services) → [`plan::Plan`] → executor. The
 //! plan is rendered and carried out by different code; neither changes it.
 
+pub mod adopt;
 pub mod db_info;
 pub mod desired;
 pub mod executor;

@@ -97,6 +97,9 @@ pub struct InstanceSpec {
     pub image: ImageChoice,
     /// TCP ports the server may reach beside [`crate::desired::APP_EGRESS_PORTS`].
     pub egress_ports: Vec<i32>,
+    /// False only for a server adopted with an unencrypted disk: EC2
+    /// can't encrypt a volume in place.
+    pub root_volume_encrypted: bool,
 }
 
 impl Default for InstanceSpec {
@@ -110,6 +113,7 @@ impl Default for InstanceSpec {
                 architecture: None,
             },
             egress_ports: Vec::new(),
+            root_volume_encrypted: true,
         }
     }
 }
@@ -138,6 +142,12 @@ pub struct DatabaseSpec {
     pub username: String,
     /// Days of automatic backups (0 turns them off).
     pub backup_retention_days: i32,
+    /// False only for an adopted database made without encryption: RDS
+    /// can't encrypt one in place.
+    pub storage_encrypted: bool,
+    /// The DB subnet group's name when it isn't `<prefix>-db-subnets`: an
+    /// adopted database can't move to another group in the same VPC.
+    pub subnet_group: Option<String>,
 }
 
 impl Default for DatabaseSpec {
@@ -149,6 +159,8 @@ impl Default for DatabaseSpec {
             username: "postgres_user".into(),
             // The console's default; the API's is one day.
             backup_retention_days: 7,
+            storage_encrypted: true,
+            subnet_group: None,
         }
     }
 }
@@ -353,6 +365,7 @@ struct RawInstance {
     architecture: Option<Spanned<String>>,
     ami: Option<Spanned<String>>,
     egress_ports: Option<Spanned<Vec<i64>>>,
+    root_volume_encrypted: Option<Spanned<bool>>,
     enabled: Option<Spanned<bool>>,
 }
 
@@ -364,6 +377,8 @@ struct RawDatabase {
     allocated_storage: Option<Spanned<i64>>,
     username: Option<Spanned<String>>,
     backup_retention_days: Option<Spanned<i64>>,
+    storage_encrypted: Option<Spanned<bool>>,
+    subnet_group: Option<Spanned<String>>,
     enabled: Option<Spanned<bool>>,
 }
 
@@ -799,6 +814,9 @@ fn instance_spec(raw: &RawInstance, problems: &mut Vec<Problem>) -> InstanceSpec
         .then(|| a.clone())
         .ok_or_else(|| format!("{a:?} is not an AMI id (ami- and 8 or 17 hex digits)"))
     });
+    if let Some(e) = &raw.root_volume_encrypted {
+        spec.root_volume_encrypted = e.value;
+    }
     spec.image = match ami {
         Some(ami) => {
             if let Some(other) = raw.nixos_release.as_ref().or(raw.architecture.as_ref()) {
@@ -891,6 +909,30 @@ fn database_spec(raw: &RawDatabase, problems: &mut Vec<Problem>) -> DatabaseSpec
         Ok(u.clone())
     }) {
         spec.username = u;
+    }
+    if let Some(e) = &raw.storage_encrypted {
+        spec.storage_encrypted = e.value;
+    }
+    if let Some(g) = optional(&raw.subnet_group, "database.subnet_group", problems, |g| {
+        // CreateDBSubnetGroup's DBSubnetGroupName: "no more than 255
+        // letters, numbers, periods, underscores, spaces, or hyphens. Must
+        // not be default." RDS keeps it in lower case: so must we, to
+        // compare.
+        let ok = (1..=255).contains(&g.len())
+            && g.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | ' ' | '-')
+            });
+        if !ok {
+            return Err(format!(
+                "{g:?} is not allowed; 1 to 255 lower-case letters, digits, periods, underscores, spaces and hyphens"
+            ));
+        }
+        if g == "default" {
+            return Err("\"default\" is the VPC's default group, which RDS reserves".into());
+        }
+        Ok(g.clone())
+    }) {
+        spec.subnet_group = Some(g);
     }
     spec
 }
