@@ -149,6 +149,26 @@ pub enum Command {
         #[arg(long, default_value_t = 22)]
         port: u16,
     },
+    /// Take over a stack made by the IHP boilerplate's Terraform (or by hand):
+    /// tags it as the stack's and writes the stack file's settings that keep
+    /// the server and database; nothing is replaced. Then run apply
+    Adopt {
+        /// terraform.tfstate, or the output of `terraform show -json`;
+        /// without it, the boilerplate's Name tags are searched
+        #[arg(long, value_name = "PATH", conflicts_with_all = ["instance", "database"])]
+        from_terraform: Option<std::path::PathBuf>,
+        /// A server made by hand (i-…), with the network around it
+        #[arg(long, value_name = "ID")]
+        instance: Option<String>,
+        /// A database made by hand (its RDS identifier)
+        #[arg(long, value_name = "IDENTIFIER")]
+        database: Option<String>,
+        /// Do not ask for confirmation
+        #[arg(long)]
+        auto_approve: bool,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
     /// Break the stack's lock, left behind by a run that was killed or whose
     /// machine was lost (see README, "Two runs at once")
     Unlock {

@@ -6,6 +6,7 @@
 //! [`executor`]. The plan is rendered by [`render`] and carried out by the
 //! executor; neither changes it.
 
+pub mod adoption;
 pub mod aws;
 pub mod retry;
 pub mod session;
@@ -13,8 +14,8 @@ pub mod ssh_config;
 
 // The core crate's modules, under the names the whole crate uses.
 pub use ihp_infra_core::{
-    DestroyOptions, Goal, db_info, desired, executor, handover, init, json, model, nixos, outputs,
-    password, plan, policies, redact, regions, render, ssh, stack,
+    DestroyOptions, Goal, adopt, db_info, desired, executor, handover, init, json, model, nixos,
+    outputs, password, plan, policies, redact, regions, render, ssh, stack,
 };
 
 use aws::Aws;
@@ -35,6 +36,8 @@ pub enum Error {
     KeyFile(#[from] session::KeyFileError),
     #[error(transparent)]
     Ssh(#[from] ssh_config::Error),
+    #[error(transparent)]
+    Adopt(#[from] adoption::Error),
     #[error("failed to write {}: {source}", path.display())]
     DbInfo {
         path: std::path::PathBuf,

@@ -42,6 +42,7 @@ use clap::Parser;
 
 use clap::CommandFactory;
 use cli::{Cli, Command, LogFormat, Shell};
+use ihp_infra::adoption::Source;
 use ihp_infra::render::{self, Palette};
 use ihp_infra::session::Session;
 use ihp_infra::stack::{self, Stack};
@@ -310,6 +311,28 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     lock_timeout: lock.lock_timeout,
                 };
                 execute(run).await
+            }
+            Command::Adopt {
+                from_terraform,
+                instance,
+                database,
+                auto_approve,
+                lock,
+            } => {
+                let source = match (from_terraform, instance, database) {
+                    (Some(path), _, _) => Source::Terraform(path),
+                    (None, None, None) => Source::Tags,
+                    (None, instance, database) => Source::Named { instance, database },
+                };
+                adopt(
+                    &stack,
+                    &settings,
+                    &source,
+                    auto_approve,
+                    quiet,
+                    lock.lock_timeout,
+                )
+                .await
             }
             Command::Unlock { force } => unlock(&stack, &settings, force).await,
             Command::SshConfig {
@@ -755,7 +778,112 @@ async fn unlock(stack: &Stack, settings: &aws::Settings, force: bool) -> Result<
     Ok(ExitCode::SUCCESS)
 }
 
+/// `ihp-infra adopt`, under the stack's lock.
+async fn adopt(
+    stack: &Stack,
+    settings: &aws::Settings,
+    source: &Source,
+    auto_approve: bool,
+    quiet: bool,
+    lock_timeout: Duration,
+) -> Result<ExitCode, String> {
+    let session = Session::open(stack, settings, Goal::Converge, "adopt", lock_timeout)
+        .await
+        .map_err(explain)?;
+    // Ctrl-C releases the lock and quits; tags written so far are kept,
+    // and the next adopt writes the rest.
+    let _interrupts = Interrupts::listen(session.lock());
+    let result = adopt_locked(stack, &session, source, auto_approve, quiet).await;
+    if let Err(e) = session.close().await {
+        errln!(
+            "{} {e}
+  break it with `ihp-infra unlock`",
+            Palette::new(colors_on_stderr()).err("warning:")
+        );
+    }
+    result
+}
+
+async fn adopt_locked(
+    stack: &Stack,
+    session: &Session,
+    source: &Source,
+    auto_approve: bool,
+    quiet: bool,
+) -> Result<ExitCode, String> {
+    let adoption = ihp_infra::adoption::prepare(session.aws(), stack, source, &|name| {
+        std::env::var(name).ok()
+    })
+    .await
+    .map_err(explain)?;
+    if adoption.nothing_to_do() {
+        errln!(
+            "stack {} is adopted already: nothing to do (`ihp-infra plan` shows what apply would change)",
+            stack.prefix
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !(quiet && auto_approve) {
+        out!("{}", adoption.render());
+        outln!(
+            "
+Then `ihp-infra apply` makes these changes:
+"
+        );
+        out!(
+            "{}",
+            render::plan(&adoption.plan, &Palette::new(console::colors_enabled()))
+        );
+    }
+    if let Err(e) = adoption.plan.allowed(&[]) {
+        errln!(
+            "{} {}",
+            Palette::new(colors_on_stderr()).err("warning:"),
+            explain(ihp_infra::Error::from(e))
+        );
+    }
+    if !auto_approve {
+        confirm_with(
+            &format!(
+                "\nDo you want to adopt these resources into stack {} in {}{}? Only 'yes' is accepted",
+                stack.prefix,
+                stack.region,
+                if adoption.stack_text.is_some() {
+                    format!(" and write the settings into {}", stack.path.display())
+                } else {
+                    String::new()
+                }
+            ),
+            "adopt",
+        )?;
+    }
+    adoption.carry_out(session.aws()).await.map_err(explain)?;
+    if !quiet {
+        errln!(
+            "\nAdopted {} resources into stack {}{}. Next: `ihp-infra apply`; then retire the Terraform folder (README, \"Coming from Terraform\").",
+            adoption.takeovers.len(),
+            stack.prefix,
+            if adoption.stack_text.is_some() {
+                format!("; settings written to {}", stack.path.display())
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn confirm(stack: &Stack, verb: &str) -> Result<(), String> {
+    confirm_with(
+        &format!(
+            "\nDo you want to {verb} these changes to stack {} in {}? Only 'yes' is accepted",
+            stack.prefix, stack.region
+        ),
+        verb,
+    )
+}
+
+fn confirm_with(prompt: &str, verb: &str) -> Result<(), String> {
     if !std::io::stdin().is_terminal() {
         return Err(format!(
             "refusing to {verb} without confirmation: standard input is not a terminal; \
@@ -763,10 +891,7 @@ fn confirm(stack: &Stack, verb: &str) -> Result<(), String> {
         ));
     }
     let answer: String = dialoguer::Input::new()
-        .with_prompt(format!(
-            "\nDo you want to {verb} these changes to stack {} in {}? Only 'yes' is accepted",
-            stack.prefix, stack.region
-        ))
+        .with_prompt(prompt)
         .allow_empty(true)
         .interact_text()
         .map_err(|e| format!("failed to read the confirmation: {e}"))?;

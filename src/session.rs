@@ -133,6 +133,12 @@ impl Session {
         })
     }
 
+    /// The connection, for what runs under the lock besides plan and
+    /// execute (`adopt`).
+    pub fn aws(&self) -> &Aws {
+        &self.aws
+    }
+
     /// The lock, for a Ctrl-C handler that must release it on its way out.
     pub fn lock(&self) -> Lock {
         self.lock.clone()

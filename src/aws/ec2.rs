@@ -3,11 +3,13 @@
 //! tags, updates and deletes them. Every call is safe to repeat.
 
 pub mod address;
+pub mod adopt;
 pub mod instance;
 
 pub use instance::{IMAGE_TAG, NIXOS_OWNER, client_token};
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
@@ -17,6 +19,7 @@ use aws_sdk_ec2::types::{
 };
 use futures::future::try_join_all;
 
+use super::overlay::Overlay;
 use super::service::{CallError, Created, Service, Wanted, required};
 use crate::aws::calls;
 use crate::desired::ANYWHERE;
@@ -109,6 +112,7 @@ pub struct Ec2 {
     client: Client,
     prefix: String,
     budgets: Budgets,
+    overlay: Arc<Overlay>,
 }
 
 /// Finds what carries stack `prefix`'s tag.
@@ -266,12 +270,18 @@ enum Direction {
 }
 
 impl Ec2 {
-    pub fn new(client: Client, prefix: &str, budgets: Budgets) -> Self {
+    pub fn new(client: Client, prefix: &str, budgets: Budgets, overlay: Arc<Overlay>) -> Self {
         Ec2 {
             client,
             prefix: prefix.to_string(),
             budgets,
+            overlay,
         }
+    }
+
+    /// Live tags, with what `adopt` would add (see [`Overlay`]).
+    fn tags_of(&self, id: &str, tags: &[Tag]) -> BTreeMap<String, String> {
+        self.overlay.tags(id, tag_map(tags))
     }
 
     fn stack_filter(&self) -> Filter {
@@ -306,13 +316,34 @@ impl Ec2 {
             .try_collect()
             .await
             .map_err(Call::on("describe", "vpcs"))?;
+        let mut vpcs = vpcs;
+        let adopted = self.overlay.ids("vpc-");
+        if !adopted.is_empty() {
+            let out = self
+                .client
+                .describe_vpcs()
+                .set_vpc_ids(Some(adopted))
+                .send()
+                .await
+                .map_err(Call::on("describe", "vpcs to adopt"))?;
+            let known: Vec<String> = vpcs
+                .iter()
+                .filter_map(|v| v.vpc_id().map(str::to_string))
+                .collect();
+            vpcs.extend(
+                out.vpcs()
+                    .iter()
+                    .filter(|v| !v.vpc_id().is_some_and(|i| known.iter().any(|k| k == i)))
+                    .cloned(),
+            );
+        }
         try_join_all(vpcs.into_iter().map(|vpc| async move {
             let id = vpc.vpc_id().unwrap_or_default().to_string();
             let (dns_support, dns_hostnames) = tokio::try_join!(
                 self.vpc_attribute(&id, VpcAttributeName::EnableDnsSupport),
                 self.vpc_attribute(&id, VpcAttributeName::EnableDnsHostnames),
             )?;
-            let tags = tag_map(vpc.tags());
+            let tags = self.tags_of(&id, vpc.tags());
             Ok(Observed {
                 address: self.address(Kind::Vpc, &id, &tags),
                 attrs: BTreeMap::from([
@@ -361,11 +392,35 @@ impl Ec2 {
             .try_collect()
             .await
             .map_err(Call::on("describe", "internet gateways"))?;
+        let mut igws = igws;
+        let adopted = self.overlay.ids("igw-");
+        if !adopted.is_empty() {
+            let out = self
+                .client
+                .describe_internet_gateways()
+                .set_internet_gateway_ids(Some(adopted))
+                .send()
+                .await
+                .map_err(Call::on("describe", "internet gateways to adopt"))?;
+            let known: Vec<String> = igws
+                .iter()
+                .filter_map(|v| v.internet_gateway_id().map(str::to_string))
+                .collect();
+            igws.extend(
+                out.internet_gateways()
+                    .iter()
+                    .filter(|v| {
+                        !v.internet_gateway_id()
+                            .is_some_and(|i| known.iter().any(|k| k == i))
+                    })
+                    .cloned(),
+            );
+        }
         Ok(igws
             .into_iter()
             .map(|igw| {
                 let id = igw.internet_gateway_id().unwrap_or_default().to_string();
-                let tags = tag_map(igw.tags());
+                let tags = self.tags_of(&id, igw.tags());
                 let vpc = igw.attachments().iter().find_map(|a| a.vpc_id());
                 Observed {
                     address: self.address(Kind::InternetGateway, &id, &tags),
@@ -388,11 +443,32 @@ impl Ec2 {
             .try_collect()
             .await
             .map_err(Call::on("describe", "subnets"))?;
+        let mut subnets = subnets;
+        let adopted = self.overlay.ids("subnet-");
+        if !adopted.is_empty() {
+            let out = self
+                .client
+                .describe_subnets()
+                .set_subnet_ids(Some(adopted))
+                .send()
+                .await
+                .map_err(Call::on("describe", "subnets to adopt"))?;
+            let known: Vec<String> = subnets
+                .iter()
+                .filter_map(|v| v.subnet_id().map(str::to_string))
+                .collect();
+            subnets.extend(
+                out.subnets()
+                    .iter()
+                    .filter(|v| !v.subnet_id().is_some_and(|i| known.iter().any(|k| k == i)))
+                    .cloned(),
+            );
+        }
         Ok(subnets
             .into_iter()
             .map(|s| {
                 let id = s.subnet_id().unwrap_or_default().to_string();
-                let tags = tag_map(s.tags());
+                let tags = self.tags_of(&id, s.tags());
                 Observed {
                     address: self.address(Kind::Subnet, &id, &tags),
                     attrs: BTreeMap::from([
@@ -428,11 +504,35 @@ impl Ec2 {
             .try_collect()
             .await
             .map_err(Call::on("describe", "route tables"))?;
+        let mut tables = tables;
+        let adopted = self.overlay.ids("rtb-");
+        if !adopted.is_empty() {
+            let out = self
+                .client
+                .describe_route_tables()
+                .set_route_table_ids(Some(adopted))
+                .send()
+                .await
+                .map_err(Call::on("describe", "route tables to adopt"))?;
+            let known: Vec<String> = tables
+                .iter()
+                .filter_map(|v| v.route_table_id().map(str::to_string))
+                .collect();
+            tables.extend(
+                out.route_tables()
+                    .iter()
+                    .filter(|v| {
+                        !v.route_table_id()
+                            .is_some_and(|i| known.iter().any(|k| k == i))
+                    })
+                    .cloned(),
+            );
+        }
         Ok(tables
             .into_iter()
             .map(|t| {
                 let id = t.route_table_id().unwrap_or_default().to_string();
-                let tags = tag_map(t.tags());
+                let tags = self.tags_of(&id, t.tags());
                 let routes = t
                     .routes()
                     .iter()
@@ -488,11 +588,32 @@ impl Ec2 {
             .try_collect()
             .await
             .map_err(Call::on("describe", "security groups"))?;
+        let mut groups = groups;
+        let adopted = self.overlay.ids("sg-");
+        if !adopted.is_empty() {
+            let out = self
+                .client
+                .describe_security_groups()
+                .set_group_ids(Some(adopted))
+                .send()
+                .await
+                .map_err(Call::on("describe", "security groups to adopt"))?;
+            let known: Vec<String> = groups
+                .iter()
+                .filter_map(|v| v.group_id().map(str::to_string))
+                .collect();
+            groups.extend(
+                out.security_groups()
+                    .iter()
+                    .filter(|v| !v.group_id().is_some_and(|i| known.iter().any(|k| k == i)))
+                    .cloned(),
+            );
+        }
         Ok(groups
             .into_iter()
             .map(|g| {
                 let id = g.group_id().unwrap_or_default().to_string();
-                let tags = tag_map(g.tags());
+                let tags = self.tags_of(&id, g.tags());
                 Observed {
                     address: self.address(Kind::SecurityGroup, &id, &tags),
                     attrs: BTreeMap::from([
@@ -778,7 +899,7 @@ impl Ec2 {
                     self.sync_rules(id, Direction::Egress, before, after)
                         .await?
                 }
-                (Kind::Instance, name, _) if self.update_instance(id, change).await? => {
+                (Kind::Instance, name, _) if self.update_instance(id, change, changes).await? => {
                     tracing::debug!(instance = id, attribute = name, "updated");
                 }
                 (kind, name, _) => {

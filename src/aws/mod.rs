@@ -8,6 +8,7 @@ pub mod ec2;
 pub mod iam;
 pub mod lock;
 pub mod logs;
+pub mod overlay;
 pub mod rds;
 pub mod s3;
 pub mod service;
@@ -158,6 +159,8 @@ pub struct Aws {
     rds: Arc<rds::Rds>,
     /// The hand-over's parameters, and the access key secret they store.
     pub ssm: Arc<ssm::Ssm>,
+    /// Tags `adopt` would add, seen by observe before they are written.
+    pub overlay: Arc<overlay::Overlay>,
     services: Vec<Arc<dyn Service>>,
     routes: HashMap<Kind, Arc<dyn Service>>,
 }
@@ -348,16 +351,23 @@ impl Aws {
         let tagging = tagging::Tagging::new(client!(aws_sdk_resourcegroupstagging), prefix);
         let logs_client = client!(aws_sdk_cloudwatchlogs);
         let ec2_client = client!(aws_sdk_ec2);
-        let addresses = Arc::new(ec2::address::Addresses::new(ec2_client.clone(), prefix));
+        let overlay = Arc::new(overlay::Overlay::default());
+        let addresses = Arc::new(ec2::address::Addresses::new(
+            ec2_client.clone(),
+            prefix,
+            overlay.clone(),
+        ));
         let ec2 = Arc::new(ec2::Ec2::new(
             ec2_client.clone(),
             prefix,
             Budgets::default(),
+            overlay.clone(),
         ));
         let rds = Arc::new(rds::Rds::new(
             client!(aws_sdk_rds),
             prefix,
             stack.db_password.clone(),
+            overlay.clone(),
         ));
         let ssm = Arc::new(ssm::Ssm::new(
             client!(aws_sdk_ssm),
@@ -400,7 +410,18 @@ impl Aws {
             addresses,
             rds,
             ssm,
+            overlay,
         })
+    }
+
+    /// The EC2 service, for what `adopt` finds and tags.
+    pub fn ec2(&self) -> &ec2::Ec2 {
+        &self.ec2
+    }
+
+    /// The RDS service, for what `adopt` finds and tags.
+    pub fn rds(&self) -> &rds::Rds {
+        &self.rds
     }
 
     fn service(&self, kind: Kind) -> Result<&dyn Service, Error> {

@@ -147,6 +147,7 @@ pub struct Rds {
     prefix: String,
     /// The master password, sent on create and when its hash changed.
     password: Secret,
+    overlay: std::sync::Arc<super::overlay::Overlay>,
 }
 
 /// Where the database answers, and as whom to log in.
@@ -157,11 +158,17 @@ pub struct Endpoint {
 }
 
 impl Rds {
-    pub fn new(client: Client, prefix: &str, password: Secret) -> Self {
+    pub fn new(
+        client: Client,
+        prefix: &str,
+        password: Secret,
+        overlay: std::sync::Arc<super::overlay::Overlay>,
+    ) -> Self {
         Rds {
             client,
             prefix: prefix.to_string(),
             password,
+            overlay,
         }
     }
 
@@ -217,14 +224,17 @@ impl Rds {
             return Ok(None);
         };
         let arn = group.db_subnet_group_arn().unwrap_or_default();
-        let tags = tag_map(
-            self.client
-                .list_tags_for_resource()
-                .resource_name(arn)
-                .send()
-                .await
-                .map_err(Call::on("list tags of", arn))?
-                .tag_list(),
+        let tags = self.overlay.tags(
+            group_name,
+            tag_map(
+                self.client
+                    .list_tags_for_resource()
+                    .resource_name(arn)
+                    .send()
+                    .await
+                    .map_err(Call::on("list tags of", arn))?
+                    .tag_list(),
+            ),
         );
         ours(&tags, &self.prefix, "DB subnet group", group_name, REMEDY)?;
         let subnets = group
@@ -272,7 +282,7 @@ impl Rds {
         let Some(db) = self.describe(identifier).await? else {
             return Ok(None);
         };
-        let tags = tag_map(db.tag_list());
+        let tags = self.overlay.tags(identifier, tag_map(db.tag_list()));
         ours(&tags, &self.prefix, "database", identifier, REMEDY)?;
         if db.db_instance_status() == Some("deleting") {
             // Going away; a create has to wait until it is gone.
@@ -409,7 +419,7 @@ impl Rds {
                 change,
                 "backup_retention_days",
             )? as i32)
-            .storage_encrypted(true)
+            .storage_encrypted(attrs.bool("storage_encrypted").unwrap_or(true))
             .set_tags(Some(rds_tags(&tags)))
             .send()
             .await;
@@ -752,5 +762,106 @@ mod tests {
         }
         assert!(hopeless("failed") && hopeless("incompatible-parameters"));
         assert!(!hopeless("creating") && !hopeless("modifying"));
+    }
+}
+
+/// What `adopt` finds of a database: it, its subnet group and VPC.
+#[derive(Debug)]
+pub struct AdoptedDatabase {
+    pub database: crate::aws::ec2::adopt::Found,
+    pub database_arn: String,
+    /// The subnet group, and its ARN (for tagging).
+    pub subnet_group: Option<(crate::aws::ec2::adopt::Found, String)>,
+    pub vpc: Option<String>,
+    pub security_groups: Vec<String>,
+    pub engine_version: Option<String>,
+    pub instance_class: Option<String>,
+    pub username: Option<String>,
+    pub storage_encrypted: Option<bool>,
+    pub allocated_storage: Option<i32>,
+    pub subnet_group_name: Option<String>,
+}
+
+impl Rds {
+    /// The database `identifier` and its subnet group, as adopt finds them.
+    pub async fn discover(&self, identifier: &str) -> Result<Option<AdoptedDatabase>, Error> {
+        use crate::aws::ec2::adopt::Found;
+        let Some(db) = self.describe(identifier).await? else {
+            return Ok(None);
+        };
+        let group_name = db
+            .db_subnet_group()
+            .and_then(|g| g.db_subnet_group_name())
+            .map(str::to_string);
+        let subnet_group = match &group_name {
+            Some(name) => {
+                let out = self
+                    .client
+                    .describe_db_subnet_groups()
+                    .db_subnet_group_name(name)
+                    .send()
+                    .await
+                    .map_err(Call::on("describe DB subnet group", name))?;
+                match out.db_subnet_groups().first() {
+                    Some(g) => {
+                        let arn = g.db_subnet_group_arn().unwrap_or_default().to_string();
+                        let tags = tag_map(
+                            self.client
+                                .list_tags_for_resource()
+                                .resource_name(&arn)
+                                .send()
+                                .await
+                                .map_err(Call::on("list tags of", &arn))?
+                                .tag_list(),
+                        );
+                        Some((
+                            Found {
+                                address: desired::db_subnet_group(),
+                                id: name.clone(),
+                                tags,
+                            },
+                            arn,
+                        ))
+                    }
+                    None => None,
+                }
+            }
+            None => None,
+        };
+        Ok(Some(AdoptedDatabase {
+            database: Found {
+                address: desired::database(),
+                id: identifier.to_string(),
+                tags: tag_map(db.tag_list()),
+            },
+            database_arn: db.db_instance_arn().unwrap_or_default().to_string(),
+            vpc: db
+                .db_subnet_group()
+                .and_then(|g| g.vpc_id())
+                .map(str::to_string),
+            subnet_group,
+            security_groups: db
+                .vpc_security_groups()
+                .iter()
+                .filter_map(|g| g.vpc_security_group_id())
+                .map(str::to_string)
+                .collect(),
+            engine_version: db.engine_version().map(str::to_string),
+            instance_class: db.db_instance_class().map(str::to_string),
+            username: db.master_username().map(str::to_string),
+            storage_encrypted: db.storage_encrypted(),
+            allocated_storage: db.allocated_storage(),
+            subnet_group_name: group_name,
+        }))
+    }
+
+    /// Adds `tags` to the RDS resource `arn` (`what` names it in errors).
+    pub async fn add_tags(
+        &self,
+        arn: &str,
+        tags: &BTreeMap<String, String>,
+        what: &str,
+    ) -> Result<(), Error> {
+        self.tag(arn, tags, "tag", what).await
     }
 }

@@ -2,6 +2,7 @@
 //! AWS emulator (a moto server each test starts and stops, or LocalStack:
 //! see common.rs). One test crate, so the SDK is linked once.
 
+mod adopt;
 mod bad_input;
 mod bench;
 mod common;

@@ -21,18 +21,24 @@ use async_trait::async_trait;
 pub struct Addresses {
     client: Client,
     prefix: String,
+    overlay: std::sync::Arc<crate::aws::overlay::Overlay>,
 }
 
 impl Addresses {
-    pub fn new(client: Client, prefix: &str) -> Self {
+    pub fn new(
+        client: Client,
+        prefix: &str,
+        overlay: std::sync::Arc<crate::aws::overlay::Overlay>,
+    ) -> Self {
         Addresses {
             client,
             prefix: prefix.to_string(),
+            overlay,
         }
     }
 
     async fn live(&self) -> Result<Vec<ElasticAddress>, Error> {
-        Ok(self
+        let mut live = self
             .client
             .describe_addresses()
             .filters(stack_filter(&self.prefix))
@@ -40,7 +46,31 @@ impl Addresses {
             .await
             .map_err(Call::on("describe", "elastic IPs"))?
             .addresses()
-            .to_vec())
+            .to_vec();
+        let adopted = self.overlay.ids("eipalloc-");
+        if !adopted.is_empty() {
+            let out = self
+                .client
+                .describe_addresses()
+                .set_allocation_ids(Some(adopted))
+                .send()
+                .await
+                .map_err(Call::on("describe", "elastic IPs to adopt"))?;
+            let known: Vec<String> = live
+                .iter()
+                .filter_map(|a| a.allocation_id().map(str::to_string))
+                .collect();
+            live.extend(
+                out.addresses()
+                    .iter()
+                    .filter(|a| {
+                        !a.allocation_id()
+                            .is_some_and(|i| known.iter().any(|k| k == i))
+                    })
+                    .cloned(),
+            );
+        }
+        Ok(live)
     }
 
     /// The public address of the stack's Elastic IP, once it exists.
@@ -59,7 +89,7 @@ impl Addresses {
             .into_iter()
             .filter_map(|a| {
                 let id = a.allocation_id()?.to_string();
-                let tags = tag_map(a.tags());
+                let tags = self.overlay.tags(&id, tag_map(a.tags()));
                 Some(Observed {
                     address: super::address_of(&self.prefix, Kind::ElasticIp, &id, &tags),
                     attrs: BTreeMap::from([

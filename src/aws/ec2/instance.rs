@@ -281,22 +281,46 @@ impl Ec2 {
     }
 
     pub(super) async fn observe_instances(&self) -> Result<Vec<Observed>, Error> {
-        let instances = self
+        let mut instances = self
             .stack_instances(&["pending", "running", "stopping", "stopped"])
             .await?;
+        let adopted = self.overlay.ids("i-");
+        if !adopted.is_empty() {
+            let known: Vec<String> = instances
+                .iter()
+                .filter_map(|i| i.instance_id().map(str::to_string))
+                .collect();
+            let out = self
+                .client
+                .describe_instances()
+                .set_instance_ids(Some(adopted))
+                .send()
+                .await
+                .map_err(Call::on("describe", "instances to adopt"))?;
+            instances.extend(
+                out.reservations()
+                    .iter()
+                    .flat_map(|r| r.instances())
+                    .filter(|i| {
+                        !i.instance_id()
+                            .is_some_and(|id| known.iter().any(|k| k == id))
+                    })
+                    .cloned(),
+            );
+        }
         let mut observed = Vec::new();
         for i in instances {
             let id = i.instance_id().unwrap_or_default().to_string();
-            let tags = tag_map(i.tags());
+            let tags = self.tags_of(&id, i.tags());
             let root = i
                 .block_device_mappings()
                 .iter()
                 .find(|m| m.device_name() == i.root_device_name())
                 .and_then(|m| m.ebs())
                 .and_then(|e| e.volume_id());
-            let (size, encrypted) = match root {
+            let (size, encrypted, volume_type) = match root {
                 Some(volume) => self.volume(volume).await?,
-                None => (Value::None, Value::None),
+                None => (Value::None, Value::None, Value::None),
             };
             let groups = i
                 .security_groups()
@@ -357,6 +381,7 @@ impl Ec2 {
                     ("security_groups", Value::Set(groups)),
                     ("root_volume_size", size),
                     ("root_volume_encrypted", encrypted),
+                    ("root_volume_type", volume_type),
                     ("http_tokens", http_tokens),
                     (
                         "state",
@@ -379,7 +404,8 @@ impl Ec2 {
         Ok(observed)
     }
 
-    async fn volume(&self, volume: &str) -> Result<(Value, Value), Error> {
+    /// A volume's size, encryption and type.
+    async fn volume(&self, volume: &str) -> Result<(Value, Value, Value), Error> {
         let out = self
             .client
             .describe_volumes()
@@ -394,6 +420,9 @@ impl Ec2 {
                 .unwrap_or(Value::None),
             v.and_then(|v| v.encrypted())
                 .map(Value::Bool)
+                .unwrap_or(Value::None),
+            v.and_then(|v| v.volume_type())
+                .map(|t| Value::Text(t.as_str().to_string()))
                 .unwrap_or(Value::None),
         ))
     }
@@ -480,7 +509,7 @@ impl Ec2 {
                         EbsBlockDevice::builder()
                             .volume_size(volume_size as i32)
                             .volume_type(VolumeType::Gp3)
-                            .encrypted(true)
+                            .encrypted(attrs.bool("root_volume_encrypted").unwrap_or(true))
                             .delete_on_termination(true)
                             .build(),
                     )
@@ -605,7 +634,11 @@ impl Ec2 {
         &self,
         id: &str,
         change: &AttrChange,
+        all: &[AttrChange],
     ) -> Result<bool, Error> {
+        // EC2 takes one modification of a volume per six hours: a new size
+        // and type go in one call.
+        let other = |name: &str| all.iter().find(|c| c.name == name).map(|c| &c.after);
         match (change.name, &change.after) {
             ("instance_type", Value::Text(t)) => {
                 // A type change needs the server stopped; it starts again after.
@@ -649,7 +682,18 @@ impl Ec2 {
                     .await
                     .map_err(Call::on("set security groups of", id))?;
             }
-            ("root_volume_size", Value::Int(size)) => {
+            ("root_volume_type", Value::Text(_)) if other("root_volume_size").is_some() => {}
+            ("root_volume_size" | "root_volume_type", _) => {
+                let size = match (change.name, &change.after) {
+                    ("root_volume_size", Value::Int(size)) => Some(*size as i32),
+                    _ => None,
+                };
+                let volume_type = match (change.name, &change.after, other("root_volume_type")) {
+                    ("root_volume_type", Value::Text(t), _) | (_, _, Some(Value::Text(t))) => {
+                        Some(VolumeType::from(t.as_str()))
+                    }
+                    _ => None,
+                };
                 let out = self
                     .client
                     .describe_instances()
@@ -665,15 +709,16 @@ impl Ec2 {
                     .find(|m| m.device_name() == Some(ROOT_DEVICE))
                     .and_then(|m| m.ebs())
                     .and_then(|e| e.volume_id())
-                    .ok_or_else(|| incomplete("grow root volume of", id, "root volume"))?
+                    .ok_or_else(|| incomplete("modify root volume of", id, "root volume"))?
                     .to_string();
                 self.client
                     .modify_volume()
                     .volume_id(&volume)
-                    .size(*size as i32)
+                    .set_size(size)
+                    .set_volume_type(volume_type)
                     .send()
                     .await
-                    .map_err(Call::on("grow volume", &volume))?;
+                    .map_err(Call::on("modify volume", &volume))?;
             }
             ("instance_profile", Value::Ref(Ref::Id(profile))) => {
                 let spec = IamInstanceProfileSpecification::builder()
