@@ -93,6 +93,8 @@ pub struct Adoption {
 enum Target {
     Ec2(String),
     Rds { arn: String, name: String },
+    Bucket(String),
+    LogGroup(String),
 }
 
 impl Adoption {
@@ -134,6 +136,16 @@ impl Adoption {
                 Target::Rds { arn, name } => aws
                     .rds()
                     .add_tags(arn, &takeover.tags, name)
+                    .await
+                    .map_err(aws_error)?,
+                Target::Bucket(name) => aws
+                    .s3()
+                    .add_tags(name, &takeover.tags)
+                    .await
+                    .map_err(aws_error)?,
+                Target::LogGroup(name) => aws
+                    .logs()
+                    .add_tags(name, &takeover.tags)
                     .await
                     .map_err(aws_error)?,
             }
@@ -193,6 +205,13 @@ pub async fn prepare(
         }
         None => None,
     };
+    if instance.is_none() && db.is_none() && !problems.is_empty() {
+        return Err(Error::Problems {
+            prefix: stack.prefix.clone(),
+            problems,
+        }
+        .into());
+    }
     if instance.is_none() && db.is_none() {
         return Err(nothing(match source {
             Source::Terraform(_) => "the state has neither an aws_instance nor an aws_db_instance",
@@ -259,6 +278,44 @@ pub async fn prepare(
                 },
             ));
         }
+    }
+    // A bucket and log group made by hand under the names the stack file
+    // gives them: the stack's from now on.
+    let (bucket, group) = tokio::try_join!(
+        async {
+            aws.s3()
+                .adoptable(&stack.storage.bucket)
+                .await
+                .map_err(aws_error)
+        },
+        async {
+            aws.logs()
+                .adoptable(&stack.logs.group)
+                .await
+                .map_err(aws_error)
+        },
+    )?;
+    if let Some(tags) = bucket {
+        let name = stack.storage.bucket.clone();
+        found.push((
+            Found {
+                address: desired::bucket(),
+                id: name.clone(),
+                tags,
+            },
+            Target::Bucket(name),
+        ));
+    }
+    if let Some(tags) = group {
+        let name = stack.logs.group.clone();
+        found.push((
+            Found {
+                address: desired::log_group(),
+                id: name.clone(),
+                tags,
+            },
+            Target::LogGroup(name),
+        ));
     }
     for (f, _) in &found {
         if let Some(other) = f.tags.get(STACK_TAG)

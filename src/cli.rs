@@ -85,12 +85,30 @@ pub enum Command {
         /// (final snapshots kept, buckets with files refused); changes nothing
         #[arg(long)]
         destroy: bool,
+        /// Print the plan's resources and the order they are worked in, as a
+        /// mermaid flowchart (GitHub renders it in Markdown) or Graphviz DOT
+        #[arg(long, value_enum, value_name = "FORMAT", num_args = 0..=1,
+              default_missing_value = "mermaid", conflicts_with = "json")]
+        graph: Option<GraphFormat>,
+        /// Plan to replace this resource (e.g. instance.app) though nothing
+        /// forces it; repeatable
+        #[arg(long, value_name = "ADDRESS")]
+        replace: Vec<ihp_infra::model::Address>,
     },
+    /// List every resource of the stack, unchanged ones too, with its id and
+    /// what apply would do with it
+    #[command(alias = "status")]
+    Show,
     /// Create or update the stack's resources to match the stack file
     Apply {
         /// Do not ask for confirmation
         #[arg(long)]
         auto_approve: bool,
+        /// Replace this resource though nothing forces it (e.g. instance.app,
+        /// onto the newest image of its NixOS release); repeatable. A server
+        /// holding Postgres or the database still needs its --replace-… flag
+        #[arg(long, value_name = "ADDRESS")]
+        replace: Vec<ihp_infra::model::Address>,
         /// Let a change in the stack file replace the database: the new one
         /// starts empty, the old one's data stays in its final snapshot
         #[arg(long)]
@@ -189,6 +207,13 @@ pub struct LockArgs {
     /// (e.g. 30s, 10m) instead of stopping at once
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "0s")]
     pub lock_timeout: std::time::Duration,
+}
+
+/// How `plan --graph` draws the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    Mermaid,
+    Dot,
 }
 
 /// The shells completions are written for.

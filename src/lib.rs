@@ -14,8 +14,8 @@ pub mod ssh_config;
 
 // The core crate's modules, under the names the whole crate uses.
 pub use ihp_infra_core::{
-    DestroyOptions, Goal, adopt, db_info, desired, executor, handover, init, json, model, nixos,
-    outputs, password, plan, policies, redact, regions, render, ssh, stack,
+    DestroyOptions, Goal, adopt, db_info, desired, executor, graph, handover, init, json, model,
+    nixos, outputs, password, plan, policies, redact, regions, render, ssh, stack,
 };
 
 use aws::Aws;
@@ -68,13 +68,61 @@ pub async fn plan(
     goal: Goal,
     settings: &aws::Settings,
 ) -> Result<(Aws, Plan), Error> {
+    plan_with_replacements(stack, goal, settings, &[]).await
+}
+
+/// [`plan`], with `--replace` addresses.
+pub async fn plan_with_replacements(
+    stack: &Stack,
+    goal: Goal,
+    settings: &aws::Settings,
+    replacing: &[model::Address],
+) -> Result<(Aws, Plan), Error> {
     let aws = Aws::connect(stack, settings).await?;
-    let plan = plan_with(&aws, stack, goal).await?;
+    let plan = plan_replacing(&aws, stack, goal, replacing).await?;
     Ok((aws, plan))
+}
+
+/// Checks `--replace` addresses against what the stack has, before any AWS
+/// call: each must be a resource the stack file asks for.
+pub fn check_replacements(stack: &Stack, replacing: &[model::Address]) -> Result<(), String> {
+    let graph = desired::graph(
+        stack,
+        &desired::Facts::unknown(policies::Arns {
+            partition: "aws".into(),
+            account: String::new(),
+            region: stack.region.clone(),
+        }),
+    );
+    for address in replacing {
+        if !graph.wanted.iter().any(|d| &d.address == address) {
+            return Err(format!(
+                "--replace {address}: the stack has no such resource; it has {}",
+                graph
+                    .wanted
+                    .iter()
+                    .map(|d| d.address.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Observes the stack's live resources through `aws` and plans for `goal`.
 pub async fn plan_with(aws: &Aws, stack: &Stack, goal: Goal) -> Result<Plan, Error> {
+    plan_replacing(aws, stack, goal, &[]).await
+}
+
+/// [`plan_with`], replacing the live resources at `replacing` whether or
+/// not anything forces it (`--replace`).
+pub async fn plan_replacing(
+    aws: &Aws,
+    stack: &Stack,
+    goal: Goal,
+    replacing: &[model::Address],
+) -> Result<Plan, Error> {
     // What to look for needs names only, not what a create would use.
     let shape = desired::graph(stack, &desired::Facts::unknown(aws.arns.clone()));
     let mut observed = aws.observe(&aws::Wanted { graph: &shape }).await?;
@@ -83,7 +131,13 @@ pub async fn plan_with(aws: &Aws, stack: &Stack, goal: Goal) -> Result<Plan, Err
             let facts = aws.facts(stack, &observed).await?;
             aws.mark_key_secrets(&facts, &mut observed);
             let desired = desired::resources(stack, &facts);
-            let plan = plan::reconcile(&stack.prefix, &stack.region, &desired, &observed)?;
+            let plan = plan::reconcile_replacing(
+                &stack.prefix,
+                &stack.region,
+                &desired,
+                &observed,
+                replacing,
+            )?;
             let launches = plan.changes.iter().any(|c| {
                 c.address == desired::instance()
                     && matches!(c.action, Action::Create | Action::Replace)

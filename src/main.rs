@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 
 use clap::CommandFactory;
-use cli::{Cli, Command, LogFormat, Shell};
+use cli::{Cli, Command, GraphFormat, LogFormat, Shell};
 use ihp_infra::adoption::Source;
 use ihp_infra::render::{self, Palette};
 use ihp_infra::session::Session;
@@ -226,6 +226,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::Plan { replace, .. } | Command::Apply { replace, .. } = &cli.command {
+        ihp_infra::check_replacements(&stack, replace)?;
+    }
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("failed to start: {e}"))?;
     runtime.block_on(async move {
         match cli.command {
@@ -236,6 +239,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 detailed_exitcode,
                 json,
                 destroy,
+                graph,
+                replace,
             } => {
                 // A preview of `destroy` with its defaults: what it deletes
                 // and what it keeps, the same plan it would show.
@@ -244,10 +249,17 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 } else {
                     Goal::Converge
                 };
-                let (_, plan) = ihp_infra::plan(&stack, goal, &settings)
-                    .await
-                    .map_err(explain)?;
-                if json {
+                let (_, plan) =
+                    ihp_infra::plan_with_replacements(&stack, goal, &settings, &replace)
+                        .await
+                        .map_err(explain)?;
+                if let Some(format) = graph {
+                    let format = match format {
+                        GraphFormat::Mermaid => ihp_infra::graph::Format::Mermaid,
+                        GraphFormat::Dot => ihp_infra::graph::Format::Dot,
+                    };
+                    out!("{}", ihp_infra::graph::render(&plan, format));
+                } else if json {
                     outln!("{}", ihp_infra::json::plan_text(&plan));
                 } else {
                     out!(
@@ -267,8 +279,19 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     ExitCode::SUCCESS
                 })
             }
+            Command::Show => {
+                let (_, plan) = ihp_infra::plan(&stack, Goal::Converge, &settings)
+                    .await
+                    .map_err(explain)?;
+                out!(
+                    "{}",
+                    render::status(&plan, &Palette::new(console::colors_enabled()))
+                );
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Apply {
                 auto_approve,
+                replace,
                 replace_database,
                 replace_server,
                 lock,
@@ -284,6 +307,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     stack: &stack,
                     goal: Goal::Converge,
                     auto_approve,
+                    replace,
                     allow,
                     quiet,
                     settings: &settings,
@@ -305,6 +329,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     stack: &stack,
                     goal: Goal::Destroy(options),
                     auto_approve,
+                    replace: vec![],
                     allow: vec![],
                     quiet,
                     settings: &settings,
@@ -513,6 +538,8 @@ struct Run<'a> {
     stack: &'a Stack,
     goal: Goal,
     auto_approve: bool,
+    /// --replace: resources replaced on purpose.
+    replace: Vec<ihp_infra::model::Address>,
     /// --replace-database, --replace-server: see `Plan::risks`.
     allow: Vec<&'static str>,
     quiet: bool,
@@ -558,7 +585,7 @@ async fn execute_locked(
     interrupts: &Interrupts,
 ) -> Result<ExitCode, String> {
     let (stack, goal, quiet) = (run.stack, run.goal, run.quiet);
-    let plan = session.plan(stack).await.map_err(explain)?;
+    let plan = session.plan(stack, &run.replace).await.map_err(explain)?;
     let colors = console::colors_enabled();
     // Quiet skips the plan only when nobody is asked to confirm it.
     if !(quiet && run.auto_approve) {
@@ -858,6 +885,12 @@ Then `ihp-infra apply` makes these changes:
         )?;
     }
     adoption.carry_out(session.aws()).await.map_err(explain)?;
+    // What bench/adopt.sh reports (the lock's release is one more call).
+    tracing::info!(
+        calls = ihp_infra::aws::calls::calls() + 1,
+        taken_over = adoption.takeovers.len(),
+        "adopted"
+    );
     if !quiet {
         errln!(
             "\nAdopted {} resources into stack {}{}. Next: `ihp-infra apply`; then retire the Terraform folder (README, \"Coming from Terraform\").",

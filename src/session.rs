@@ -144,8 +144,13 @@ impl Session {
         self.lock.clone()
     }
 
-    pub async fn plan(&self, stack: &Stack) -> Result<Plan, Error> {
-        crate::plan_with(&self.aws, stack, self.goal).await
+    /// The plan, replacing the resources at `replacing` (`--replace`).
+    pub async fn plan(
+        &self,
+        stack: &Stack,
+        replacing: &[crate::model::Address],
+    ) -> Result<Plan, Error> {
+        crate::plan_replacing(&self.aws, stack, self.goal, replacing).await
     }
 
     pub async fn execute(

@@ -41,16 +41,72 @@ pub struct Logs {
     tagging: super::tagging::Tagging,
     prefix: String,
     arns: Arns,
+    overlay: std::sync::Arc<super::overlay::Overlay>,
 }
 
 impl Logs {
-    pub fn new(client: Client, tagging: super::tagging::Tagging, prefix: &str, arns: Arns) -> Self {
+    pub fn new(
+        client: Client,
+        tagging: super::tagging::Tagging,
+        prefix: &str,
+        arns: Arns,
+        overlay: std::sync::Arc<super::overlay::Overlay>,
+    ) -> Self {
         Logs {
             client,
             tagging,
             prefix: prefix.to_string(),
             arns,
+            overlay,
         }
+    }
+
+    /// The log group's tags, when it exists (for `adopt`).
+    pub async fn adoptable(&self, group: &str) -> Result<Option<BTreeMap<String, String>>, Error> {
+        let out = self
+            .client
+            .describe_log_groups()
+            .log_group_name_prefix(group)
+            .send()
+            .await
+            .map_err(Call::on("describe log group", group))?;
+        if !out
+            .log_groups()
+            .iter()
+            .any(|g| g.log_group_name() == Some(group))
+        {
+            return Ok(None);
+        }
+        self.live_tags(group).await.map(Some)
+    }
+
+    async fn live_tags(&self, group: &str) -> Result<BTreeMap<String, String>, Error> {
+        Ok(self
+            .client
+            .list_tags_for_resource()
+            .resource_arn(self.arns.log_group(group))
+            .send()
+            .await
+            .map_err(Call::on("list tags of log group", group))?
+            .tags()
+            .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default())
+    }
+
+    /// Adds `tags` to the log group's.
+    pub async fn add_tags(
+        &self,
+        group: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), Error> {
+        self.client
+            .tag_resource()
+            .resource_arn(self.arns.log_group(group))
+            .set_tags(Some(tags.clone().into_iter().collect()))
+            .send()
+            .await
+            .map_err(Call::on("tag log group", group))?;
+        Ok(())
     }
 
     async fn observe(&self, group: &str) -> Result<Vec<Observed>, Error> {
@@ -79,16 +135,7 @@ impl Logs {
         else {
             return Ok(observed);
         };
-        let tags: BTreeMap<String, String> = self
-            .client
-            .list_tags_for_resource()
-            .resource_arn(self.arns.log_group(group))
-            .send()
-            .await
-            .map_err(Call::on("list tags of log group", group))?
-            .tags()
-            .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default();
+        let tags = self.overlay.tags(group, self.live_tags(group).await?);
         ours(
             &tags,
             &self.prefix,

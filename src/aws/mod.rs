@@ -161,6 +161,8 @@ pub struct Aws {
     pub ssm: Arc<ssm::Ssm>,
     /// Tags `adopt` would add, seen by observe before they are written.
     pub overlay: Arc<overlay::Overlay>,
+    s3: Arc<s3::S3>,
+    logs: Arc<logs::Logs>,
     services: Vec<Arc<dyn Service>>,
     routes: HashMap<Kind, Arc<dyn Service>>,
 }
@@ -377,23 +379,27 @@ impl Aws {
             stack.database.clone().unwrap_or_default().username,
             rds.clone(),
         ));
+        let s3 = Arc::new(s3::S3::new(
+            aws_sdk_s3::Client::from_conf(s3_config),
+            tagging.clone(),
+            prefix,
+            &stack.region,
+            overlay.clone(),
+        ));
+        let logs = Arc::new(logs::Logs::new(
+            logs_client.clone(),
+            tagging,
+            prefix,
+            arns.clone(),
+            overlay.clone(),
+        ));
         let services: Vec<Arc<dyn Service>> = vec![
             ssm.clone(),
             ec2.clone(),
             addresses.clone(),
             rds.clone(),
-            Arc::new(s3::S3::new(
-                aws_sdk_s3::Client::from_conf(s3_config),
-                tagging.clone(),
-                prefix,
-                &stack.region,
-            )),
-            Arc::new(logs::Logs::new(
-                logs_client.clone(),
-                tagging,
-                prefix,
-                arns.clone(),
-            )),
+            s3.clone(),
+            logs.clone(),
             Arc::new(iam::Iam::new(client!(aws_sdk_iam), prefix, arns.clone())),
         ];
         Ok(Aws {
@@ -411,6 +417,8 @@ impl Aws {
             rds,
             ssm,
             overlay,
+            s3,
+            logs,
         })
     }
 
@@ -422,6 +430,16 @@ impl Aws {
     /// The RDS service, for what `adopt` finds and tags.
     pub fn rds(&self) -> &rds::Rds {
         &self.rds
+    }
+
+    /// The S3 service, for the bucket `adopt` may take over.
+    pub fn s3(&self) -> &s3::S3 {
+        &self.s3
+    }
+
+    /// The CloudWatch Logs service, for the log group `adopt` may take over.
+    pub fn logs(&self) -> &logs::Logs {
+        &self.logs
     }
 
     fn service(&self, kind: Kind) -> Result<&dyn Service, Error> {

@@ -75,6 +75,7 @@ pub struct S3 {
     tagging: super::tagging::Tagging,
     prefix: String,
     region: String,
+    overlay: std::sync::Arc<super::overlay::Overlay>,
 }
 
 impl S3 {
@@ -83,13 +84,36 @@ impl S3 {
         tagging: super::tagging::Tagging,
         prefix: &str,
         region: &str,
+        overlay: std::sync::Arc<super::overlay::Overlay>,
     ) -> Self {
         S3 {
             client,
             tagging,
             prefix: prefix.to_string(),
             region: region.to_string(),
+            overlay,
         }
+    }
+
+    /// The tags of `bucket` when it is one of this account's that `adopt`
+    /// may take over; None when there is none (or it is someone else's).
+    pub async fn adoptable(&self, bucket: &str) -> Result<Option<BTreeMap<String, String>>, Error> {
+        match self.tags(bucket).await {
+            Ok(Some(tags)) if self.owned(bucket).await? => Ok(Some(tags)),
+            Ok(_) | Err(Error::Taken { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Adds `tags` to the bucket's (PutBucketTagging replaces the set).
+    pub async fn add_tags(
+        &self,
+        bucket: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), Error> {
+        let mut all = self.tags(bucket).await?.unwrap_or_default();
+        all.extend(tags.clone());
+        self.put_tags(bucket, &all).await
     }
 
     /// The bucket's tags; `None` when there is no such bucket.
@@ -126,6 +150,7 @@ impl S3 {
         let Some(tags) = self.tags(bucket).await? else {
             return Ok(observed);
         };
+        let tags = self.overlay.tags(bucket, tags);
         if !is_ours(&tags, &self.prefix) {
             // Readable is not the same as ours: endpoints that don't enforce
             // other accounts' permissions (moto) answer for their buckets too.

@@ -398,6 +398,10 @@ async fn adopt_from_a_terraform_state_keeps_every_id_and_then_apply_converges() 
             .contains("matches the password in the Terraform state"),
         "{out:?}"
     );
+    // The whole of what adopt shows, ids filtered.
+    insta::with_settings!({ filters => crate::common::id_filters() }, {
+        insta::assert_snapshot!("adopt_from_terraform", out.stdout);
+    });
     let stack = std::fs::read_to_string(p.dir.path().join("stack.yaml")).unwrap();
     for setting in [
         format!("  ami: {PINNED_AMI}"),
@@ -502,6 +506,43 @@ async fn adopt_without_a_state_finds_the_boilerplate_by_name_and_resets_the_pass
         return;
     };
     let b = boilerplate(&emulator, "byname").await;
+    // The bucket and log group IHP's guide had you make in the console.
+    let s3 = emulator.s3(REGION).await;
+    s3.create_bucket()
+        .bucket("byname-storage")
+        .create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::EuCentral1)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    s3.put_bucket_tagging()
+        .bucket("byname-storage")
+        .tagging(
+            aws_sdk_s3::types::Tagging::builder()
+                .tag_set(
+                    aws_sdk_s3::types::Tag::builder()
+                        .key("owner")
+                        .value("web-team")
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    emulator
+        .logs(REGION)
+        .await
+        .create_log_group()
+        .log_group_name("/ihp/byname")
+        .send()
+        .await
+        .unwrap();
     let p = Project::with_stack(&emulator.endpoint(), "byname", REGION);
     let before = emulator.actions().len();
 
@@ -517,6 +558,29 @@ async fn adopt_without_a_state_finds_the_boilerplate_by_name_and_resets_the_pass
         "{out:?}"
     );
     assert!(out.stdout.contains("(was Name=byname-ihp_app)"), "{out:?}");
+    for taken in ["bucket.storage", "log_group.logs"] {
+        assert!(
+            out.stdout
+                .lines()
+                .any(|l| l.trim_start().starts_with(taken)),
+            "{taken}: {out:?}"
+        );
+    }
+    let tags = s3
+        .get_bucket_tagging()
+        .bucket("byname-storage")
+        .send()
+        .await
+        .unwrap();
+    let tags: Vec<(&str, &str)> = tags
+        .tag_set()
+        .iter()
+        .map(|t| (t.key(), t.value()))
+        .collect();
+    assert!(
+        tags.contains(&("owner", "web-team")) && tags.contains(&("ihp-infra:stack", "byname")),
+        "the bucket's own tags stay: {tags:?}"
+    );
     let plan = p.run_ok(&["plan"], 0);
     assert!(plan.stdout.contains("password"), "{plan:?}");
     p.run_ok(&["apply", "--auto-approve"], 0);
@@ -534,6 +598,79 @@ async fn adopt_without_a_state_finds_the_boilerplate_by_name_and_resets_the_pass
     for action in REPLACING {
         assert!(!after.contains(&action.to_string()), "{action}: {after:?}");
     }
+    assert!(
+        !after
+            .iter()
+            .any(|a| a == "CreateBucket" || a == "DeleteBucket"),
+        "the bucket is kept: {after:?}"
+    );
+}
+
+#[tokio::test]
+async fn adopt_of_a_server_made_by_hand_in_the_default_vpc_explains_why_not() {
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    let ec2 = emulator.ec2_with_key(REGION).await;
+    // The console's way: the default VPC.
+    let instance = ec2
+        .run_instances()
+        .image_id(PINNED_AMI)
+        .instance_type(InstanceType::T3Medium)
+        .min_count(1)
+        .max_count(1)
+        .send()
+        .await
+        .unwrap()
+        .instances()[0]
+        .instance_id()
+        .unwrap()
+        .to_string();
+    let p = Project::with_stack(&emulator.endpoint(), "hand", REGION);
+    let out = p.run_ok(&["adopt", "--instance", &instance, "--auto-approve"], 1);
+    assert!(
+        out.stderr.contains("the region's default VPC")
+            && out
+                .stderr
+                .contains("can't move to another VPC without being replaced"),
+        "{out:?}"
+    );
+    assert!(ours(&emulator, "hand").await.is_empty());
+}
+
+#[tokio::test]
+async fn adopt_of_a_server_and_database_named_by_hand() {
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    let b = boilerplate(&emulator, "named").await;
+    let p = Project::with_stack(&emulator.endpoint(), "named", REGION);
+    let before = emulator.actions().len();
+    let out = p.run_ok(
+        &[
+            "adopt",
+            "--instance",
+            &b.instance,
+            "--database",
+            &b.database,
+            "--auto-approve",
+        ],
+        0,
+    );
+    assert!(out.stdout.contains("(was Name=named-ec2_sg)"), "{out:?}");
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    p.run_ok(&["plan", "--detailed-exitcode"], 0);
+    let after = actions_after(&emulator, before);
+    for action in REPLACING {
+        assert!(!after.contains(&action.to_string()), "{action}: {after:?}");
+    }
+    // A name that isn't there is said, before anything is tagged.
+    let q = Project::with_stack(&emulator.endpoint(), "other", REGION);
+    let out = q.run_ok(&["adopt", "--database", "no-such-db", "--auto-approve"], 1);
+    assert!(
+        out.stderr.contains("there is no database no-such-db"),
+        "{out:?}"
+    );
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@
 mod adopt;
 mod bad_input;
 mod bench;
+mod commands;
 mod common;
 mod fidelity;
 mod handover;

@@ -471,10 +471,11 @@ pub fn render(takeovers: &[Takeover], settings: &[&Setting], notes: &[String]) -
             .map(|t| t.address.to_string().len())
             .max()
             .unwrap_or(0);
+        let ids = takeovers.iter().map(|t| t.id.len()).max().unwrap_or(0);
         for t in takeovers {
             let _ = writeln!(
                 out,
-                "  {:width$}  {}  (was {})",
+                "  {:width$}  {:ids$}  (was {})",
                 t.address.to_string(),
                 t.id,
                 t.known_as

@@ -12,6 +12,7 @@ pub mod adopt;
 pub mod db_info;
 pub mod desired;
 pub mod executor;
+pub mod graph;
 pub mod handover;
 pub mod init;
 pub mod json;

@@ -138,6 +138,32 @@ impl Address {
     }
 }
 
+impl std::str::FromStr for Address {
+    type Err = String;
+
+    /// `kind.role`, as plans print addresses (`instance.app`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (kind, role) = s
+            .split_once('.')
+            .ok_or_else(|| format!("{s:?} is not an address; addresses look like instance.app"))?;
+        let kind = Kind::ALL
+            .into_iter()
+            .find(|k| k.label() == kind)
+            .ok_or_else(|| {
+                format!(
+                    "{kind:?} is not a kind of resource; one of {}",
+                    Kind::ALL.map(Kind::label).join(", ")
+                )
+            })?;
+        if role.is_empty() {
+            return Err(format!(
+                "{s:?} names no role; addresses look like instance.app"
+            ));
+        }
+        Ok(Address::new(kind, role))
+    }
+}
+
 impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}", self.kind, self.role)

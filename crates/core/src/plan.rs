@@ -402,6 +402,18 @@ pub fn reconcile(
     desired: &[Desired],
     observed: &[Observed],
 ) -> Result<Plan, PlanError> {
+    reconcile_replacing(prefix, region, desired, observed, &[])
+}
+
+/// [`reconcile`], with the live resources at `replacing` replaced even where
+/// nothing forces it (`apply --replace`: a server onto a newer image).
+pub fn reconcile_replacing(
+    prefix: &str,
+    region: &str,
+    desired: &[Desired],
+    observed: &[Observed],
+    replacing: &[Address],
+) -> Result<Plan, PlanError> {
     let mut live = index(prefix, observed)?;
     // The id a dependent may use: known when the dependency stays in place.
     let mut stable_ids: HashMap<Address, String> = HashMap::new();
@@ -450,7 +462,8 @@ pub fn reconcile(
                         });
                     }
                 }
-                let replace = attrs.iter().any(|a| a.forces_replacement);
+                let replace =
+                    attrs.iter().any(|a| a.forces_replacement) || replacing.contains(&want.address);
                 if !replace
                     && want.address.kind.carries_tags()
                     && let Some(tags) = tag_change(&want.tags, &have.tags)
@@ -1080,5 +1093,27 @@ mod tests {
         );
         assert!(order.contains(&"database.postgres-db".to_string()));
         assert_eq!(order.last().unwrap(), "vpc.vpc");
+    }
+
+    #[test]
+    fn replacing_an_address_replaces_it_with_nothing_else_changed() {
+        let want = resources(&stack(), &crate::desired::test_facts());
+        let live = converged(&want);
+        let server = crate::desired::instance();
+        let plan =
+            reconcile_replacing("demo", "eu-central-1", &want, &live, &[server.clone()]).unwrap();
+        let replaced: Vec<&Address> = plan
+            .changes
+            .iter()
+            .filter(|c| c.action == Action::Replace)
+            .map(|c| &c.address)
+            .collect();
+        assert_eq!(replaced, [&server]);
+        let change = plan.changes.iter().find(|c| c.address == server).unwrap();
+        assert!(
+            change.attrs.iter().all(|a| !a.forces_replacement),
+            "nothing differs: {:?}",
+            change.attrs
+        );
     }
 }

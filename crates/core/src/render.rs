@@ -61,6 +61,60 @@ fn style(p: &Palette, action: Action) -> &Style {
     }
 }
 
+/// `ihp-infra show`: every resource of the stack, unchanged ones too, with
+/// its id, Name and what apply would do with it.
+pub fn status(plan: &Plan, p: &Palette) -> String {
+    let mut out = String::new();
+    let summary = plan.summary();
+    let _ = writeln!(
+        out,
+        "Stack {} in {}: {} resources live, {} to change\n",
+        plan.prefix,
+        plan.region,
+        plan.changes
+            .iter()
+            .filter(|c| c.action != Action::Create)
+            .count(),
+        summary.create + summary.update + summary.replace + summary.delete
+    );
+    let width =
+        |f: fn(&Change) -> String| plan.changes.iter().map(|c| f(c).len()).max().unwrap_or(0);
+    let (wa, wi) = (
+        width(|c| c.address.to_string()),
+        width(|c| c.id.clone().unwrap_or_else(|| "-".into())),
+    );
+    for c in &plan.changes {
+        let state = match c.action {
+            Action::NoOp => "as the stack file says".to_string(),
+            Action::Create => "missing: apply creates it".into(),
+            Action::Update => format!(
+                "apply changes {}",
+                c.attrs
+                    .iter()
+                    .map(|a| a.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Action::Replace => "apply replaces it".into(),
+            Action::Delete => "not in the stack file: apply deletes it".into(),
+        };
+        // The server says whether it runs.
+        let state = match c.observed.text("state") {
+            Some(s) if c.address.kind == crate::model::Kind::Instance => format!("{s}; {state}"),
+            _ => state,
+        };
+        let line = format!(
+            "{} {:wa$}  {:wi$}  {}",
+            symbol(c.action),
+            c.address.to_string(),
+            c.id.as_deref().unwrap_or("-"),
+            state
+        );
+        let _ = writeln!(out, "{}", style(p, c.action).apply_to(line.trim_end()));
+    }
+    out
+}
+
 /// The plan, change by change, attribute by attribute.
 pub fn plan(plan: &Plan, p: &Palette) -> String {
     let mut out = String::new();
@@ -354,5 +408,24 @@ mod tests {
             super::plan(&plan, &Palette::new(false)),
             "No changes. Stack demo in eu-central-1 matches its file (24 resources).\n"
         );
+    }
+
+    #[test]
+    fn status_lists_unchanged_resources_too() {
+        let stack = crate::stack::test_stack("demo");
+        let wanted = crate::desired::resources(&stack, &crate::desired::test_facts());
+        let mut plan = crate::plan::reconcile("demo", "eu-central-1", &wanted, &[]).unwrap();
+        plan.changes[0].action = Action::NoOp;
+        plan.changes[0].id = Some("vpc-0123456789abcdef0".into());
+        let text = status(&plan, &Palette::new(false));
+        let vpc = text.lines().find(|l| l.starts_with("  vpc.vpc ")).unwrap();
+        assert!(
+            vpc.ends_with("vpc-0123456789abcdef0  as the stack file says"),
+            "{text}"
+        );
+        assert!(text.starts_with("Stack demo in eu-central-1: 1 resources live, 23 to change"));
+        assert!(text.contains("+ subnet.public"), "{text}");
+        assert!(text.contains("missing: apply creates it"), "{text}");
+        assert_eq!(text.lines().count(), plan.changes.len() + 2, "{text}");
     }
 }

@@ -1,0 +1,138 @@
+//! plan --graph, show and --replace: the plan drawn, the whole stack
+//! listed, and one resource rebuilt on purpose.
+
+use crate::common::{Emulator, FULL_STACK, Project, id_filters};
+use crate::network::tagged;
+
+const REGION: &str = "eu-central-1";
+
+#[tokio::test]
+async fn plan_graph_draws_every_resource_in_the_order_apply_works() {
+    let emulator = Emulator::start();
+    emulator.ec2_with_key(REGION).await;
+    let p = emulator.project("drawn", REGION);
+    let mermaid = p.run_ok(&["plan", "--graph"], 0);
+    insta::with_settings!({ filters => id_filters() }, {
+        insta::assert_snapshot!(emulator.snapshot("plan_graph"), mermaid.stdout);
+    });
+    let nodes = mermaid
+        .stdout
+        .lines()
+        .filter(|l| l.contains("[\"+ "))
+        .count();
+    assert_eq!(nodes, emulator.stack_size(), "{mermaid:?}");
+    let dot = p.run_ok(&["plan", "--graph", "dot"], 0);
+    assert!(
+        dot.stdout.starts_with("digraph \"drawn in eu-central-1\""),
+        "{dot:?}"
+    );
+    assert!(
+        dot.stdout.contains("\"vpc.vpc\" -> \"subnet.public\";"),
+        "{dot:?}"
+    );
+    // The picture in docs/architecture.md is this one (of the whole stack).
+    if emulator.serves_whole_stack() {
+        let docs =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/architecture.md"))
+                .unwrap();
+        let picture = mermaid.stdout.replace("drawn-", "<prefix>-");
+        assert!(
+            docs.contains(&picture),
+            "docs/architecture.md shows an outdated graph; put this in its mermaid block:\n{picture}"
+        );
+    }
+    let out = p.run_ok(&["plan", "--graph", "--json"], 1);
+    assert!(out.stderr.contains("cannot be used with"), "{out:?}");
+}
+
+#[tokio::test]
+async fn show_lists_every_resource_with_its_id_unchanged_ones_too() {
+    let emulator = Emulator::start();
+    emulator.ec2_with_key(REGION).await;
+    let p = emulator.project("listed", REGION);
+    let before = p.run_ok(&["show"], 0);
+    assert!(
+        before.stdout.starts_with(&format!(
+            "Stack listed in eu-central-1: 0 resources live, {} to change",
+            emulator.stack_size()
+        )),
+        "{before:?}"
+    );
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    let after = p.run_ok(&["status"], 0);
+    let live = tagged(&emulator, "listed").await;
+    let rows: Vec<&str> = after.stdout.lines().skip(2).collect();
+    assert_eq!(rows.len(), emulator.stack_size(), "{after:?}");
+    for row in &rows {
+        assert!(row.ends_with("as the stack file says"), "{row}");
+    }
+    for found in live {
+        // tagged() names some by kind and id ("bucket listed-storage").
+        let id = found.rsplit(' ').next().unwrap();
+        assert!(
+            after.stdout.contains(id),
+            "{found} is not listed: {after:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn replace_rebuilds_one_resource_on_purpose() {
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    let ec2 = emulator.ec2_with_key(REGION).await;
+    let p = Project::with_stack(&emulator.endpoint(), "again", REGION);
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    let server = |out: &str| {
+        out.lines()
+            .find(|l| l.trim_start().starts_with("instance.app"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap()
+            .to_string()
+    };
+    let first = server(&p.run_ok(&["show"], 0).stdout);
+
+    // A typo is refused before any AWS call.
+    let calls = emulator.actions().len();
+    let out = p.run_ok(&["apply", "--replace", "instance.ap", "--auto-approve"], 1);
+    assert!(
+        out.stderr.contains("the stack has no such resource"),
+        "{out:?}"
+    );
+    let out = p.run_ok(&["plan", "--replace", "instances.app"], 1);
+    assert!(out.stderr.contains("is not a kind of resource"), "{out:?}");
+    assert_eq!(emulator.actions().len(), calls, "no AWS call");
+
+    let plan = p.run_ok(&["plan", "--replace", "instance.app"], 0);
+    assert!(plan.stdout.contains("1 to replace"), "{plan:?}");
+    // The database's data: the same guard as a change that replaces it.
+    let out = p.run_ok(
+        &[
+            "apply",
+            "--replace",
+            "database.postgres-db",
+            "--auto-approve",
+        ],
+        1,
+    );
+    assert!(out.stderr.contains("--replace-database"), "{out:?}");
+
+    p.run_ok(&["apply", "--replace", "instance.app", "--auto-approve"], 0);
+    let second = server(&p.run_ok(&["show"], 0).stdout);
+    assert_ne!(first, second, "a new server");
+    let old = ec2
+        .describe_instances()
+        .instance_ids(&first)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        old.reservations()[0].instances()[0]
+            .state()
+            .and_then(|s| s.name())
+            .map(|s| s.as_str()),
+        Some("terminated")
+    );
+    p.run_ok(&["plan", "--detailed-exitcode"], 0);
+}
