@@ -218,7 +218,10 @@ class LatencyProxy:
 
 
 def tree_rss_kib(root: int) -> int:
-    """Resident memory of a process and all its descendants, in KiB."""
+    """Resident memory of a process and all its descendants, in KiB: from
+    /proc on Linux, from ps(1) elsewhere (macOS has no /proc)."""
+    if not Path("/proc/self/status").exists():
+        return tree_rss_kib_ps(root)
     total, todo, seen = 0, [root], set()
     while todo:
         pid = todo.pop()
@@ -234,6 +237,30 @@ def tree_rss_kib(root: int) -> int:
                 todo.extend(int(c) for c in children)
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
+    return total
+
+
+def tree_rss_kib_ps(root: int) -> int:
+    """tree_rss_kib through `ps -A -o pid=,ppid=,rss=` (POSIX; rss in KiB)."""
+    out = subprocess.run(
+        ["ps", "-A", "-o", "pid=,ppid=,rss="], capture_output=True, text=True
+    ).stdout
+    children, rss = {}, {}
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) != 3 or not all(f.isdigit() for f in fields):
+            continue
+        pid, ppid, kib = map(int, fields)
+        rss[pid] = kib
+        children.setdefault(ppid, []).append(pid)
+    total, todo, seen = 0, [root], set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        total += rss.get(pid, 0)
+        todo.extend(children.get(pid, []))
     return total
 
 

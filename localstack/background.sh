@@ -36,3 +36,17 @@ stop_pidfile() {
   fi
   rm -f "$pidfile"
 }
+
+# Says what is missing, before a venv fails half-way: Debian and Ubuntu
+# ship python3 without venv (and ensurepip, which venv needs for pip).
+need_venv() {
+  local python="$1"
+  if ! command -v "$python" >/dev/null 2>&1; then
+    echo "error: $python not found: install Python 3 (Debian/Ubuntu: sudo apt install python3 python3-venv; macOS: brew install python)" >&2
+    exit 1
+  fi
+  if ! "$python" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    echo "error: $python can't make virtual environments: install its venv module (Debian/Ubuntu: sudo apt install python3-venv)" >&2
+    exit 1
+  fi
+}

@@ -25,6 +25,7 @@ install() {
     return 0
   fi
   echo "installing moto $MOTO_VERSION into $VENV" >&2
+  need_venv python3
   rm -rf "$VENV"
   mkdir -p "$CACHE"
   python3 -m venv "$VENV"

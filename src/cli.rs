@@ -77,7 +77,7 @@ pub enum Command {
         /// Exit 2 when there are changes, 0 when there are none (1 on error)
         #[arg(long)]
         detailed_exitcode: bool,
-        /// Print the plan as one JSON document (see the README for its
+        /// Print the plan as one JSON document (docs/plan-json.md gives its
         /// schema); add --detailed-exitcode to exit 2 when there are changes
         #[arg(long)]
         json: bool,
@@ -188,12 +188,16 @@ pub enum Command {
         lock: LockArgs,
     },
     /// Break the stack's lock, left behind by a run that was killed or whose
-    /// machine was lost (see README, "Two runs at once")
+    /// machine was lost (docs/how-it-works.md, "Two runs at once")
     Unlock {
         /// Do not ask for confirmation
         #[arg(long)]
         force: bool,
     },
+    /// Print the stack file's JSON Schema, for editor completion and errors
+    /// while typing: `ihp-infra schema > stack.schema.json`, then start
+    /// stack.yaml with `# yaml-language-server: $schema=./stack.schema.json`
+    Schema,
     /// Print a shell completion script (e.g. `ihp-infra completions bash > ~/.local/share/bash-completion/completions/ihp-infra`)
     Completions {
         #[arg(value_enum)]

@@ -175,6 +175,10 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             out!("{}", String::from_utf8_lossy(&script));
             return Ok(ExitCode::SUCCESS);
         }
+        Command::Schema => {
+            out!("{}", stack::SCHEMA);
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Init {
             prefix,
             region,
@@ -232,7 +236,10 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("failed to start: {e}"))?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Validate | Command::Completions { .. } | Command::Init { .. } => {
+            Command::Validate
+            | Command::Completions { .. }
+            | Command::Init { .. }
+            | Command::Schema => {
                 unreachable!("handled above")
             }
             Command::Plan {
@@ -893,7 +900,7 @@ Then `ihp-infra apply` makes these changes:
     );
     if !quiet {
         errln!(
-            "\nAdopted {} resources into stack {}{}. Next: `ihp-infra apply`; then retire the Terraform folder (README, \"Coming from Terraform\").",
+            "\nAdopted {} resources into stack {}{}. Next: `ihp-infra apply`; then retire the Terraform folder (docs/adopting-terraform.md, step 5).",
             adoption.takeovers.len(),
             stack.prefix,
             if adoption.stack_text.is_some() {

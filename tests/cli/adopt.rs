@@ -801,39 +801,12 @@ async fn adopt_killed_while_tagging_is_finished_by_the_next_run() {
     }
 }
 
-/// Terraform from the machine (and its provider mirror), or None after
-/// saying why the test skips.
-fn terraform() -> Option<(std::path::PathBuf, std::path::PathBuf)> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("terraform"))
-            .find(|p| p.is_file())
-    });
-    let mirror = std::path::PathBuf::from(
-        std::env::var("TF_PLUGIN_MIRROR").unwrap_or_else(|_| "/opt/tf-plugins".into()),
-    );
-    match found {
-        Some(t) if mirror.join("registry.terraform.io/hashicorp/aws").is_dir() => Some((t, mirror)),
-        Some(_) => {
-            eprintln!(
-                "skipped: no AWS provider mirror at {} (set TF_PLUGIN_MIRROR)",
-                mirror.display()
-            );
-            None
-        }
-        None => {
-            eprintln!("skipped: terraform is not installed");
-            None
-        }
-    }
-}
-
 #[tokio::test]
 async fn adopt_takes_over_what_the_boilerplates_terraform_made() {
     let Some(emulator) = Emulator::start_for(FULL_STACK) else {
         return;
     };
-    let Some((terraform, mirror)) = terraform() else {
+    let Some((terraform, mirror)) = crate::common::terraform() else {
         return;
     };
     emulator.ec2_with_key(REGION).await;

@@ -136,3 +136,38 @@ async fn replace_rebuilds_one_resource_on_purpose() {
     );
     p.run_ok(&["plan", "--detailed-exitcode"], 0);
 }
+
+#[test]
+fn schema_prints_the_stack_files_json_schema_without_a_stack() {
+    let p = Project::new("http://127.0.0.1:9");
+    let out = p.run_ok(&["schema"], 0);
+    let schema: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(schema["title"], "ihp-infra stack file");
+    assert_eq!(
+        out.stdout,
+        std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/crates/core/stack.schema.json"
+        ))
+        .unwrap()
+    );
+    // Every key of the example stack file is one the schema knows.
+    let example: serde_json::Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/stacks/example.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    for (key, value) in example.as_object().unwrap() {
+        let known = &schema["properties"][key];
+        assert!(known.is_object(), "{key} is not in the schema");
+        if let (Some(section), Some(reference)) = (value.as_object(), known["$ref"].as_str()) {
+            let name = reference.rsplit('/').next().unwrap();
+            for inner in section.keys() {
+                assert!(
+                    schema["$defs"][name]["properties"][inner].is_object(),
+                    "{key}.{inner} is not in the schema"
+                );
+            }
+        }
+    }
+}

@@ -748,3 +748,34 @@ pub fn id_filters() -> Vec<(&'static str, &'static str)> {
         (r"\b[AL]KIA[A-Z0-9]{16}\b", "[access-key-id]"),
     ]
 }
+
+/// Terraform from the machine (and its provider mirror), or None after
+/// saying why the test skips.
+pub fn terraform() -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("terraform"))
+            .find(|p| p.is_file())
+    });
+    let mirror = std::path::PathBuf::from(
+        std::env::var("TF_PLUGIN_MIRROR").unwrap_or_else(|_| "/opt/tf-plugins".into()),
+    );
+    match found {
+        Some(t) if mirror.join("registry.terraform.io/hashicorp/aws").is_dir() => Some((t, mirror)),
+        // Straight to the terminal: libtest captures only print macros.
+        Some(_) => {
+            let _ = std::io::stderr().write_all(
+                format!(
+                    "skipped: no Terraform AWS provider mirror at {} (set TF_PLUGIN_MIRROR)\n",
+                    mirror.display()
+                )
+                .as_bytes(),
+            );
+            None
+        }
+        None => {
+            let _ = std::io::stderr().write_all(b"skipped: terraform is not installed\n");
+            None
+        }
+    }
+}

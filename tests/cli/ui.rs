@@ -51,7 +51,7 @@ async fn plan_outputs_for_delete_and_no_change() {
     );
 }
 
-/// The keys the README documents for `plan --json`, at each level.
+/// The keys docs/plan-json.md documents for `plan --json`, at each level.
 const DOCUMENT_KEYS: &[&str] = &[
     "format_version",
     "stack",
@@ -107,7 +107,7 @@ fn expect_keys(value: &serde_json::Value, expected: &[&str]) {
     );
 }
 
-/// Checks a JSON plan against the shape the README documents.
+/// Checks a JSON plan against the shape docs/plan-json.md documents.
 fn check_plan_document(doc: &serde_json::Value) {
     expect_keys(doc, DOCUMENT_KEYS);
     assert_eq!(doc["format_version"], "1.0");

@@ -3,7 +3,7 @@
 //! 0600 from the start (never readable by others, not even for a moment).
 
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::stack::Secret;
@@ -59,18 +59,23 @@ pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 /// Writes a whole file with `mode` through a temporary file renamed into
 /// place (created 0600, then given `mode`).
 pub fn write_with_mode(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    // A unique name beside the target (tempfile makes it 0600), so two runs
+    // never write through each other's temporary file.
+    let mut file = tempfile::Builder::new()
+        .prefix(".ihp-infra-")
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
     file.write_all(text.as_bytes())?;
-    file.sync_all()?;
+    file.as_file().sync_all()?;
     // The umask can only remove bits; make sure of the mode whatever it was.
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
-    std::fs::rename(&tmp, path)
+    std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(mode))?;
+    file.persist(path).map_err(|e| e.error)?;
+    // The rename is only durable once the folder is on disk too.
+    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

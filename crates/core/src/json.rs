@@ -1,5 +1,5 @@
-//! The plan as one JSON document, for CI. Its shape is documented in the
-//! README ("plan --json"); `FORMAT_VERSION` changes when a field is removed
+//! The plan as one JSON document, for CI. Its shape is documented in
+//! docs/plan-json.md; `FORMAT_VERSION` changes when a field is removed
 //! or changes meaning (adding one doesn't). Sensitive values are never in it.
 
 use serde::Serialize;

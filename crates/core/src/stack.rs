@@ -261,6 +261,30 @@ enum PasswordSource {
     Env(String),
 }
 
+#[cfg(test)]
+impl schemars::JsonSchema for PasswordSource {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "PasswordSource".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "oneOf": [
+                { "type": "string", "minLength": 8, "maxLength": 128 },
+                {
+                    "type": "object",
+                    "properties": { "env": { "type": "string", "minLength": 1 } },
+                    "required": ["env"],
+                    "additionalProperties": false
+                }
+            ]
+        })
+    }
+}
+
+/// The stack file's JSON Schema, for editors (`ihp-infra schema`): made from
+/// the types the stack file is read into, and checked current by a test.
+pub const SCHEMA: &str = include_str!("../stack.schema.json");
+
 impl<'de> Deserialize<'de> for PasswordSource {
     fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct PasswordVisitor;
@@ -316,69 +340,142 @@ impl<'de> Deserialize<'de> for PasswordSource {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawStack {
+    /// Names every resource (<prefix>-vpc, ...) and tags it ihp-infra:stack=<prefix>: lower-case letters, digits and single hyphens, starting with a letter, 1 to 32 characters.
+    #[cfg_attr(test, schemars(with = "String"))]
     prefix: Spanned<String>,
+    /// The AWS region, e.g. eu-central-1.
+    #[cfg_attr(test, schemars(with = "String"))]
     region: Spanned<String>,
+    /// Availability zone of the server, the public subnet and the first DB subnet, e.g. eu-central-1a.
+    #[cfg_attr(test, schemars(with = "String"))]
     az_1: Spanned<String>,
+    /// Availability zone of the second DB subnet; must differ from az_1.
+    #[cfg_attr(test, schemars(with = "String"))]
     az_2: Spanned<String>,
+    /// An existing EC2 key pair in the region, for ssh.
+    #[cfg_attr(test, schemars(with = "String"))]
     key_name: Spanned<String>,
+    /// The database password: a quoted string, or { env: NAME } to read it from an environment variable (better: the file then holds no secret). 8 to 128 printable ASCII characters without space, /, " or @.
+    #[cfg_attr(test, schemars(with = "Option<PasswordSource>"))]
     db_password: Option<Spanned<PasswordSource>>,
     #[serde(default)]
+    /// Extra tags on every resource: up to 47; keys Name, aws:* and ihp-infra:* are reserved.
+    #[cfg_attr(test, schemars(with = "BTreeMap<String, String>"))]
     tags: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
+    /// The app server (NixOS on EC2).
     instance: RawInstance,
     #[serde(default)]
+    /// The Postgres database (RDS).
     database: RawDatabase,
     #[serde(default)]
+    /// The S3 bucket for the app's files.
     storage: RawStorage,
     #[serde(default)]
+    /// The CloudWatch log group the server ships its logs to.
     logs: RawLogs,
+    /// Where apply writes the NixOS module (a .nix path relative to the stack file); default Config/nix/hosts/production/ihp-infra.nix in the project.
+    #[cfg_attr(test, schemars(with = "Option<String>"))]
     nixos_module: Option<Spanned<String>>,
+    /// The ssh alias `ihp-infra ssh-config` writes (default production).
+    #[cfg_attr(test, schemars(with = "Option<String>"))]
     ssh_host: Option<Spanned<String>>,
+    /// The key pair's private key, for the ssh entry's IdentityFile.
+    #[cfg_attr(test, schemars(with = "Option<String>"))]
     ssh_key_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawStorage {
+    /// The bucket's name (default <prefix>-storage); S3 names are global.
+    #[cfg_attr(test, schemars(with = "Option<String>"))]
     bucket: Option<Spanned<String>>,
+    /// Whether anyone may GET the bucket's objects (default false).
+    #[cfg_attr(test, schemars(with = "Option<bool>"))]
     public_read: Option<Spanned<bool>>,
+    /// An IAM user with an access key for IHP's S3 storage (default true).
+    #[cfg_attr(test, schemars(with = "Option<bool>"))]
     access_key: Option<Spanned<bool>>,
+    /// Also write the access key to s3_access_key.env, mode 0600 (default false).
+    #[cfg_attr(test, schemars(with = "Option<bool>"))]
     key_file: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawLogs {
+    /// The log group's name (default /ihp/<prefix>).
+    #[cfg_attr(test, schemars(with = "Option<String>"))]
     group: Option<Spanned<String>>,
+    /// Days CloudWatch keeps logs (default 30): one of CloudWatch's values (1, 3, 5, 7, 14, 30, 60, 90, ...).
+    #[cfg_attr(test, schemars(with = "Option<i64>"))]
     retention_days: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawInstance {
     #[serde(rename = "type")]
+    /// EC2 instance type (default t3.medium).
+    #[cfg_attr(test, schemars(with = "Option<String>"))]
     instance_type: Option<Spanned<String>>,
+    /// Root disk in GB, gp3, encrypted (default 60); grows in place, never shrinks.
+    #[cfg_attr(test, schemars(with = "Option<i64>", range(min = 8, max = 16384)))]
     volume_size: Option<Spanned<i64>>,
+    /// A quoted NixOS release such as "26.05" (default the newest).
+    #[cfg_attr(test, schemars(with = "Option<String>"))]
     nixos_release: Option<Spanned<String>>,
+    /// x86_64 or arm64 (default the instance type's).
+    #[cfg_attr(test, schemars(with = "Option<String>"))]
     architecture: Option<Spanned<String>>,
+    /// Pin an image id instead (excludes nixos_release and architecture).
+    #[cfg_attr(test, schemars(with = "Option<String>"))]
     ami: Option<Spanned<String>>,
+    /// TCP ports the server may reach besides 22, 80, 443, 5432, 587 and 465 (at most 40).
+    #[cfg_attr(test, schemars(with = "Option<Vec<i64>>"))]
     egress_ports: Option<Spanned<Vec<i64>>>,
+    /// false only for an adopted server whose disk is unencrypted (default true).
+    #[cfg_attr(test, schemars(with = "Option<bool>"))]
     root_volume_encrypted: Option<Spanned<bool>>,
+    /// false leaves this part out of the stack (default true).
+    #[cfg_attr(test, schemars(with = "Option<bool>"))]
     enabled: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawDatabase {
+    /// Postgres major ("16") or major.minor ("16.4"), quoted; upgrades in place, never downgrades.
+    #[cfg_attr(test, schemars(with = "Option<String>"))]
     engine_version: Option<Spanned<String>>,
+    /// RDS instance class (default db.t3.micro).
+    #[cfg_attr(test, schemars(with = "Option<String>"))]
     instance_class: Option<Spanned<String>>,
+    /// Storage in GB, 20 to 65536 (default 20); grows in place, never shrinks.
+    #[cfg_attr(test, schemars(with = "Option<i64>", range(min = 20, max = 65536)))]
     allocated_storage: Option<Spanned<i64>>,
+    /// The master user (default postgres_user): 1 to 16 letters, digits and underscores, starting with a letter.
+    #[cfg_attr(test, schemars(with = "Option<String>"))]
     username: Option<Spanned<String>>,
+    /// Days of automatic backups, 0 to 35 (default 7; 0 turns them off).
+    #[cfg_attr(test, schemars(with = "Option<i64>", range(min = 0, max = 35)))]
     backup_retention_days: Option<Spanned<i64>>,
+    /// false only for an adopted database made unencrypted (default true).
+    #[cfg_attr(test, schemars(with = "Option<bool>"))]
     storage_encrypted: Option<Spanned<bool>>,
+    /// The DB subnet group's name (default <prefix>-db-subnets); an adopted database keeps its own.
+    #[cfg_attr(test, schemars(with = "Option<String>"))]
     subnet_group: Option<Spanned<String>>,
+    /// false leaves this part out of the stack (default true).
+    #[cfg_attr(test, schemars(with = "Option<bool>"))]
     enabled: Option<Spanned<bool>>,
 }
 
@@ -1759,6 +1856,38 @@ db_password: \"s3cret-pass\"
         assert_eq!(
             err.to_string(),
             "invalid stack file stack.yaml (1 problem)\n  stack.yaml:1:9: prefix: is bad"
+        );
+    }
+
+    #[test]
+    fn json_schema_is_generated_from_the_stack_types() {
+        let mut schema = schemars::schema_for!(RawStack);
+        schema.insert("title".into(), "ihp-infra stack file".into());
+        let text = serde_json::to_string_pretty(&schema).unwrap() + "\n";
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/stack.schema.json");
+        if std::env::var_os("IHP_INFRA_UPDATE_SCHEMA").is_some() {
+            std::fs::write(path, &text).unwrap();
+        }
+        assert!(
+            SCHEMA == text,
+            "crates/core/stack.schema.json is out of date: run IHP_INFRA_UPDATE_SCHEMA=1 cargo test -p ihp-infra-core json_schema"
+        );
+        // It knows every key the example uses, and nothing else is allowed.
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["additionalProperties"], false, "{text}");
+        for key in [
+            "prefix",
+            "db_password",
+            "instance",
+            "database",
+            "storage",
+            "logs",
+        ] {
+            assert!(json["properties"][key].is_object(), "{key}");
+        }
+        assert_eq!(
+            json["required"],
+            serde_json::json!(["prefix", "region", "az_1", "az_2", "key_name"])
         );
     }
 }
