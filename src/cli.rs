@@ -94,6 +94,10 @@ pub enum Command {
         /// forces it; repeatable
         #[arg(long, value_name = "ADDRESS")]
         replace: Vec<ihp_infra::model::Address>,
+        /// Also save the plan to FILE, for `ihp-infra apply FILE` (which
+        /// applies it only if it is still the plan; good for 24 hours)
+        #[arg(long, value_name = "FILE", conflicts_with = "destroy")]
+        out: Option<std::path::PathBuf>,
     },
     /// List every resource of the stack, unchanged ones too, with its id and
     /// what apply would do with it
@@ -101,6 +105,10 @@ pub enum Command {
     Show,
     /// Create or update the stack's resources to match the stack file
     Apply {
+        /// A plan saved by `plan --out`: applied without asking, only if
+        /// planning again gives the same plan (otherwise nothing changes)
+        #[arg(value_name = "PLAN_FILE", conflicts_with = "replace")]
+        plan_file: Option<std::path::PathBuf>,
         /// Do not ask for confirmation
         #[arg(long)]
         auto_approve: bool,

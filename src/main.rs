@@ -248,6 +248,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 destroy,
                 graph,
                 replace,
+                out,
             } => {
                 // A preview of `destroy` with its defaults: what it deletes
                 // and what it keeps, the same plan it would show.
@@ -260,6 +261,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     ihp_infra::plan_with_replacements(&stack, goal, &settings, &replace)
                         .await
                         .map_err(explain)?;
+                if let Some(path) = &out {
+                    save_plan(&stack, &cli.global.stack, &plan, &replace, path).await?;
+                }
                 if let Some(format) = graph {
                     let format = match format {
                         GraphFormat::Mermaid => ihp_infra::graph::Format::Mermaid,
@@ -297,6 +301,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Apply {
+                plan_file,
                 auto_approve,
                 replace,
                 replace_database,
@@ -310,11 +315,18 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 .into_iter()
                 .filter_map(|(given, flag)| given.then_some(flag))
                 .collect();
+                // A saved plan is checked before any AWS call.
+                let saved = match &plan_file {
+                    Some(path) => Some(load_saved_plan(&stack, &cli.global.stack, path).await?),
+                    None => None,
+                };
+                let replace = saved.as_ref().map_or(replace, |(_, s)| s.replacing());
                 let run = Run {
                     stack: &stack,
                     goal: Goal::Converge,
                     auto_approve,
                     replace,
+                    saved,
                     allow,
                     quiet,
                     settings: &settings,
@@ -337,6 +349,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     goal: Goal::Destroy(options),
                     auto_approve,
                     replace: vec![],
+                    saved: None,
                     allow: vec![],
                     quiet,
                     settings: &settings,
@@ -547,6 +560,8 @@ struct Run<'a> {
     auto_approve: bool,
     /// --replace: resources replaced on purpose.
     replace: Vec<ihp_infra::model::Address>,
+    /// `apply FILE`: the saved plan, and the file's path.
+    saved: Option<(std::path::PathBuf, ihp_infra::saved::SavedPlan)>,
     /// --replace-database, --replace-server: see `Plan::risks`.
     allow: Vec<&'static str>,
     quiet: bool,
@@ -605,6 +620,18 @@ async fn execute_locked(
     }
     plan.allowed(&run.allow)
         .map_err(|e| explain(ihp_infra::Error::from(e)))?;
+    if let Some((path, saved)) = &run.saved {
+        let now = serde_json::to_value(ihp_infra::json::plan(&plan)).unwrap_or_default();
+        let moved = ihp_infra::saved::moved(&saved.plan, &now);
+        if !moved.is_empty() {
+            return Err(format!(
+                "{} is no longer the plan; nothing was changed:\n  - {}\n  run `ihp-infra plan --out {}` again and review it",
+                path.display(),
+                moved.join("\n  - "),
+                path.display()
+            ));
+        }
+    }
     if !plan.has_changes() {
         if goal == Goal::Converge {
             write_db_info(stack, session, quiet).await?;
@@ -612,7 +639,8 @@ async fn execute_locked(
         return Ok(ExitCode::SUCCESS);
     }
     let verb = run.verb();
-    if !run.auto_approve {
+    // A saved plan was the review: it is applied as it is, without asking.
+    if !run.auto_approve && run.saved.is_none() {
         confirm(stack, verb)?;
     }
     let started = Instant::now();
@@ -810,6 +838,69 @@ async fn unlock(stack: &Stack, settings: &aws::Settings, force: bool) -> Result<
     lock.break_lock().await.map_err(explain)?;
     errln!("lock of stack {} broken", stack.prefix);
     Ok(ExitCode::SUCCESS)
+}
+
+/// `plan --out FILE`: the plan, with what `apply FILE` checks it against.
+async fn save_plan(
+    stack: &Stack,
+    stack_path: &std::path::Path,
+    plan: &ihp_infra::plan::Plan,
+    replace: &[ihp_infra::model::Address],
+    path: &std::path::Path,
+) -> Result<(), String> {
+    let bytes = std::fs::read(stack_path)
+        .map_err(|e| format!("failed to read {}: {e}", stack_path.display()))?;
+    let password_hash = match stack.database {
+        Some(_) => {
+            let password = stack.db_password.clone();
+            Some(
+                tokio::task::spawn_blocking(move || ihp_infra::password::hash(password.expose()))
+                    .await
+                    .map_err(|e| format!("failed to hash the password: {e}"))?,
+            )
+        }
+        None => None,
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let saved = ihp_infra::saved::SavedPlan::new(plan, stack, &bytes, replace, password_hash, now);
+    ihp_infra::db_info::write_private(path, &saved.to_text())
+        .map_err(|e| format!("failed to write {}: {e}", path.display()))?;
+    errln!(
+        "Saved the plan to {}: `ihp-infra apply {}` carries it out if it is still the plan (within 24 hours).",
+        path.display(),
+        path.display()
+    );
+    Ok(())
+}
+
+/// `apply FILE`: the saved plan, if it may still be applied to `stack`.
+async fn load_saved_plan(
+    stack: &Stack,
+    stack_path: &std::path::Path,
+    path: &std::path::Path,
+) -> Result<(std::path::PathBuf, ihp_infra::saved::SavedPlan), String> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| format!("failed to read {shown}: {e}"))?;
+    let saved = ihp_infra::saved::SavedPlan::parse(&shown, &text).map_err(|e| e.to_string())?;
+    let bytes = std::fs::read(stack_path)
+        .map_err(|e| format!("failed to read {}: {e}", stack_path.display()))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    saved
+        .check(&shown, stack, &bytes, now)
+        .map_err(|e| e.to_string())?;
+    let (stack_copy, saved) = (stack.clone(), saved);
+    let (matches, saved) =
+        tokio::task::spawn_blocking(move || (saved.password_matches(&stack_copy), saved))
+            .await
+            .map_err(|e| format!("failed to check the password: {e}"))?;
+    if !matches {
+        return Err(ihp_infra::saved::SavedPlanError::PasswordChanged { path: shown }.to_string());
+    }
+    Ok((path.to_path_buf(), saved))
 }
 
 /// `ihp-infra adopt`, under the stack's lock.

@@ -171,3 +171,78 @@ fn schema_prints_the_stack_files_json_schema_without_a_stack() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_saved_plan_is_applied_only_while_it_is_still_the_plan() {
+    let emulator = Emulator::start();
+    emulator.ec2_with_key(REGION).await;
+    let p = emulator.project("saved", REGION);
+    let out = p.run_ok(&["plan", "--out", "saved.plan"], 0);
+    assert!(out.stderr.contains("Saved the plan to saved.plan"), "{out:?}");
+    let file = p.dir.path().join("saved.plan");
+    let text = std::fs::read_to_string(&file).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // Something moves in between: a resource of the plan appears by hand.
+    let logs = emulator.logs(REGION).await;
+    logs.create_log_group()
+        .log_group_name("/ihp/saved")
+        .tags("ihp-infra:stack", "saved")
+        .tags("Name", "saved-logs")
+        .send()
+        .await
+        .unwrap();
+    let before = emulator.actions().len();
+    let out = p.run_ok(&["apply", "saved.plan"], 1);
+    assert!(
+        out.stderr.contains("is no longer the plan; nothing was changed")
+            && out.stderr.contains("log_group.logs: was to create, now to"),
+        "{out:?}"
+    );
+    let writes: Vec<String> = emulator
+        .actions()
+        .into_iter()
+        .skip(before)
+        .filter(|a| crate::common::is_write(a))
+        .filter(|a| !a.contains("LogGroup") && a != "PutRetentionPolicy")
+        .collect();
+    assert!(writes.is_empty(), "only the lock was written: {writes:?}");
+    logs.delete_log_group()
+        .log_group_name("/ihp/saved")
+        .send()
+        .await
+        .unwrap();
+
+    // The same plan again: applied without a question (it was the review).
+    p.run_ok(&["apply", "saved.plan"], 0);
+    p.run_ok(&["plan", "--detailed-exitcode"], 0);
+    let live = tagged(&emulator, "saved").await;
+    assert_eq!(live.len(), emulator.stack_size());
+
+    // A plan of an edited stack file, of another stack, or too old: refused
+    // before any AWS call.
+    let calls = emulator.actions().len();
+    std::fs::write(&file, &text).unwrap();
+    let stack = p.dir.path().join("stack.yaml");
+    let original = std::fs::read_to_string(&stack).unwrap();
+    std::fs::write(&stack, format!("{original}# edited\n")).unwrap();
+    let out = p.run_ok(&["apply", "saved.plan"], 1);
+    assert!(out.stderr.contains("the stack file changed"), "{out:?}");
+    std::fs::write(&stack, &original).unwrap();
+    let mut old: serde_json::Value = serde_json::from_str(&text).unwrap();
+    old["created"] = (old["created"].as_u64().unwrap() - 25 * 3600).into();
+    std::fs::write(&file, old.to_string()).unwrap();
+    let out = p.run_ok(&["apply", "saved.plan"], 1);
+    assert!(out.stderr.contains("saved plans are good for 24 hours"), "{out:?}");
+    let other = emulator.project("other", REGION);
+    std::fs::write(other.dir.path().join("saved.plan"), &text).unwrap();
+    let out = other.run_ok(&["apply", "saved.plan"], 1);
+    assert!(out.stderr.contains("is a plan of stack saved"), "{out:?}");
+    let out = p.run_ok(&["apply", "stack.yaml"], 1);
+    assert!(out.stderr.contains("is not a saved plan of ihp-infra"), "{out:?}");
+    assert_eq!(emulator.actions().len(), calls, "no AWS call");
+}

@@ -25,6 +25,7 @@ pub mod policies;
 pub mod redact;
 pub mod regions;
 pub mod render;
+pub mod saved;
 pub mod ssh;
 pub mod stack;
 
