@@ -209,7 +209,7 @@ pub enum Command {
     /// Print a shell completion script (e.g. `ihp-infra completions bash > ~/.local/share/bash-completion/completions/ihp-infra`)
     Completions {
         #[arg(value_enum)]
-        shell: Shell,
+        shell: clap_complete::Shell,
     },
 }
 
@@ -226,12 +226,4 @@ pub struct LockArgs {
 pub enum GraphFormat {
     Mermaid,
     Dot,
-}
-
-/// The shells completions are written for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Shell {
-    Bash,
-    Zsh,
-    Fish,
 }

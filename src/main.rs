@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 
 use clap::CommandFactory;
-use cli::{Cli, Command, GraphFormat, LogFormat, Shell};
+use cli::{Cli, Command, GraphFormat, LogFormat};
 use ihp_infra::adoption::Source;
 use ihp_infra::render::{self, Palette};
 use ihp_infra::session::Session;
@@ -165,13 +165,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
     // Commands that need no stack file.
     match &cli.command {
         Command::Completions { shell } => {
-            let shell = match shell {
-                Shell::Bash => clap_complete::Shell::Bash,
-                Shell::Zsh => clap_complete::Shell::Zsh,
-                Shell::Fish => clap_complete::Shell::Fish,
-            };
             let mut script = Vec::new();
-            clap_complete::generate(shell, &mut Cli::command(), "ihp-infra", &mut script);
+            clap_complete::generate(*shell, &mut Cli::command(), "ihp-infra", &mut script);
             out!("{}", String::from_utf8_lossy(&script));
             return Ok(ExitCode::SUCCESS);
         }
