@@ -178,7 +178,10 @@ async fn a_saved_plan_is_applied_only_while_it_is_still_the_plan() {
     emulator.ec2_with_key(REGION).await;
     let p = emulator.project("saved", REGION);
     let out = p.run_ok(&["plan", "--out", "saved.plan"], 0);
-    assert!(out.stderr.contains("Saved the plan to saved.plan"), "{out:?}");
+    assert!(
+        out.stderr.contains("Saved the plan to saved.plan"),
+        "{out:?}"
+    );
     let file = p.dir.path().join("saved.plan");
     let text = std::fs::read_to_string(&file).unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -199,7 +202,8 @@ async fn a_saved_plan_is_applied_only_while_it_is_still_the_plan() {
     let before = emulator.actions().len();
     let out = p.run_ok(&["apply", "saved.plan"], 1);
     assert!(
-        out.stderr.contains("is no longer the plan; nothing was changed")
+        out.stderr
+            .contains("is no longer the plan; nothing was changed")
             && out.stderr.contains("log_group.logs: was to create, now to"),
         "{out:?}"
     );
@@ -237,12 +241,18 @@ async fn a_saved_plan_is_applied_only_while_it_is_still_the_plan() {
     old["created"] = (old["created"].as_u64().unwrap() - 25 * 3600).into();
     std::fs::write(&file, old.to_string()).unwrap();
     let out = p.run_ok(&["apply", "saved.plan"], 1);
-    assert!(out.stderr.contains("saved plans are good for 24 hours"), "{out:?}");
+    assert!(
+        out.stderr.contains("saved plans are good for 24 hours"),
+        "{out:?}"
+    );
     let other = emulator.project("other", REGION);
     std::fs::write(other.dir.path().join("saved.plan"), &text).unwrap();
     let out = other.run_ok(&["apply", "saved.plan"], 1);
     assert!(out.stderr.contains("is a plan of stack saved"), "{out:?}");
     let out = p.run_ok(&["apply", "stack.yaml"], 1);
-    assert!(out.stderr.contains("is not a saved plan of ihp-infra"), "{out:?}");
+    assert!(
+        out.stderr.contains("is not a saved plan of ihp-infra"),
+        "{out:?}"
+    );
     assert_eq!(emulator.actions().len(), calls, "no AWS call");
 }

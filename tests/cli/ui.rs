@@ -509,9 +509,9 @@ fn init_writes_a_valid_stack_file_and_never_overwrites_one() {
 }
 
 #[test]
-fn completions_for_bash_zsh_and_fish() {
+fn completions_for_every_shell_clap_complete_knows() {
     let p = Project::new("http://127.0.0.1:9");
-    for shell in ["bash", "zsh", "fish"] {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
         let out = p.run_ok(&["completions", shell], 0);
         assert!(out.stdout.contains("ihp-infra"), "{shell}: {out:?}");
         // fish names long flags without their dashes.
@@ -519,7 +519,7 @@ fn completions_for_bash_zsh_and_fish() {
             assert!(out.stdout.contains(word), "{shell} lacks {word}");
         }
     }
-    let out = p.run(&["completions", "powershell"]);
+    let out = p.run(&["completions", "tcsh"]);
     assert_eq!(out.code, 1, "{out:?}");
 }
 
