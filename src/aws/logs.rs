@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use aws_sdk_cloudwatchlogs::Client;
 use aws_sdk_cloudwatchlogs::error::ProvideErrorMetadata;
+use aws_sdk_cloudwatchlogs::types::LogGroup;
 
 use super::service::{CallError, Created, NotOurs, Service, Wanted, ours, required};
 use crate::desired;
@@ -63,6 +64,14 @@ impl Logs {
 
     /// The log group's tags, when it exists (for `adopt`).
     pub async fn adoptable(&self, group: &str) -> Result<Option<BTreeMap<String, String>>, Error> {
+        if self.describe(group).await?.is_none() {
+            return Ok(None);
+        }
+        self.live_tags(group).await.map(Some)
+    }
+
+    /// The log group named exactly `group`, if there is one.
+    async fn describe(&self, group: &str) -> Result<Option<LogGroup>, Error> {
         let out = self
             .client
             .describe_log_groups()
@@ -70,14 +79,11 @@ impl Logs {
             .send()
             .await
             .map_err(Call::on("describe log group", group))?;
-        if !out
+        Ok(out
             .log_groups()
             .iter()
-            .any(|g| g.log_group_name() == Some(group))
-        {
-            return Ok(None);
-        }
-        self.live_tags(group).await.map(Some)
+            .find(|g| g.log_group_name() == Some(group))
+            .cloned())
     }
 
     async fn live_tags(&self, group: &str) -> Result<BTreeMap<String, String>, Error> {
@@ -121,18 +127,7 @@ impl Logs {
                 group,
             )
             .await?;
-        let out = self
-            .client
-            .describe_log_groups()
-            .log_group_name_prefix(group)
-            .send()
-            .await
-            .map_err(Call::on("describe log group", group))?;
-        let Some(live) = out
-            .log_groups()
-            .iter()
-            .find(|g| g.log_group_name() == Some(group))
-        else {
+        let Some(live) = self.describe(group).await? else {
             return Ok(observed);
         };
         let tags = self.overlay.tags(group, self.live_tags(group).await?);

@@ -330,6 +330,19 @@ fn state_file(b: &Boilerplate, password: &str) -> String {
     .to_string()
 }
 
+/// `adopt --from-terraform terraform.tfstate --auto-approve`, exiting `code`.
+fn adopt_state(p: &Project, code: i32) -> crate::common::Output {
+    p.run_ok(
+        &[
+            "adopt",
+            "--from-terraform",
+            "terraform.tfstate",
+            "--auto-approve",
+        ],
+        code,
+    )
+}
+
 /// Every id the stack's tag finds, by kind and id.
 async fn ours(emulator: &Emulator, prefix: &str) -> Vec<String> {
     crate::network::tagged(emulator, prefix).await
@@ -361,15 +374,7 @@ async fn adopt_from_a_terraform_state_keeps_every_id_and_then_apply_converges() 
     assert!(out.stderr.contains("not part of stack tf"), "{out:?}");
 
     let before = emulator.actions().len();
-    let out = p.run_ok(
-        &[
-            "adopt",
-            "--from-terraform",
-            "terraform.tfstate",
-            "--auto-approve",
-        ],
-        0,
-    );
+    let out = adopt_state(&p, 0);
     for (address, id, was) in [
         ("vpc.vpc", &b.vpc, "aws_vpc.main"),
         ("subnet.private-2", &b.private_2, "aws_subnet.private_2"),
@@ -488,15 +493,7 @@ async fn adopt_from_a_terraform_state_keeps_every_id_and_then_apply_converges() 
     assert_eq!(volume.volume_type().map(|t| t.as_str()), Some("gp3"));
 
     // Adopting again finds nothing to do.
-    let out = p.run_ok(
-        &[
-            "adopt",
-            "--from-terraform",
-            "terraform.tfstate",
-            "--auto-approve",
-        ],
-        0,
-    );
+    let out = adopt_state(&p, 0);
     assert!(out.stderr.contains("adopted already"), "{out:?}");
 }
 
@@ -695,15 +692,7 @@ async fn adopt_never_takes_over_another_stacks_resources() {
     p.write("terraform.tfstate", &state_file(&b, PASSWORD));
     let stack_before = std::fs::read_to_string(p.dir.path().join("stack.yaml")).unwrap();
     let before = emulator.actions().len();
-    let out = p.run_ok(
-        &[
-            "adopt",
-            "--from-terraform",
-            "terraform.tfstate",
-            "--auto-approve",
-        ],
-        1,
-    );
+    let out = adopt_state(&p, 1);
     assert!(
         out.stderr.contains(&format!(
             "security_group.db {} belongs to stack theirs",
@@ -779,15 +768,7 @@ async fn adopt_killed_while_tagging_is_finished_by_the_next_run() {
 
     // The lock of the killed run is left behind: broken, as the README says.
     p.run_ok(&["unlock", "--force"], 0);
-    let out = p.run_ok(
-        &[
-            "adopt",
-            "--from-terraform",
-            "terraform.tfstate",
-            "--auto-approve",
-        ],
-        0,
-    );
+    let out = adopt_state(&p, 0);
     assert!(out.stderr.contains("Adopted"), "{out:?}");
     p.run_ok(&["apply", "--auto-approve"], 0);
     p.run_ok(&["plan", "--detailed-exitcode"], 0);

@@ -1100,8 +1100,14 @@ mod tests {
         let want = resources(&stack(), &crate::desired::test_facts());
         let live = converged(&want);
         let server = crate::desired::instance();
-        let plan =
-            reconcile_replacing("demo", "eu-central-1", &want, &live, &[server.clone()]).unwrap();
+        let plan = reconcile_replacing(
+            "demo",
+            "eu-central-1",
+            &want,
+            &live,
+            std::slice::from_ref(&server),
+        )
+        .unwrap();
         let replaced: Vec<&Address> = plan
             .changes
             .iter()

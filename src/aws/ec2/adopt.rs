@@ -11,7 +11,7 @@ use aws_sdk_ec2::types::Filter;
 use super::{Call, Ec2, Error, aws_tags, tag_map};
 use crate::adopt::Live;
 use crate::desired;
-use crate::model::Address;
+use crate::model::{Address, Value};
 
 /// A live resource adopt found, with its tags.
 #[derive(Clone, Debug)]
@@ -136,16 +136,15 @@ impl Ec2 {
                 .and_then(|m| m.ebs())
                 .and_then(|e| e.volume_id());
             if let Some(volume) = root {
-                let out = self
-                    .client
-                    .describe_volumes()
-                    .volume_ids(volume)
-                    .send()
-                    .await
-                    .map_err(Call::on("describe volume", volume))?;
-                let v = out.volumes().first();
-                net.live.root_volume_encrypted = v.and_then(|v| v.encrypted());
-                net.live.root_volume_size = v.and_then(|v| v.size());
+                let (size, encrypted, _) = self.volume(volume).await?;
+                net.live.root_volume_size = match size {
+                    Value::Int(gb) => i32::try_from(gb).ok(),
+                    _ => None,
+                };
+                net.live.root_volume_encrypted = match encrypted {
+                    Value::Bool(e) => Some(e),
+                    _ => None,
+                };
             }
             net.found.push(Found {
                 address: desired::instance(),

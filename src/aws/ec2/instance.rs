@@ -405,7 +405,7 @@ impl Ec2 {
     }
 
     /// A volume's size, encryption and type.
-    async fn volume(&self, volume: &str) -> Result<(Value, Value, Value), Error> {
+    pub(super) async fn volume(&self, volume: &str) -> Result<(Value, Value, Value), Error> {
         let out = self
             .client
             .describe_volumes()
