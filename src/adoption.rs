@@ -400,6 +400,38 @@ pub async fn prepare(
         }
     }
 
+    // What adopt looked for and didn't find: apply makes it.
+    let mut expected = vec![
+        desired::vpc(),
+        desired::internet_gateway(),
+        desired::public_subnet(),
+        desired::private_subnet(1),
+        desired::private_subnet(2),
+        desired::public_route_table(),
+        desired::app_security_group(),
+    ];
+    if stack.instance.is_some() {
+        expected.push(desired::instance());
+    }
+    if stack.database.is_some() {
+        expected.extend([
+            desired::db_security_group(),
+            desired::db_subnet_group(),
+            desired::database(),
+        ]);
+    }
+    let missing: Vec<String> = expected
+        .iter()
+        .filter(|a| !found.iter().any(|(f, _)| &f.address == *a))
+        .map(|a| a.to_string())
+        .collect();
+    if !missing.is_empty() {
+        notes.push(format!(
+            "not found, so apply creates them: {}",
+            missing.join(", ")
+        ));
+    }
+
     // The tags each resource lacks.
     let mut takeovers = Vec::new();
     let mut targets = Vec::new();

@@ -540,6 +540,26 @@ async fn adopt_without_a_state_finds_the_boilerplate_by_name_and_resets_the_pass
         .send()
         .await
         .unwrap();
+    // A route table deleted by hand: adopt says it found none.
+    let ec2 = emulator.ec2(REGION).await;
+    let table = ec2
+        .describe_route_tables()
+        .route_table_ids(&b.route_table)
+        .send()
+        .await
+        .unwrap();
+    for a in table.route_tables()[0].associations() {
+        ec2.disassociate_route_table()
+            .association_id(a.route_table_association_id().unwrap())
+            .send()
+            .await
+            .unwrap();
+    }
+    ec2.delete_route_table()
+        .route_table_id(&b.route_table)
+        .send()
+        .await
+        .unwrap();
     let p = Project::with_stack(&emulator.endpoint(), "byname", REGION);
     let before = emulator.actions().len();
 
@@ -555,6 +575,11 @@ async fn adopt_without_a_state_finds_the_boilerplate_by_name_and_resets_the_pass
         "{out:?}"
     );
     assert!(out.stdout.contains("(was Name=byname-ihp_app)"), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("not found, so apply creates them: route_table.public-rt"),
+        "{out:?}"
+    );
     for taken in ["bucket.storage", "log_group.logs"] {
         assert!(
             out.stdout
