@@ -220,28 +220,9 @@ class LatencyProxy:
 def tree_rss_kib(root: int) -> int:
     """Resident memory of a process and all its descendants, in KiB: from
     /proc on Linux, from ps(1) elsewhere (macOS has no /proc)."""
-    if not Path("/proc/self/status").exists():
-        return tree_rss_kib_ps(root)
-    total, todo, seen = 0, [root], set()
-    while todo:
-        pid = todo.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-            for task in Path(f"/proc/{pid}/task").iterdir():
-                children = (task / "children").read_text().split()
-                todo.extend(int(c) for c in children)
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-    return total
-
-
-def tree_rss_kib_ps(root: int) -> int:
-    """tree_rss_kib through `ps -A -o pid=,ppid=,rss=` (POSIX; rss in KiB)."""
+    if Path("/proc/self/status").exists():
+        return walk_tree(root, proc_rss_and_children)
+    # `ps -A -o pid=,ppid=,rss=` is POSIX; rss in KiB.
     out = subprocess.run(
         ["ps", "-A", "-o", "pid=,ppid=,rss="], capture_output=True, text=True
     ).stdout
@@ -253,14 +234,34 @@ def tree_rss_kib_ps(root: int) -> int:
         pid, ppid, kib = map(int, fields)
         rss[pid] = kib
         children.setdefault(ppid, []).append(pid)
+    return walk_tree(root, lambda pid: (rss.get(pid, 0), children.get(pid, [])))
+
+
+def proc_rss_and_children(pid: int):
+    """A process's resident KiB and child pids, from /proc."""
+    kib, children = 0, []
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                kib = int(line.split()[1])
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            children.extend(int(c) for c in (task / "children").read_text().split())
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        pass
+    return kib, children
+
+
+def walk_tree(root: int, rss_and_children) -> int:
+    """The sum of rss_and_children(pid)[0] over root and its descendants."""
     total, todo, seen = 0, [root], set()
     while todo:
         pid = todo.pop()
         if pid in seen:
             continue
         seen.add(pid)
-        total += rss.get(pid, 0)
-        todo.extend(children.get(pid, []))
+        kib, children = rss_and_children(pid)
+        total += kib
+        todo.extend(children)
     return total
 
 

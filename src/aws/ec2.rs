@@ -19,7 +19,7 @@ use aws_sdk_ec2::types::{
 };
 use futures::future::try_join_all;
 
-use super::overlay::Overlay;
+use super::overlay::{Overlay, merge};
 use super::service::{CallError, Created, Service, Wanted, required};
 use crate::aws::calls;
 use crate::desired::ANYWHERE;
@@ -306,7 +306,7 @@ impl Ec2 {
     }
 
     async fn observe_vpcs(&self) -> Result<Vec<Observed>, Error> {
-        let vpcs = self
+        let mut vpcs = self
             .client
             .describe_vpcs()
             .filters(self.stack_filter())
@@ -316,7 +316,6 @@ impl Ec2 {
             .try_collect()
             .await
             .map_err(Call::on("describe", "vpcs"))?;
-        let mut vpcs = vpcs;
         let adopted = self.overlay.ids("vpc-");
         if !adopted.is_empty() {
             let out = self
@@ -326,16 +325,7 @@ impl Ec2 {
                 .send()
                 .await
                 .map_err(Call::on("describe", "vpcs to adopt"))?;
-            let known: Vec<String> = vpcs
-                .iter()
-                .filter_map(|v| v.vpc_id().map(str::to_string))
-                .collect();
-            vpcs.extend(
-                out.vpcs()
-                    .iter()
-                    .filter(|v| !v.vpc_id().is_some_and(|i| known.iter().any(|k| k == i)))
-                    .cloned(),
-            );
+            merge(&mut vpcs, out.vpcs(), |v| v.vpc_id());
         }
         try_join_all(vpcs.into_iter().map(|vpc| async move {
             let id = vpc.vpc_id().unwrap_or_default().to_string();
@@ -382,7 +372,7 @@ impl Ec2 {
     }
 
     async fn observe_internet_gateways(&self) -> Result<Vec<Observed>, Error> {
-        let igws = self
+        let mut igws = self
             .client
             .describe_internet_gateways()
             .filters(self.stack_filter())
@@ -392,7 +382,6 @@ impl Ec2 {
             .try_collect()
             .await
             .map_err(Call::on("describe", "internet gateways"))?;
-        let mut igws = igws;
         let adopted = self.overlay.ids("igw-");
         if !adopted.is_empty() {
             let out = self
@@ -402,19 +391,9 @@ impl Ec2 {
                 .send()
                 .await
                 .map_err(Call::on("describe", "internet gateways to adopt"))?;
-            let known: Vec<String> = igws
-                .iter()
-                .filter_map(|v| v.internet_gateway_id().map(str::to_string))
-                .collect();
-            igws.extend(
-                out.internet_gateways()
-                    .iter()
-                    .filter(|v| {
-                        !v.internet_gateway_id()
-                            .is_some_and(|i| known.iter().any(|k| k == i))
-                    })
-                    .cloned(),
-            );
+            merge(&mut igws, out.internet_gateways(), |v| {
+                v.internet_gateway_id()
+            });
         }
         Ok(igws
             .into_iter()
@@ -433,7 +412,7 @@ impl Ec2 {
     }
 
     async fn observe_subnets(&self) -> Result<Vec<Observed>, Error> {
-        let subnets = self
+        let mut subnets = self
             .client
             .describe_subnets()
             .filters(self.stack_filter())
@@ -443,7 +422,6 @@ impl Ec2 {
             .try_collect()
             .await
             .map_err(Call::on("describe", "subnets"))?;
-        let mut subnets = subnets;
         let adopted = self.overlay.ids("subnet-");
         if !adopted.is_empty() {
             let out = self
@@ -453,16 +431,7 @@ impl Ec2 {
                 .send()
                 .await
                 .map_err(Call::on("describe", "subnets to adopt"))?;
-            let known: Vec<String> = subnets
-                .iter()
-                .filter_map(|v| v.subnet_id().map(str::to_string))
-                .collect();
-            subnets.extend(
-                out.subnets()
-                    .iter()
-                    .filter(|v| !v.subnet_id().is_some_and(|i| known.iter().any(|k| k == i)))
-                    .cloned(),
-            );
+            merge(&mut subnets, out.subnets(), |v| v.subnet_id());
         }
         Ok(subnets
             .into_iter()
@@ -494,7 +463,7 @@ impl Ec2 {
     }
 
     async fn observe_route_tables(&self) -> Result<Vec<Observed>, Error> {
-        let tables = self
+        let mut tables = self
             .client
             .describe_route_tables()
             .filters(self.stack_filter())
@@ -504,7 +473,6 @@ impl Ec2 {
             .try_collect()
             .await
             .map_err(Call::on("describe", "route tables"))?;
-        let mut tables = tables;
         let adopted = self.overlay.ids("rtb-");
         if !adopted.is_empty() {
             let out = self
@@ -514,19 +482,7 @@ impl Ec2 {
                 .send()
                 .await
                 .map_err(Call::on("describe", "route tables to adopt"))?;
-            let known: Vec<String> = tables
-                .iter()
-                .filter_map(|v| v.route_table_id().map(str::to_string))
-                .collect();
-            tables.extend(
-                out.route_tables()
-                    .iter()
-                    .filter(|v| {
-                        !v.route_table_id()
-                            .is_some_and(|i| known.iter().any(|k| k == i))
-                    })
-                    .cloned(),
-            );
+            merge(&mut tables, out.route_tables(), |v| v.route_table_id());
         }
         Ok(tables
             .into_iter()
@@ -578,7 +534,7 @@ impl Ec2 {
     }
 
     async fn observe_security_groups(&self) -> Result<Vec<Observed>, Error> {
-        let groups = self
+        let mut groups = self
             .client
             .describe_security_groups()
             .filters(self.stack_filter())
@@ -588,7 +544,6 @@ impl Ec2 {
             .try_collect()
             .await
             .map_err(Call::on("describe", "security groups"))?;
-        let mut groups = groups;
         let adopted = self.overlay.ids("sg-");
         if !adopted.is_empty() {
             let out = self
@@ -598,16 +553,7 @@ impl Ec2 {
                 .send()
                 .await
                 .map_err(Call::on("describe", "security groups to adopt"))?;
-            let known: Vec<String> = groups
-                .iter()
-                .filter_map(|v| v.group_id().map(str::to_string))
-                .collect();
-            groups.extend(
-                out.security_groups()
-                    .iter()
-                    .filter(|v| !v.group_id().is_some_and(|i| known.iter().any(|k| k == i)))
-                    .cloned(),
-            );
+            merge(&mut groups, out.security_groups(), |v| v.group_id());
         }
         Ok(groups
             .into_iter()

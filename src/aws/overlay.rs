@@ -35,3 +35,18 @@ impl Overlay {
         live
     }
 }
+
+/// Adds to `live` the resources of `adopted` it lacks, by id: one tagged
+/// already is found by both describes.
+pub fn merge<T: Clone>(live: &mut Vec<T>, adopted: &[T], id: impl Fn(&T) -> Option<&str>) {
+    let known: Vec<String> = live
+        .iter()
+        .filter_map(|x| id(x).map(str::to_string))
+        .collect();
+    live.extend(
+        adopted
+            .iter()
+            .filter(|x| !id(x).is_some_and(|i| known.iter().any(|k| k == i)))
+            .cloned(),
+    );
+}

@@ -360,6 +360,16 @@ const REPLACING: [&str; 4] = [
     "TerminateInstances",
 ];
 
+/// The actions recorded after the first `skip`, once checked to hold no
+/// create or delete of a database or server.
+fn nothing_replaced_since(emulator: &Emulator, skip: usize) -> Vec<String> {
+    let after = actions_after(emulator, skip);
+    for action in REPLACING {
+        assert!(!after.contains(&action.to_string()), "{action}: {after:?}");
+    }
+    after
+}
+
 #[tokio::test]
 async fn adopt_from_a_terraform_state_keeps_every_id_and_then_apply_converges() {
     let Some(emulator) = Emulator::start_for(FULL_STACK) else {
@@ -437,10 +447,7 @@ async fn adopt_from_a_terraform_state_keeps_every_id_and_then_apply_converges() 
     p.run_ok(&["apply", "--auto-approve"], 0);
     let out = p.run_ok(&["plan", "--detailed-exitcode"], 0);
     assert!(out.stdout.contains("No changes"), "{out:?}");
-    let after = actions_after(&emulator, before);
-    for action in REPLACING {
-        assert!(!after.contains(&action.to_string()), "{action}: {after:?}");
-    }
+    nothing_replaced_since(&emulator, before);
     assert!(
         !emulator
             .sent("ModifyDBInstance")
@@ -616,10 +623,7 @@ async fn adopt_without_a_state_finds_the_boilerplate_by_name_and_resets_the_pass
     p.run_ok(&["plan", "--detailed-exitcode"], 0);
     let tagged = ours(&emulator, "byname").await;
     assert!(tagged.contains(&b.instance) && tagged.contains(&b.database));
-    let after = actions_after(&emulator, before);
-    for action in REPLACING {
-        assert!(!after.contains(&action.to_string()), "{action}: {after:?}");
-    }
+    let after = nothing_replaced_since(&emulator, before);
     assert!(
         !after
             .iter()
@@ -682,10 +686,7 @@ async fn adopt_of_a_server_and_database_named_by_hand() {
     assert!(out.stdout.contains("(was Name=named-ec2_sg)"), "{out:?}");
     p.run_ok(&["apply", "--auto-approve"], 0);
     p.run_ok(&["plan", "--detailed-exitcode"], 0);
-    let after = actions_after(&emulator, before);
-    for action in REPLACING {
-        assert!(!after.contains(&action.to_string()), "{action}: {after:?}");
-    }
+    nothing_replaced_since(&emulator, before);
     // A name that isn't there is said, before anything is tagged.
     let q = Project::with_stack(&emulator.endpoint(), "other", REGION);
     let out = q.run_ok(&["adopt", "--database", "no-such-db", "--auto-approve"], 1);
@@ -801,10 +802,7 @@ async fn adopt_killed_while_tagging_is_finished_by_the_next_run() {
     for id in [&b.vpc, &b.instance, &b.database, &b.ec2_sg, &b.rds_sg] {
         assert!(tagged.contains(id), "{id}: {tagged:?}");
     }
-    let after = actions_after(&emulator, before);
-    for action in REPLACING {
-        assert!(!after.contains(&action.to_string()), "{action}: {after:?}");
-    }
+    nothing_replaced_since(&emulator, before);
 }
 
 #[tokio::test]
@@ -898,8 +896,5 @@ async fn adopt_takes_over_what_the_boilerplates_terraform_made() {
     }
     p.run_ok(&["apply", "--auto-approve"], 0);
     p.run_ok(&["plan", "--detailed-exitcode"], 0);
-    let after = actions_after(&emulator, before);
-    for action in REPLACING {
-        assert!(!after.contains(&action.to_string()), "{action}: {after:?}");
-    }
+    nothing_replaced_since(&emulator, before);
 }

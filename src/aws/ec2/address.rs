@@ -11,6 +11,7 @@ use aws_sdk_ec2::types::{Address as ElasticAddress, DomainType, ResourceType};
 use super::{
     Call, Error, create_once_found_by, is_gone, no_retries, stack_filter, tag_map, tag_spec,
 };
+use crate::aws::overlay::merge;
 use crate::aws::service::{Created, Service, Wanted, required};
 use crate::model::{Attrs, Kind, Observed, Ref, Value};
 use crate::plan::{AttrChange, Change};
@@ -56,19 +57,7 @@ impl Addresses {
                 .send()
                 .await
                 .map_err(Call::on("describe", "elastic IPs to adopt"))?;
-            let known: Vec<String> = live
-                .iter()
-                .filter_map(|a| a.allocation_id().map(str::to_string))
-                .collect();
-            live.extend(
-                out.addresses()
-                    .iter()
-                    .filter(|a| {
-                        !a.allocation_id()
-                            .is_some_and(|i| known.iter().any(|k| k == i))
-                    })
-                    .cloned(),
-            );
+            merge(&mut live, out.addresses(), |v| v.allocation_id());
         }
         Ok(live)
     }

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types::Filter;
 
+use super::instance::root_volume;
 use super::{Call, Ec2, Error, aws_tags, tag_map};
 use crate::adopt::Live;
 use crate::desired;
@@ -129,12 +130,7 @@ impl Ec2 {
                 .collect();
             net.live.image_id = i.image_id().map(str::to_string);
             net.live.instance_type = i.instance_type().map(|t| t.as_str().to_string());
-            let root = i
-                .block_device_mappings()
-                .iter()
-                .find(|m| m.device_name() == i.root_device_name())
-                .and_then(|m| m.ebs())
-                .and_then(|e| e.volume_id());
+            let root = root_volume(i);
             if let Some(volume) = root {
                 let (size, encrypted, _) = self.volume(volume).await?;
                 net.live.root_volume_size = match size {

@@ -16,6 +16,7 @@ use aws_sdk_ec2::types::IamInstanceProfileSpecification;
 use super::{
     Call, Ec2, Error, create_once_found_by, incomplete, is_gone, no_retries, tag_map, tag_spec,
 };
+use crate::aws::overlay::merge;
 use crate::aws::service::required;
 use crate::desired::Image;
 use crate::model::{Attrs, Item, Kind, Observed, Ref, Value};
@@ -36,6 +37,15 @@ const SNAPSHOT_WAIT: Duration = Duration::from_secs(60 * 60);
 /// and outlives it.
 const SNAPSHOT_OF: &str = "ihp-infra:disk-of";
 const SNAPSHOT_STACK: &str = "ihp-infra:kept-from-stack";
+
+/// The id of the volume a server boots from.
+pub(super) fn root_volume(i: &Instance) -> Option<&str> {
+    i.block_device_mappings()
+        .iter()
+        .find(|m| m.device_name() == i.root_device_name())
+        .and_then(|m| m.ebs())
+        .and_then(|e| e.volume_id())
+}
 
 /// The idempotency token of a launch. Same stack, role, image choice,
 /// earlier servers and UTC day: same token, so a retried launch returns the
@@ -286,10 +296,6 @@ impl Ec2 {
             .await?;
         let adopted = self.overlay.ids("i-");
         if !adopted.is_empty() {
-            let known: Vec<String> = instances
-                .iter()
-                .filter_map(|i| i.instance_id().map(str::to_string))
-                .collect();
             let out = self
                 .client
                 .describe_instances()
@@ -297,27 +303,19 @@ impl Ec2 {
                 .send()
                 .await
                 .map_err(Call::on("describe", "instances to adopt"))?;
-            instances.extend(
-                out.reservations()
-                    .iter()
-                    .flat_map(|r| r.instances())
-                    .filter(|i| {
-                        !i.instance_id()
-                            .is_some_and(|id| known.iter().any(|k| k == id))
-                    })
-                    .cloned(),
-            );
+            let found: Vec<Instance> = out
+                .reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .cloned()
+                .collect();
+            merge(&mut instances, &found, |i| i.instance_id());
         }
         let mut observed = Vec::new();
         for i in instances {
             let id = i.instance_id().unwrap_or_default().to_string();
             let tags = self.tags_of(&id, i.tags());
-            let root = i
-                .block_device_mappings()
-                .iter()
-                .find(|m| m.device_name() == i.root_device_name())
-                .and_then(|m| m.ebs())
-                .and_then(|e| e.volume_id());
+            let root = root_volume(&i);
             let (size, encrypted, volume_type) = match root {
                 Some(volume) => self.volume(volume).await?,
                 None => (Value::None, Value::None, Value::None),
