@@ -3,7 +3,8 @@
 # server in a virtualenv outside the checkout, reused by later runs.
 #
 #   localstack/moto.sh install        create the venv (once; idempotent)
-#   localstack/moto.sh path           print the moto_server executable
+#   localstack/moto.sh path           print the server to run (moto-server: moto_server
+#                                     with moto_as_aws.py's fixes)
 #   localstack/moto.sh amis           print the NixOS image fixture (MOTO_AMIS_PATH)
 #   localstack/moto.sh start [PORT]   start in the background (default 5000)
 #   localstack/moto.sh stop  [PORT]   stop it and wait until it is gone
@@ -17,6 +18,8 @@ MOTO_VERSION="5.2.5"
 CACHE="${IHP_INFRA_CACHE:-$HOME/.cache/ihp-infra}"
 VENV="$CACHE/moto-$MOTO_VERSION"
 RUN_DIR="$CACHE/run"
+# moto's server, with the fixes where its answers differ from AWS's.
+SERVER="$(cd "$(dirname "$0")" && pwd)/moto-server"
 # moto knows no NixOS images: this list replaces its own, in every region.
 AMIS="$(cd "$(dirname "$0")" && pwd)/nixos-amis.json"
 
@@ -41,7 +44,7 @@ start() {
     echo "moto already running on 127.0.0.1:$port (pid $(cat "$pidfile"))" >&2
     return 0
   fi
-  MOTO_AMIS_PATH="$AMIS" "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$RUN_DIR/moto-$port.log" 2>&1 &
+  MOTO_AMIS_PATH="$AMIS" "$SERVER" -H 127.0.0.1 -p "$port" >"$RUN_DIR/moto-$port.log" 2>&1 &
   echo $! >"$pidfile"
   wait_ready "$pidfile" "http://127.0.0.1:$port/moto-api/" "moto $MOTO_VERSION" "$RUN_DIR/moto-$port.log"
 }
@@ -75,7 +78,7 @@ EOT
 
 case "${1:-}" in
   install) install ;;
-  path) echo "$VENV/bin/moto_server" ;;
+  path) echo "$SERVER" ;;
   amis) echo "$AMIS" ;;
   start) shift; start "$@" ;;
   stop) shift; stop "$@" ;;
