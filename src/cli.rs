@@ -142,6 +142,10 @@ pub enum Command {
         /// with objects stops the destroy before anything is deleted
         #[arg(long)]
         delete_bucket_contents: bool,
+        /// Delete the backups bucket too, with every database dump in it
+        /// (without it, destroy keeps that bucket)
+        #[arg(long)]
+        delete_backups: bool,
         #[command(flatten)]
         lock: LockArgs,
     },
@@ -150,7 +154,7 @@ pub enum Command {
     Output {
         /// Print only this value, raw (e.g. `ssh root@$(ihp-infra output INSTANCE_IP)`):
         /// INSTANCE_URL, INSTANCE_IP, DB_ENDPOINT, DB_USERNAME, DATABASE_URL,
-        /// AWS_REGION, S3_BUCKET, CLOUDWATCH_LOG_GROUP, S3_ACCESS_KEY_FILE
+        /// AWS_REGION, S3_BUCKET, CLOUDWATCH_LOG_GROUP, S3_ACCESS_KEY_FILE, DOMAIN
         #[arg(value_name = "NAME", conflicts_with = "json")]
         name: Option<String>,
         /// As one JSON object

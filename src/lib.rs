@@ -147,7 +147,12 @@ pub async fn plan_replacing(
             }
             plan
         }
-        Goal::Destroy(_) => plan::destroy(&stack.prefix, &stack.region, &shape.wanted, &observed)?,
+        Goal::Destroy(_) => {
+            if goal.keeps_backups() {
+                observed.retain(|o| o.address != desired::backups_bucket());
+            }
+            plan::destroy(&stack.prefix, &stack.region, &shape.wanted, &observed)?
+        }
     }
     .with_data_policy(goal.data_policy(stack));
     // What only AWS can tell (a bucket that still holds files) stops the

@@ -277,6 +277,11 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                         for note in goal.data_kept(&plan) {
                             outln!("\n{note}");
                         }
+                        if let Some(note) = goal.backups_note(&stack) {
+                            outln!("\n{note}");
+                        }
+                    } else if let Some(note) = render::registrar_note(&stack) {
+                        outln!("\n{note}");
                     }
                 }
                 Ok(if detailed_exitcode && plan.has_changes() {
@@ -333,11 +338,13 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 auto_approve,
                 skip_final_snapshot,
                 delete_bucket_contents,
+                delete_backups,
                 lock,
             } => {
                 let options = ihp_infra::DestroyOptions {
                     skip_final_snapshot,
                     delete_bucket_contents,
+                    delete_backups,
                 };
                 let run = Run {
                     stack: &stack,
@@ -610,6 +617,14 @@ async fn execute_locked(
     }
     if !quiet {
         for note in goal.data_kept(&plan) {
+            outln!("\n{note}");
+        }
+        if let Some(note) = goal.backups_note(stack) {
+            outln!("\n{note}");
+        }
+        if goal == Goal::Converge
+            && let Some(note) = render::registrar_note(stack)
+        {
             outln!("\n{note}");
         }
     }

@@ -228,6 +228,12 @@ impl Session {
                 handover::database_url_without_password(&db.username, &db.endpoint, db.port)
             }),
             required,
+            domain: stack.domain.as_ref().map(|d| nixos::Domain {
+                name: d.name.clone(),
+                aliases: d.aliases.clone(),
+                acme_email: d.acme_email.clone(),
+            }),
+            backups_bucket: stack.backups.as_ref().map(|b| b.bucket.clone()),
         };
         let changed =
             nixos::write(&path, &nixos::render(&module)).map_err(|source| Error::DbInfo {

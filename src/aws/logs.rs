@@ -124,7 +124,7 @@ impl Logs {
                 "logs",
                 Kind::LogGroup,
                 super::tagging::log_group_name,
-                group,
+                &[group],
             )
             .await?;
         let Some(live) = self.describe(group).await? else {

@@ -10,6 +10,7 @@ pub mod lock;
 pub mod logs;
 pub mod overlay;
 pub mod rds;
+pub mod route53;
 pub mod s3;
 pub mod service;
 pub mod ssm;
@@ -46,6 +47,9 @@ pub enum Error {
     Iam(#[from] iam::Error),
     #[error(transparent)]
     Ssm(#[from] ssm::Error),
+    /// Boxed: its errors name a record, a zone and two stacks.
+    #[error(transparent)]
+    Route53(Box<route53::Error>),
     #[error(transparent)]
     Lock(#[from] lock::Error),
     #[error(
@@ -64,6 +68,12 @@ pub enum Error {
         address: Address,
         attribute: &'static str,
     },
+}
+
+impl From<route53::Error> for Error {
+    fn from(e: route53::Error) -> Self {
+        Error::Route53(Box::new(e))
+    }
 }
 
 /// What to do next after an error AWS answered with this code, when that
@@ -138,6 +148,7 @@ impl Error {
             Error::Logs(e) => e.code(),
             Error::Iam(e) => e.code(),
             Error::Ssm(e) => e.code(),
+            Error::Route53(e) => e.code(),
             Error::Lock(e) => e.code(),
             Error::Identity { source } => source.code(),
             Error::Unrouted { .. } | Error::MissingAttribute { .. } => None,
@@ -254,6 +265,57 @@ fn routes(services: &[Arc<dyn Service>]) -> Result<HashMap<Kind, Arc<dyn Service
     match Kind::ALL.iter().find(|k| !routes.contains_key(k)) {
         Some(&kind) => Err(Error::Unrouted { kind }),
         None => Ok(routes),
+    }
+}
+
+/// How long `output` waits for DNS to answer one name.
+const DNS_LOOKUP: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The domain's records, each with what DNS answers for it now (looked up
+/// with the system's resolver, as the user's browser would).
+async fn domain_output(
+    domain: &crate::stack::DomainSpec,
+    ip: Option<String>,
+) -> crate::outputs::Domain {
+    let records = domain.names().map(|name| {
+        let ip = ip.clone();
+        let name = name.to_string();
+        async move {
+            let lookup = {
+                let name = name.clone();
+                tokio::task::spawn_blocking(move || {
+                    use std::net::ToSocketAddrs;
+                    (name.as_str(), 443)
+                        .to_socket_addrs()
+                        .map(|addrs| {
+                            let mut ips: Vec<String> = addrs
+                                .filter(|a| a.is_ipv4())
+                                .map(|a| a.ip().to_string())
+                                .collect();
+                            ips.sort();
+                            ips.dedup();
+                            ips
+                        })
+                        .unwrap_or_default()
+                })
+            };
+            let resolves_to = tokio::time::timeout(DNS_LOOKUP, lookup)
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            crate::outputs::DomainRecord {
+                name,
+                kind: "A",
+                value: ip,
+                resolves_to,
+            }
+        }
+    });
+    crate::outputs::Domain {
+        name: domain.name.clone(),
+        zone: domain.zone.clone(),
+        records: futures::future::join_all(records).await,
     }
 }
 
@@ -401,6 +463,12 @@ impl Aws {
             s3.clone(),
             logs.clone(),
             Arc::new(iam::Iam::new(client!(aws_sdk_iam), prefix, arns.clone())),
+            Arc::new(route53::Route53::new(
+                client!(aws_sdk_route53),
+                ec2_client.clone(),
+                prefix,
+                stack.domain.as_ref().and_then(|d| d.zone.clone()),
+            )),
         ];
         Ok(Aws {
             depth: Depth::default(),
@@ -505,6 +573,14 @@ impl Aws {
             arns: self.arns.clone(),
             parameters,
             key_secret_known,
+            public_ip: observed
+                .iter()
+                .find(|o| o.address == desired::elastic_ip())
+                .and_then(|o| o.attrs.get("public_ip"))
+                .and_then(|ip| match ip {
+                    Value::Text(ip) => Some(ip.clone()),
+                    _ => None,
+                }),
         })
     }
 
@@ -640,6 +716,11 @@ impl Aws {
         self.depth.stage("outputs", Some(a.max(b)));
         let server = server?;
         let key_file = crate::db_info::access_key_path(&stack.path);
+        let ip = server.as_ref().and_then(|s| s.ip.clone());
+        let domain = match &stack.domain {
+            Some(d) => Some(domain_output(d, ip.clone()).await),
+            None => None,
+        };
         Ok(Outputs {
             instance_dns: server.as_ref().map(|s| s.dns.clone()),
             instance_ip: server.as_ref().and_then(|s| s.ip.clone()),
@@ -656,6 +737,7 @@ impl Aws {
             access_key_file: (stack.storage.key_file && key_file.exists())
                 .then(|| key_file.display().to_string()),
             no_server: stack.instance.is_none(),
+            domain,
         })
     }
 

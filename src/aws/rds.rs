@@ -337,6 +337,16 @@ impl Rds {
                         .unwrap_or(Value::None),
                 ),
                 (
+                    "deletion_protection",
+                    db.deletion_protection()
+                        .map(Value::Bool)
+                        .unwrap_or(Value::None),
+                ),
+                (
+                    "multi_az",
+                    db.multi_az().map(Value::Bool).unwrap_or(Value::None),
+                ),
+                (
                     "password",
                     tags.get(password::TAG)
                         .map(|h| Value::Sensitive(h.clone()))
@@ -420,6 +430,8 @@ impl Rds {
                 "backup_retention_days",
             )? as i32)
             .storage_encrypted(attrs.bool("storage_encrypted").unwrap_or(true))
+            .deletion_protection(attrs.bool("deletion_protection").unwrap_or(true))
+            .multi_az(attrs.bool("multi_az").unwrap_or(false))
             .set_tags(Some(rds_tags(&tags)))
             .send()
             .await;
@@ -520,6 +532,8 @@ impl Rds {
                         .collect(),
                 )),
                 ("publicly_accessible", Value::Bool(b)) => modify.publicly_accessible(*b),
+                ("deletion_protection", Value::Bool(b)) => modify.deletion_protection(*b),
+                ("multi_az", Value::Bool(b)) => modify.multi_az(*b),
                 ("backup_retention_days", Value::Int(days)) => {
                     modify.backup_retention_period(*days as i32)
                 }
@@ -582,6 +596,7 @@ impl Rds {
     ) -> Result<Option<String>, Error> {
         // Deleting a database that is still modifying fails: let it settle.
         self.wait_settled(identifier).await?;
+        self.lift_deletion_protection(identifier).await?;
         let base = final_snapshot_name(identifier, SystemTime::now());
         let mut snapshot = None;
         for attempt in 1..=10 {
@@ -621,6 +636,30 @@ impl Rds {
             tokio::time::sleep(POLL).await;
         }
         Ok(snapshot.map(|s| format!("final snapshot {s}")))
+    }
+
+    /// Turns deletion protection off: only ever called by a delete the run
+    /// was confirmed for (destroy, `enabled: false`, an allowed
+    /// replacement), which the plan says lifts it.
+    async fn lift_deletion_protection(&self, identifier: &str) -> Result<(), Error> {
+        let protected = self
+            .describe(identifier)
+            .await?
+            .and_then(|db| db.deletion_protection())
+            == Some(true);
+        if !protected {
+            return Ok(());
+        }
+        tracing::info!(database = %identifier, "lifting deletion protection to delete the database");
+        self.client
+            .modify_db_instance()
+            .db_instance_identifier(identifier)
+            .deletion_protection(false)
+            .apply_immediately(true)
+            .send()
+            .await
+            .map_err(Call::on("lift deletion protection of database", identifier))?;
+        self.wait_settled(identifier).await
     }
 
     /// Waits while the database is busy (creating, modifying, backing up...).

@@ -1,19 +1,23 @@
-//! S3: the bucket for the app's files. Found by its (global) name; counts
-//! as the stack's only with the stack's tag.
+//! S3: the bucket for the app's files, and the one the server's database
+//! dumps go to (`backups`). Found by their (global) names; count as the
+//! stack's only with the stack's tag.
 
 use std::collections::BTreeMap;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::types::{
-    BucketLocationConstraint, CreateBucketConfiguration, Delete, ObjectIdentifier,
+    AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, BucketLocationConstraint,
+    BucketVersioningStatus, CreateBucketConfiguration, Delete, ExpirationStatus, LifecycleRule,
+    LifecycleRuleFilter, NoncurrentVersionExpiration, ObjectIdentifier,
     PublicAccessBlockConfiguration, ServerSideEncryption, ServerSideEncryptionByDefault,
     ServerSideEncryptionConfiguration, ServerSideEncryptionRule, Tag, Tagging,
+    VersioningConfiguration,
 };
 
 use super::service::{CallError, Created, Service, Wanted, is_ours, required};
 use crate::desired;
-use crate::model::{Attrs, Kind, Observed, Value};
+use crate::model::{Address, Attrs, Kind, Observed, Value};
 use crate::plan::{Action, AttrChange, Change, DataOnDelete, Plan};
 use crate::policies;
 use crate::stack::STACK_TAG;
@@ -28,25 +32,48 @@ pub enum Error {
     Call(#[from] Call),
     #[error(
         "the bucket name {name} is taken by another AWS account (S3 names are global); \
-         set storage.bucket in the stack file to a name of your own"
+         set {setting} in the stack file to a name of your own"
     )]
-    Taken { name: String },
+    Taken { name: String, setting: &'static str },
     #[error(
         "bucket {name} exists in this account but is not part of stack {prefix} (it lacks the tag \
-         {STACK_TAG}={prefix}); tag it to let ihp-infra manage it, or set storage.bucket to another name"
+         {STACK_TAG}={prefix}); tag it to let ihp-infra manage it, or set {setting} to another name"
     )]
-    NotOurs { name: String, prefix: String },
+    NotOurs {
+        name: String,
+        prefix: String,
+        setting: &'static str,
+    },
+    #[error("internal error: a bucket setting is incomplete: {0}")]
+    Build(#[from] aws_sdk_s3::error::BuildError),
     #[error(
         "bucket {name} still holds {objects} object versions and this run would delete it; \
          it stopped before changing anything. Copy what you need, then empty it, or run destroy \
-         with --delete-bucket-contents to empty it (its files are lost)"
+         with {flag} to empty it (its files are lost)"
     )]
-    NotEmpty { name: String, objects: usize },
+    NotEmpty {
+        name: String,
+        objects: usize,
+        flag: &'static str,
+    },
     #[error(transparent)]
     Tagging(#[from] super::tagging::Error),
 }
 
 impl Error {
+    /// The error naming the stack file setting of the bucket it is about.
+    fn named_by(self, setting: &'static str) -> Self {
+        match self {
+            Error::Taken { name, .. } => Error::Taken { name, setting },
+            Error::NotOurs { name, prefix, .. } => Error::NotOurs {
+                name,
+                prefix,
+                setting,
+            },
+            e => e,
+        }
+    }
+
     pub fn code(&self) -> Option<&str> {
         match self {
             Error::Call(e) => e.code(),
@@ -61,6 +88,18 @@ fn s3_tags(tags: &BTreeMap<String, String>) -> Vec<Tag> {
         .filter_map(|(k, v)| Tag::builder().key(k).value(v).build().ok())
         .collect()
 }
+
+/// The stack file setting that names the bucket at `address`.
+fn setting(address: &Address) -> &'static str {
+    if *address == desired::backups_bucket() {
+        "backups.bucket"
+    } else {
+        "storage.bucket"
+    }
+}
+
+/// The id of the lifecycle rule that expires replaced dumps.
+const BACKUPS_RULE: &str = "ihp-infra-backups";
 
 /// The codes S3 answers when the bucket belongs to someone else.
 fn someone_elses(code: Option<&str>) -> bool {
@@ -130,63 +169,177 @@ impl S3 {
                 Some("NoSuchTagSet") => Ok(Some(BTreeMap::new())),
                 code if someone_elses(code) => Err(Error::Taken {
                     name: bucket.to_string(),
+                    setting: "storage.bucket",
                 }),
                 _ => Err(Call::on("read tags of bucket", bucket)(e).into()),
             },
         }
     }
 
-    async fn observe(&self, bucket: &str) -> Result<Vec<Observed>, Error> {
-        // Buckets of the stack under another name (storage.bucket changed).
+    /// The stack's buckets: those `wanted` names, and any other carrying
+    /// the stack's tag (a renamed one, to be deleted).
+    async fn observe(&self, wanted: &[(Address, &str, bool)]) -> Result<Vec<Observed>, Error> {
+        let names: Vec<&str> = wanted.iter().map(|(_, name, _)| *name).collect();
         let mut observed = self
             .tagging
             .renamed(
                 "s3:bucket",
                 Kind::Bucket,
                 super::tagging::bucket_name,
-                bucket,
+                &names,
             )
             .await?;
-        let Some(tags) = self.tags(bucket).await? else {
-            return Ok(observed);
+        let found =
+            futures::future::try_join_all(wanted.iter().map(|(address, bucket, versioned)| {
+                self.observe_bucket(address, bucket, *versioned)
+            }))
+            .await?;
+        observed.extend(found.into_iter().flatten());
+        Ok(observed)
+    }
+
+    /// One bucket, when it exists; `versioned` reads its versioning and
+    /// lifecycle too (only the backups bucket sets them).
+    async fn observe_bucket(
+        &self,
+        address: &Address,
+        bucket: &str,
+        versioned: bool,
+    ) -> Result<Option<Observed>, Error> {
+        let named = |e: Error| e.named_by(setting(address));
+        let Some(tags) = self.tags(bucket).await.map_err(named)? else {
+            return Ok(None);
         };
         let tags = self.overlay.tags(bucket, tags);
         if !is_ours(&tags, &self.prefix) {
             // Readable is not the same as ours: endpoints that don't enforce
             // other accounts' permissions (moto) answer for their buckets too.
             if !self.owned(bucket).await? {
-                return Err(Error::Taken {
+                return Err(named(Error::Taken {
                     name: bucket.to_string(),
-                });
+                    setting: "storage.bucket",
+                }));
             }
-            return Err(Error::NotOurs {
+            return Err(named(Error::NotOurs {
                 name: bucket.to_string(),
                 prefix: self.prefix.clone(),
-            });
+                setting: "storage.bucket",
+            }));
         }
         let (encryption, block, policy) = tokio::try_join!(
             self.encryption(bucket),
             self.public_access_blocked(bucket),
             self.policy(bucket)
         )?;
-        observed.push(Observed {
-            address: desired::bucket(),
+        let mut attrs = BTreeMap::from([
+            ("name", Value::Text(bucket.to_string())),
+            (
+                "encryption",
+                encryption.map(Value::Text).unwrap_or(Value::None),
+            ),
+            ("block_public_access", Value::Bool(block)),
+            (
+                "public_read_policy",
+                policy.map(Value::Json).unwrap_or(Value::None),
+            ),
+        ]);
+        if versioned {
+            let (versioning, expiry) =
+                tokio::try_join!(self.versioning(bucket), self.noncurrent_expiry(bucket))?;
+            attrs.insert(
+                "versioning",
+                versioning.map(Value::Text).unwrap_or(Value::None),
+            );
+            attrs.insert(
+                "noncurrent_expiry_days",
+                expiry.map(|d| Value::Int(d.into())).unwrap_or(Value::None),
+            );
+        }
+        Ok(Some(Observed {
+            address: address.clone(),
             id: bucket.to_string(),
-            attrs: BTreeMap::from([
-                ("name", Value::Text(bucket.to_string())),
-                (
-                    "encryption",
-                    encryption.map(Value::Text).unwrap_or(Value::None),
-                ),
-                ("block_public_access", Value::Bool(block)),
-                (
-                    "public_read_policy",
-                    policy.map(Value::Json).unwrap_or(Value::None),
-                ),
-            ]),
+            attrs,
             tags,
-        });
-        Ok(observed)
+        }))
+    }
+
+    /// "Enabled" or "Suspended"; none for a bucket never versioned.
+    async fn versioning(&self, bucket: &str) -> Result<Option<String>, Error> {
+        let out = self
+            .client
+            .get_bucket_versioning()
+            .bucket(bucket)
+            .send()
+            .await
+            .map_err(Call::on("read versioning of bucket", bucket))?;
+        Ok(out.status().map(|s| s.as_str().to_string()))
+    }
+
+    /// The days after which ihp-infra's rule expires replaced versions.
+    async fn noncurrent_expiry(&self, bucket: &str) -> Result<Option<i32>, Error> {
+        match self
+            .client
+            .get_bucket_lifecycle_configuration()
+            .bucket(bucket)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out
+                .rules()
+                .iter()
+                .find(|r| r.id() == Some(BACKUPS_RULE) && r.status() == &ExpirationStatus::Enabled)
+                .and_then(|r| r.noncurrent_version_expiration())
+                .and_then(|e| e.noncurrent_days())),
+            Err(e) if e.code() == Some("NoSuchLifecycleConfiguration") => Ok(None),
+            Err(e) => Err(Call::on("read lifecycle of bucket", bucket)(e).into()),
+        }
+    }
+
+    async fn put_versioning(&self, bucket: &str, status: &str) -> Result<(), Error> {
+        self.client
+            .put_bucket_versioning()
+            .bucket(bucket)
+            .versioning_configuration(
+                VersioningConfiguration::builder()
+                    .status(BucketVersioningStatus::from(status))
+                    .build(),
+            )
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| Call::on("turn on versioning of bucket", bucket)(e).into())
+    }
+
+    /// Replaced versions expire after `days`; the current one never does
+    /// (the newest dump stays, whatever happens to the server).
+    async fn put_noncurrent_expiry(&self, bucket: &str, days: i64) -> Result<(), Error> {
+        let rule = LifecycleRule::builder()
+            .id(BACKUPS_RULE)
+            .status(ExpirationStatus::Enabled)
+            .filter(LifecycleRuleFilter::builder().prefix("").build())
+            .noncurrent_version_expiration(
+                NoncurrentVersionExpiration::builder()
+                    .noncurrent_days(i32::try_from(days).unwrap_or(i32::MAX))
+                    .build(),
+            )
+            .abort_incomplete_multipart_upload(
+                AbortIncompleteMultipartUpload::builder()
+                    .days_after_initiation(7)
+                    .build(),
+            )
+            .build()?;
+        self.client
+            .put_bucket_lifecycle_configuration()
+            .bucket(bucket)
+            .lifecycle_configuration(
+                BucketLifecycleConfiguration::builder()
+                    .rules(rule)
+                    .build()?,
+            )
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| Call::on("set lifecycle of bucket", bucket)(e).into())
     }
 
     /// Whether this account owns the bucket (ListBuckets lists only ours).
@@ -271,12 +424,17 @@ impl S3 {
     }
 
     /// Refuses a run that would have to empty a bucket.
-    async fn check_deletable(&self, bucket: &str) -> Result<(), Error> {
+    async fn check_deletable(&self, address: &Address, bucket: &str) -> Result<(), Error> {
         match self.object_versions(bucket).await? {
             0 => Ok(()),
             objects => Err(Error::NotEmpty {
                 name: bucket.to_string(),
                 objects,
+                flag: if *address == desired::backups_bucket() {
+                    "--delete-backups"
+                } else {
+                    "--delete-bucket-contents"
+                },
             }),
         }
     }
@@ -307,6 +465,7 @@ impl S3 {
             Err(e) if someone_elses(e.code()) => {
                 return Err(Error::Taken {
                     name: bucket.to_string(),
+                    setting: "storage.bucket",
                 });
             }
             Err(e) => return Err(Call::on("create bucket", bucket)(e).into()),
@@ -324,6 +483,12 @@ impl S3 {
         self.set_block(bucket, block).await?;
         if let Some(policy) = attrs.text("public_read_policy") {
             self.put_policy(bucket, policy).await?;
+        }
+        if let Some(status) = attrs.text("versioning") {
+            self.put_versioning(bucket, status).await?;
+        }
+        if let Some(days) = attrs.int("noncurrent_expiry_days") {
+            self.put_noncurrent_expiry(bucket, days).await?;
         }
         Ok(())
     }
@@ -351,6 +516,12 @@ impl S3 {
         }
         if after("encryption").is_some() {
             self.put_encryption(bucket).await?;
+        }
+        if let Some(Value::Text(status)) = after("versioning") {
+            self.put_versioning(bucket, status).await?;
+        }
+        if let Some(Value::Int(days)) = after("noncurrent_expiry_days") {
+            self.put_noncurrent_expiry(bucket, *days).await?;
         }
         if let Some(c) = changes.iter().find(|c| c.name == "tags") {
             // PutBucketTagging replaces the whole set: keep the others' tags.
@@ -513,15 +684,22 @@ impl Service for S3 {
     }
 
     async fn observe(&self, wanted: &Wanted<'_>) -> Result<Vec<Observed>, super::Error> {
-        match wanted.name(&desired::bucket()) {
-            Some(bucket) => Ok(self.observe(bucket).await?),
-            None => Ok(Vec::new()),
-        }
+        let buckets: Vec<(Address, &str, bool)> = wanted
+            .of_kind(Kind::Bucket)
+            .filter_map(|d| {
+                let name = wanted.name(&d.address)?;
+                let versioned = d.attrs.iter().any(|a| a.name == "versioning");
+                Some((d.address.clone(), name, versioned))
+            })
+            .collect();
+        Ok(self.observe(&buckets).await?)
     }
 
     async fn create(&self, change: &Change, attrs: &Attrs) -> Result<Created, super::Error> {
         let bucket = required(attrs.text("name"), change, "name")?;
-        self.create(bucket, &change.tags, attrs).await?;
+        self.create(bucket, &change.tags, attrs)
+            .await
+            .map_err(|e| e.named_by(setting(&change.address)))?;
         Ok(Created::id(bucket))
     }
 
@@ -549,7 +727,7 @@ impl Service for S3 {
                 && c.data_on_delete != Some(DataOnDelete::EmptyFirst)
                 && let Some(bucket) = &c.id
             {
-                self.check_deletable(bucket).await?;
+                self.check_deletable(&c.address, bucket).await?;
             }
         }
         Ok(())
@@ -572,6 +750,7 @@ mod tests {
     fn taken_name_error_says_what_to_do() {
         let e = Error::Taken {
             name: "demo-storage".into(),
+            setting: "storage.bucket",
         };
         assert!(e.to_string().contains("set storage.bucket"));
     }

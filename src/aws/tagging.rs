@@ -70,7 +70,7 @@ impl Tagging {
 }
 
 impl Tagging {
-    /// The stack's resources of `resource_type` under a name other than
+    /// The stack's resources of `resource_type` under names other than
     /// `current` (the stack file renamed them): found by their tag, to be
     /// cleaned up. `name_of` reads the name from an ARN.
     pub async fn renamed(
@@ -78,14 +78,14 @@ impl Tagging {
         resource_type: &str,
         kind: Kind,
         name_of: fn(&str) -> Option<&str>,
-        current: &str,
+        current: &[&str],
     ) -> Result<Vec<Observed>, Error> {
         Ok(self
             .arns(resource_type)
             .await?
             .iter()
             .filter_map(|arn| name_of(arn))
-            .filter(|name| *name != current)
+            .filter(|name| !current.contains(name))
             .map(|name| Observed {
                 address: Address::new(kind, name),
                 id: name.to_string(),

@@ -94,16 +94,16 @@ enum Backend {
     },
 }
 
+/// moto's server with the fixes of `localstack/moto_as_aws.py` (where its
+/// answers differ from AWS's), from the venv `localstack/moto.sh` installs.
 fn moto_server() -> PathBuf {
     if let Some(path) = std::env::var_os("IHP_INFRA_MOTO") {
         return PathBuf::from(path);
     }
-    let cache = std::env::var_os("IHP_INFRA_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/ihp-infra")
-        });
-    cache.join("moto-5.2.5/bin/moto_server")
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/localstack/moto-server"
+    ))
 }
 
 fn free_port() -> u16 {
@@ -502,6 +502,19 @@ impl Emulator {
             ))
             .build();
         aws_sdk_ssm::Client::from_conf(config)
+    }
+
+    /// Route53 is global: its endpoint is the emulator's whatever the region.
+    pub async fn route53(&self) -> aws_sdk_route53::Client {
+        let config = aws_sdk_route53::Config::builder()
+            .behavior_version(aws_sdk_route53::config::BehaviorVersion::latest())
+            .region(aws_sdk_route53::config::Region::new("us-east-1"))
+            .endpoint_url(self.endpoint())
+            .credentials_provider(aws_sdk_route53::config::Credentials::new(
+                "test", "test", None, None, "tests",
+            ))
+            .build();
+        aws_sdk_route53::Client::from_conf(config)
     }
 
     pub async fn s3(&self, region: &str) -> aws_sdk_s3::Client {

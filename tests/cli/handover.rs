@@ -14,7 +14,7 @@ const REGION: &str = "eu-central-1";
 
 /// A program this test needs from the machine, or None after saying why
 /// the test skips (scripts/test installs them).
-fn tool(name: &str, env: &str) -> Option<PathBuf> {
+pub fn tool(name: &str, env: &str) -> Option<PathBuf> {
     let found = std::env::var_os(env).map(PathBuf::from).or_else(|| {
         std::env::var_os("PATH").and_then(|paths| {
             std::env::split_paths(&paths)

@@ -3,10 +3,12 @@
 //! see common.rs). One test crate, so the SDK is linked once.
 
 mod adopt;
+mod backups;
 mod bad_input;
 mod bench;
 mod commands;
 mod common;
+mod domain;
 mod fidelity;
 mod handover;
 mod network;

@@ -666,6 +666,13 @@ async fn partial_stack_converges_without_duplicates() {
     let mut rewritten = 0;
     if emulator.serves_whole_stack() {
         let rds = emulator.rds(REGION).await;
+        rds.modify_db_instance()
+            .db_instance_identifier("crash-half-postgres-db")
+            .deletion_protection(false)
+            .apply_immediately(true)
+            .send()
+            .await
+            .unwrap();
         rds.delete_db_instance()
             .db_instance_identifier("crash-half-postgres-db")
             .skip_final_snapshot(true)

@@ -211,6 +211,12 @@ async fn server_database_and_db_info_as_asked() {
     assert_eq!(db.publicly_accessible(), Some(false));
     assert_eq!(db.storage_encrypted(), Some(true));
     assert_eq!(
+        db.deletion_protection(),
+        Some(true),
+        "on for a new database"
+    );
+    assert_eq!(db.multi_az(), Some(false));
+    assert_eq!(
         db.db_subnet_group().and_then(|g| g.db_subnet_group_name()),
         Some("srv-db-subnets")
     );
@@ -705,9 +711,16 @@ async fn destroy_keeps_a_final_snapshot_unless_told_otherwise() {
 
     let keep = Project::with_stack(&emulator.endpoint(), "keep", REGION);
     keep.run_ok(&["apply", "--auto-approve"], 0);
+    // The emulator, as RDS, refuses to delete a protected database: destroy
+    // lifts the protection itself, and says so first.
     let out = keep.run_ok(&["destroy", "--auto-approve"], 0);
     assert!(
         out.stdout.contains("The database keeps a final snapshot"),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout
+            .contains("# deletion protection is on: lifted first, by this run only"),
         "{out:?}"
     );
     let kept = snapshots().await;
@@ -841,6 +854,46 @@ async fn tags_added_later_reach_the_db_subnet_group_and_database() {
         );
     }
     p.run_ok(&["destroy", "--auto-approve", "--skip-final-snapshot"], 0);
+}
+
+#[tokio::test]
+async fn deletion_protection_and_a_standby_change_in_place() {
+    let Some(emulator) = Emulator::start_for(FULL_STACK) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
+    let rds = emulator.rds(REGION).await;
+    let p = Project::new(&emulator.endpoint());
+    with(&p, "guard", "");
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    with(
+        &p,
+        "guard",
+        "database:\n  deletion_protection: false\n  multi_az: true\n",
+    );
+    let out = p.run_ok(&["plan"], 0);
+    assert!(
+        out.stdout.contains("deletion_protection   true -> false")
+            && out
+                .stdout
+                .contains("multi_az              false -> true  # a standby in a second zone: doubles the database's cost")
+            && out.stdout.contains("0 to replace"),
+        "{out:?}"
+    );
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    p.run_ok(&["plan", "--detailed-exitcode"], 0);
+    let db = rds
+        .describe_db_instances()
+        .db_instance_identifier("guard-postgres-db")
+        .send()
+        .await
+        .unwrap();
+    let db = &db.db_instances()[0];
+    assert_eq!(db.deletion_protection(), Some(false));
+    assert_eq!(db.multi_az(), Some(true));
+    // Unprotected: destroy has nothing to lift.
+    let out = p.run_ok(&["destroy", "--auto-approve", "--skip-final-snapshot"], 0);
+    assert!(!out.stdout.contains("deletion protection"), "{out:?}");
 }
 
 #[tokio::test]

@@ -41,6 +41,13 @@ pub fn database() -> Address {
 pub fn bucket() -> Address {
     Address::new(Kind::Bucket, "storage")
 }
+/// The bucket the server's database dumps are copied to.
+pub fn backups_bucket() -> Address {
+    Address::new(Kind::Bucket, "backups")
+}
+pub fn backups_policy() -> Address {
+    Address::new(Kind::IamPolicy, "backups-write")
+}
 pub fn log_group() -> Address {
     Address::new(Kind::LogGroup, "logs")
 }
@@ -68,6 +75,10 @@ pub fn elastic_ip() -> Address {
 pub fn ssm_policy() -> Address {
     Address::new(Kind::IamPolicy, "ssm-read")
 }
+/// The A record of one of the stack's host names (its role is the name).
+pub fn dns_record(name: &str) -> Address {
+    Address::new(Kind::DnsRecord, name)
+}
 pub fn parameter(p: crate::handover::Parameter) -> Address {
     Address::new(Kind::Parameter, p.role)
 }
@@ -75,6 +86,10 @@ pub fn parameter(p: crate::handover::Parameter) -> Address {
 /// The TCP ports the server may always reach anywhere: ssh, http and
 /// https (deploys, updates, AWS's APIs), Postgres, and mail submission
 /// (587 with STARTTLS, 465 with TLS: SES and other SMTP relays).
+/// Seconds resolvers keep the domain's records: short enough that a new
+/// address is seen within minutes.
+pub const DNS_TTL: i64 = 300;
+
 pub const APP_EGRESS_PORTS: [i32; 6] = [22, 80, 443, 5432, 587, 465];
 
 /// What planning learns from AWS before it can say what the stack wants.
@@ -98,6 +113,9 @@ pub struct Facts {
     /// parameter, or in the local key file): a key whose secret is lost
     /// is replaced, so that the server gets one it can use.
     pub key_secret_known: bool,
+    /// The public address of the live Elastic IP: what the domain's
+    /// records hold (until it exists, they wait for it).
+    pub public_ip: Option<String>,
 }
 
 impl Facts {
@@ -111,6 +129,7 @@ impl Facts {
             arns,
             parameters: BTreeMap::new(),
             key_secret_known: true,
+            public_ip: None,
         }
     }
 }
@@ -401,6 +420,8 @@ pub fn graph(stack: &Stack, facts: &Facts) -> Graph {
                     Value::Int(db.backup_retention_days.into()),
                 ),
                 replace("storage_encrypted", Value::Bool(db.storage_encrypted)),
+                in_place("deletion_protection", Value::Bool(db.deletion_protection)),
+                in_place("multi_az", Value::Bool(db.multi_az)),
                 in_place("password", Value::Sensitive(facts.password_hash.clone())),
             ],
             vec![db_subnet_group(), db_security_group()],
@@ -426,6 +447,31 @@ pub fn graph(stack: &Stack, facts: &Facts) -> Graph {
             vec![dependency],
         ));
     }
+    // The domain's A records, in the zone the stack names. Record sets
+    // carry no tags: each is the stack's only while its ownership record
+    // (see `route53`) stands beside it, and no other is ever touched.
+    if let Some(domain) = &stack.domain
+        && let Some(zone) = &domain.zone
+    {
+        let address = facts
+            .public_ip
+            .as_ref()
+            .map(|ip| Value::Text(ip.clone()))
+            .unwrap_or(pending(elastic_ip()));
+        for name in domain.names() {
+            all.push(resource(
+                dns_record(name),
+                vec![
+                    replace("zone", text(zone)),
+                    replace("name", text(name)),
+                    replace("type", text("A")),
+                    in_place("ttl", Value::Int(DNS_TTL)),
+                    in_place("address", address.clone()),
+                ],
+                vec![elastic_ip()],
+            ));
+        }
+    }
     // Nothing else depends on these: they can be left out whole. (The
     // private subnets stay: free, and ready for a database.)
     let mut left_out = Vec::new();
@@ -445,6 +491,9 @@ pub fn graph(stack: &Stack, facts: &Facts) -> Graph {
     }
     if stack.database.is_none() {
         left_out.push(parameter(crate::handover::DATABASE_URL));
+    }
+    if stack.backups.is_none() {
+        left_out.extend([backups_bucket(), backups_policy()]);
     }
     let (left_out, wanted) = all.into_iter().partition(|d| left_out.contains(&d.address));
     Graph { wanted, left_out }
@@ -467,7 +516,52 @@ fn access(
                 .collect(),
         )
     };
-    let mut all = vec![
+    let mut role_policies = vec![s3_policy(), logs_policy(), ssm_policy()];
+    if stack.backups.is_some() {
+        role_policies.push(backups_policy());
+    }
+    let mut all = Vec::new();
+    // Left out unless the stack has `backups` (see `graph`).
+    {
+        let backups = stack
+            .backups
+            .clone()
+            .unwrap_or_else(|| crate::stack::BackupsSpec {
+                bucket: stack.name("backups"),
+                retention_days: 30,
+            });
+        all.extend([
+            resource(
+                backups_bucket(),
+                vec![
+                    replace("name", text(&backups.bucket)),
+                    in_place("encryption", text("AES256")),
+                    in_place("block_public_access", Value::Bool(true)),
+                    in_place("public_read_policy", Value::None),
+                    // Each day's dump replaces the last as a new version;
+                    // replaced ones expire, the newest never does.
+                    in_place("versioning", text("Enabled")),
+                    in_place(
+                        "noncurrent_expiry_days",
+                        Value::Int(backups.retention_days.into()),
+                    ),
+                ],
+                vec![],
+            ),
+            resource(
+                backups_policy(),
+                vec![
+                    replace("name", Value::Text(stack.name("backups-write"))),
+                    in_place(
+                        "document",
+                        Value::Json(crate::policies::backups_write(arns, &backups.bucket)),
+                    ),
+                ],
+                vec![],
+            ),
+        ]);
+    }
+    all.extend([
         resource(
             bucket(),
             vec![
@@ -540,12 +634,9 @@ fn access(
                     "assume_role_policy",
                     Value::Json(crate::policies::ec2_assume_role()),
                 ),
-                in_place(
-                    "policies",
-                    policies(&[s3_policy(), logs_policy(), ssm_policy()]),
-                ),
+                in_place("policies", policies(&role_policies)),
             ],
-            vec![s3_policy(), logs_policy(), ssm_policy()],
+            role_policies.clone(),
         ),
         resource(
             instance_profile(),
@@ -558,7 +649,7 @@ fn access(
             ],
             vec![role()],
         ),
-    ];
+    ]);
     // Left out unless storage.access_key (see `graph`).
     all.push(resource(
         s3_user(),
@@ -599,6 +690,7 @@ pub fn test_facts() -> Facts {
         },
         parameters: BTreeMap::new(),
         key_secret_known: true,
+        public_ip: None,
     }
 }
 

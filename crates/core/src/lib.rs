@@ -16,6 +16,7 @@ pub mod graph;
 pub mod handover;
 pub mod init;
 pub mod json;
+pub mod mail;
 pub mod model;
 pub mod nixos;
 pub mod outputs;
@@ -38,6 +39,8 @@ use stack::Stack;
 pub struct DestroyOptions {
     pub skip_final_snapshot: bool,
     pub delete_bucket_contents: bool,
+    /// destroy --delete-backups: the backups bucket goes too, emptied.
+    pub delete_backups: bool,
 }
 
 /// What a run should leave behind.
@@ -59,7 +62,30 @@ impl Goal {
         DataPolicy {
             skip_final_snapshot: options.skip_final_snapshot,
             delete_bucket_contents: options.delete_bucket_contents,
+            delete_backups: options.delete_backups,
             server_holds_database: stack.server_holds_database(),
+        }
+    }
+
+    /// Whether this run leaves the backups bucket alone: a destroy keeps
+    /// it (and the dumps in it) unless told otherwise.
+    pub fn keeps_backups(self) -> bool {
+        matches!(self, Goal::Destroy(o) if !o.delete_backups)
+    }
+
+    /// What a destroy says of the backups bucket it keeps.
+    pub fn backups_note(self, stack: &Stack) -> Option<String> {
+        let backups = stack.backups.as_ref()?;
+        match self {
+            Goal::Destroy(o) if o.delete_backups => Some(format!(
+                "The backups bucket {} is emptied and deleted (--delete-backups): every dump in it is lost.",
+                backups.bucket
+            )),
+            Goal::Destroy(_) => Some(format!(
+                "The backups bucket {} stays, with its dumps; --delete-backups deletes it too.",
+                backups.bucket
+            )),
+            Goal::Converge => None,
         }
     }
 
@@ -137,6 +163,7 @@ mod tests {
             Goal::Destroy(DestroyOptions {
                 skip_final_snapshot: skip,
                 delete_bucket_contents: false,
+                delete_backups: false,
             })
         };
         let with_rds = stack::test_stack("demo");
@@ -189,6 +216,7 @@ mod tests {
         let all_gone = Goal::Destroy(DestroyOptions {
             skip_final_snapshot: true,
             delete_bucket_contents: true,
+            delete_backups: false,
         });
         let policy = all_gone.data_policy(&on_server);
         assert_eq!(policy.on_delete(Kind::Database), Some(DataOnDelete::Lost));

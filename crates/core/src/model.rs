@@ -27,10 +27,11 @@ pub enum Kind {
     AccessKey,
     ElasticIp,
     Parameter,
+    DnsRecord,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 17] = [
+    pub const ALL: [Kind; 18] = [
         Kind::Vpc,
         Kind::InternetGateway,
         Kind::Subnet,
@@ -48,6 +49,7 @@ impl Kind {
         Kind::AccessKey,
         Kind::ElasticIp,
         Kind::Parameter,
+        Kind::DnsRecord,
     ];
 
     pub fn label(self) -> &'static str {
@@ -69,13 +71,16 @@ impl Kind {
             Kind::AccessKey => "access_key",
             Kind::ElasticIp => "elastic_ip",
             Kind::Parameter => "parameter",
+            Kind::DnsRecord => "dns_record",
         }
     }
 
     /// Whether AWS lets this kind carry tags. An access key can't: it is
-    /// found through its user, and its tags are never compared.
+    /// found through its user. A DNS record can't either: it is found in
+    /// its zone by name and type, and is the stack's only when the stack's
+    /// ownership record stands beside it. Their tags are never compared.
     pub fn carries_tags(self) -> bool {
-        self != Kind::AccessKey
+        !matches!(self, Kind::AccessKey | Kind::DnsRecord)
     }
 
     /// Whether a replacement makes the new one before the old one goes:
@@ -112,6 +117,8 @@ impl Kind {
             Kind::ElasticIp => &[Kind::Instance, Kind::InternetGateway],
             // A parameter holds what these are: it goes before them.
             Kind::Parameter => &[Kind::Database, Kind::AccessKey],
+            // Points at the server's address: it goes before the address does.
+            Kind::DnsRecord => &[Kind::ElasticIp],
         }
     }
 }

@@ -24,6 +24,21 @@ pub struct Module {
     /// The variables the fetched file must hold; a missing one fails the
     /// fetch loudly rather than starting the app without it.
     pub required: Vec<&'static str>,
+    /// The app's names over HTTPS, when the stack has a domain.
+    pub domain: Option<Domain>,
+    /// The bucket the database dumps are copied to (`backups:`).
+    pub backups_bucket: Option<String>,
+}
+
+/// The unit (and timer) that copies the dumps off the server.
+pub const BACKUP_COPY_UNIT: &str = "ihp-infra-backup-copy";
+
+/// What nginx and ACME need of the stack's domain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Domain {
+    pub name: String,
+    pub aliases: Vec<String>,
+    pub acme_email: String,
 }
 
 /// Where the fetched secrets go on the server (systemd's RuntimeDirectory).
@@ -196,6 +211,12 @@ pub fn render(module: &Module) -> String {
         "  services.ihp.additionalEnvVars = {{\n    AWS_REGION = region;\n    S3_BUCKET = {};\n  }};\n",
         nix_string(&module.bucket)
     );
+    if let Some(domain) = &module.domain {
+        domain_block(&mut nix, domain);
+    }
+    if let Some(bucket) = &module.backups_bucket {
+        backups_block(&mut nix, bucket);
+    }
     let units: Vec<String> = UNITS.iter().map(|u| nix_string(u)).collect();
     let _ = writeln!(
         nix,
@@ -243,6 +264,64 @@ pub fn render(module: &Module) -> String {
     nix
 }
 
+/// The domain: IHP's name for the app, nginx in front of it with a Let's
+/// Encrypt certificate (HTTP-01, once the names resolve to the server).
+/// The stack file decides the domain and the contact: they win over the
+/// boilerplate's placeholders (mkForce). The proxy is a default, so IHP's
+/// appWithPostgres, which defines the same host, still agrees.
+fn domain_block(nix: &mut String, domain: &Domain) {
+    let aliases: Vec<String> = domain.aliases.iter().map(|a| nix_string(a)).collect();
+    let _ = writeln!(
+        nix,
+        "  # The domain: HTTPS by Let's Encrypt (HTTP-01) once its records resolve here.\n  \
+         services.ihp.domain = lib.mkForce {name};\n  \
+         security.acme.acceptTerms = true;\n  \
+         security.acme.defaults.email = lib.mkForce {email};\n  \
+         networking.firewall.allowedTCPPorts = [ 80 443 ];\n  \
+         services.nginx = {{\n    \
+         enable = true;\n    \
+         recommendedProxySettings = lib.mkDefault true;\n    \
+         recommendedTlsSettings = lib.mkDefault true;\n    \
+         virtualHosts.{name} = {{\n      \
+         serverAliases = [ {aliases} ];\n      \
+         enableACME = true;\n      \
+         forceSSL = true;\n      \
+         locations.\"/\" = {{\n        \
+         proxyPass = lib.mkDefault \"http://127.0.0.1:${{toString config.services.ihp.appPort}}\";\n        \
+         proxyWebsockets = lib.mkDefault true;\n      \
+         }};\n    \
+         }};\n  \
+         }};\n",
+        name = nix_string(&domain.name),
+        email = nix_string(&domain.acme_email),
+        aliases = aliases.join(" "),
+    );
+}
+
+/// Backups: NixOS dumps every database daily (01:15) into
+/// /var/backup/postgresql; an hour later the server copies the folder to
+/// the backups bucket with its role, which may add objects and never
+/// delete them (the bucket keeps each replaced dump as a version).
+fn backups_block(nix: &mut String, bucket: &str) {
+    // Bucket names are plain (validated): nothing to quote for the shell.
+    let _ = writeln!(
+        nix,
+        "  # Backups: a daily dump of Postgres on this server, copied to S3 bucket {bucket}.\n  \
+         services.postgresqlBackup.enable = true;\n  \
+         systemd.services.{BACKUP_COPY_UNIT} = {{\n    \
+         description = \"Copy the database dumps to S3 bucket {bucket}\";\n    \
+         wants = [ \"network-online.target\" ];\n    \
+         after = [ \"network-online.target\" \"postgresqlBackup.service\" ];\n    \
+         serviceConfig.Type = \"oneshot\";\n    \
+         script = \"${{pkgs.awscli2}}/bin/aws s3 sync ${{config.services.postgresqlBackup.location}} s3://{bucket}/ --region ${{region}} --only-show-errors\";\n  \
+         }};\n  \
+         systemd.timers.{BACKUP_COPY_UNIT} = {{\n    \
+         wantedBy = [ \"timers.target\" ];\n    \
+         timerConfig = {{ OnCalendar = \"*-*-* 02:15:00\"; Persistent = true; }};\n  \
+         }};\n"
+    );
+}
+
 /// Writes the module when its text differs from the file's; says whether
 /// it wrote. Never a secret in it, so an ordinary file (0644).
 pub fn write(path: &Path, text: &str) -> std::io::Result<bool> {
@@ -281,7 +360,37 @@ mod tests {
             log_group: "/ihp/demo".into(),
             database_url: Some("postgres://postgres_user@db.example:5432/postgres".into()),
             required: vec!["DATABASE_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"],
+            domain: None,
+            backups_bucket: None,
         }
+    }
+
+    #[test]
+    fn module_with_backups() {
+        let mut m = module();
+        m.backups_bucket = Some("demo-backups".into());
+        let text = render(&m);
+        let block = text
+            .split("\n\n")
+            .find(|b| b.contains("# Backups"))
+            .unwrap();
+        insta::assert_snapshot!(block);
+    }
+
+    #[test]
+    fn module_with_a_domain() {
+        let mut m = module();
+        m.domain = Some(Domain {
+            name: "app.example.org".into(),
+            aliases: vec!["www.example.org".into()],
+            acme_email: "ops@example.org".into(),
+        });
+        let text = render(&m);
+        let block = text
+            .split("\n\n")
+            .find(|b| b.contains("# The domain"))
+            .unwrap();
+        insta::assert_snapshot!(block);
     }
 
     #[test]

@@ -34,6 +34,40 @@ pub struct Outputs {
     pub access_key_file: Option<String>,
     /// The stack leaves the server out (`instance: { enabled: false }`).
     pub no_server: bool,
+    /// The stack's domain, its records, and what they resolve to now.
+    pub domain: Option<Domain>,
+}
+
+/// The domain as `output` reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Domain {
+    pub name: String,
+    /// The Route53 zone ihp-infra writes the records to; none: the user
+    /// creates them at the registrar.
+    pub zone: Option<String>,
+    pub records: Vec<DomainRecord>,
+}
+
+/// One A record the domain needs, and whether DNS answers it already.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DomainRecord {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The server's address (none until it exists).
+    pub value: Option<String>,
+    /// What DNS answers for the name here and now (empty: nothing).
+    pub resolves_to: Vec<String>,
+}
+
+impl DomainRecord {
+    /// Whether the name already resolves to the server: the first
+    /// deploy's HTTP-01 challenge then succeeds.
+    pub fn resolves_here(&self) -> bool {
+        self.value
+            .as_ref()
+            .is_some_and(|v| self.resolves_to.len() == 1 && &self.resolves_to[0] == v)
+    }
 }
 
 /// The outputs as `ihp-infra output --json` prints them.
@@ -51,6 +85,7 @@ struct Document<'a> {
     bucket: &'a str,
     log_group: &'a str,
     access_key_file: Option<&'a str>,
+    domain: Option<&'a Domain>,
 }
 
 /// A name `ihp-infra output NAME` doesn't know.
@@ -115,7 +150,7 @@ impl Outputs {
     }
 
     /// The names `ihp-infra output NAME` takes.
-    pub const NAMES: [&'static str; 9] = [
+    pub const NAMES: [&'static str; 10] = [
         "INSTANCE_URL",
         "INSTANCE_IP",
         "DB_ENDPOINT",
@@ -125,6 +160,7 @@ impl Outputs {
         "S3_BUCKET",
         "CLOUDWATCH_LOG_GROUP",
         "S3_ACCESS_KEY_FILE",
+        "DOMAIN",
     ];
 
     /// One value by name: `Err` for a name that isn't one, `Ok(None)` for
@@ -165,6 +201,7 @@ impl Outputs {
             ("S3_BUCKET", Some(self.bucket.clone())),
             ("CLOUDWATCH_LOG_GROUP", Some(self.log_group.clone())),
             ("S3_ACCESS_KEY_FILE", self.access_key_file.clone()),
+            ("DOMAIN", self.domain.as_ref().map(|d| d.name.clone())),
         ];
         debug_assert!(pairs.iter().map(|(k, _)| *k).eq(Self::NAMES));
         pairs.into()
@@ -186,6 +223,9 @@ impl Outputs {
     /// the whole text is safe to `eval`.
     pub fn to_text(&self, password: Option<&Secret>) -> String {
         let mut out = self.env_lines(password);
+        if let Some(domain) = &self.domain {
+            out.push_str(&domain_text(domain));
+        }
         match (self.ssh(), self.ssh_config()) {
             (Some(ssh), Some(config)) => {
                 let config: String = config.lines().map(|l| format!("# {l}\n")).collect();
@@ -217,9 +257,41 @@ impl Outputs {
             bucket: &self.bucket,
             log_group: &self.log_group,
             access_key_file: self.access_key_file.as_deref(),
+            domain: self.domain.as_ref(),
         };
         serde_json::to_string_pretty(&document).unwrap_or_default()
     }
+}
+
+/// The domain's records, commented, and what to do about each.
+fn domain_text(domain: &Domain) -> String {
+    let mut out = format!(
+        "\n# https://{}: nginx gets its Let's Encrypt certificate on a deploy once every name resolves to the server.\n",
+        domain.name
+    );
+    for r in &domain.records {
+        let value = r
+            .value
+            .as_deref()
+            .unwrap_or("(the server's address, after apply)");
+        let state = if r.resolves_here() {
+            "resolves to the server".to_string()
+        } else {
+            let now = if r.resolves_to.is_empty() {
+                "doesn't resolve yet".to_string()
+            } else {
+                format!("resolves to {} now", r.resolves_to.join(", "))
+            };
+            match &domain.zone {
+                Some(zone) => format!(
+                    "{now}: ihp-infra writes it to Route53 zone {zone}; check the zone's delegation at your registrar"
+                ),
+                None => format!("{now}: create this record at your registrar"),
+            }
+        };
+        out.push_str(&format!("#   {} {} {value}  {state}\n", r.name, r.kind));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -242,7 +314,43 @@ mod tests {
             log_group: "/ihp/demo".into(),
             access_key_file: None,
             no_server: false,
+            domain: None,
         }
+    }
+
+    #[test]
+    fn domain_records_say_what_to_do() {
+        let mut o = outputs();
+        o.domain = Some(Domain {
+            name: "app.example.org".into(),
+            zone: None,
+            records: vec![
+                DomainRecord {
+                    name: "app.example.org".into(),
+                    kind: "A",
+                    value: Some("203.0.113.7".into()),
+                    resolves_to: vec!["203.0.113.7".into()],
+                },
+                DomainRecord {
+                    name: "www.example.org".into(),
+                    kind: "A",
+                    value: Some("203.0.113.7".into()),
+                    resolves_to: vec![],
+                },
+            ],
+        });
+        let text = o.to_text(None);
+        assert!(text.contains("DOMAIN=app.example.org\n"), "{text}");
+        assert!(
+            text.contains("#   app.example.org A 203.0.113.7  resolves to the server\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("#   www.example.org A 203.0.113.7  doesn't resolve yet: create this record at your registrar\n"),
+            "{text}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&o.to_json(None)).unwrap();
+        assert_eq!(json["domain"]["records"][1]["type"], "A");
     }
 
     #[test]

@@ -125,6 +125,8 @@ pub struct DataPolicy {
     pub skip_final_snapshot: bool,
     /// destroy --delete-bucket-contents.
     pub delete_bucket_contents: bool,
+    /// destroy --delete-backups: the backups bucket is emptied first.
+    pub delete_backups: bool,
     /// The stack has no RDS database: Postgres lives on the server's disk.
     pub server_holds_database: bool,
 }
@@ -184,6 +186,11 @@ impl Plan {
     pub fn with_data_policy(mut self, policy: DataPolicy) -> Plan {
         for c in &mut self.changes {
             c.data_on_delete = match c.action {
+                Action::Delete
+                    if policy.delete_backups && c.address == crate::desired::backups_bucket() =>
+                {
+                    Some(DataOnDelete::EmptyFirst)
+                }
                 Action::Delete | Action::Replace => policy.on_delete(c.address.kind),
                 _ => None,
             };

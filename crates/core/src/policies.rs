@@ -11,6 +11,7 @@ const CLOUDWATCH_LOGS: &str = include_str!("../policies/cloudwatch-logs.json");
 const S3_PUBLIC_READ: &str = include_str!("../policies/s3-public-read.json");
 const EC2_ASSUME_ROLE: &str = include_str!("../policies/ec2-assume-role.json");
 const SSM_READ: &str = include_str!("../policies/ssm-read.json");
+const BACKUPS_WRITE: &str = include_str!("../policies/backups-write.json");
 
 /// Where the stack's things live, for ARNs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,6 +61,12 @@ fn fill(template: &str, vars: &[(&str, &str)]) -> String {
 
 pub fn s3_access(arns: &Arns, bucket: &str) -> String {
     fill(S3_ACCESS, &[("bucket_arn", &arns.bucket(bucket))])
+}
+
+/// Listing the backups bucket and adding to it: no delete, and versioning
+/// keeps what a put replaces, so a taken-over server can't erase history.
+pub fn backups_write(arns: &Arns, bucket: &str) -> String {
+    fill(BACKUPS_WRITE, &[("bucket_arn", &arns.bucket(bucket))])
 }
 
 pub fn cloudwatch_logs(arns: &Arns, group: &str) -> String {

@@ -188,6 +188,16 @@ fn change(out: &mut String, c: &Change, risks: &[PlanError], p: &Palette) {
                 .apply_to(format!("# data on delete: {}", data.describe()))
         );
     }
+    if matches!(c.action, Action::Delete | Action::Replace)
+        && c.observed.bool("deletion_protection") == Some(true)
+    {
+        let _ = writeln!(
+            out,
+            "        {}",
+            p.dim
+                .apply_to("# deletion protection is on: lifted first, by this run only")
+        );
+    }
     let width = c.attrs.iter().map(|a| a.name.len()).max().unwrap_or(0);
     for a in &c.attrs {
         if c.action == Action::Replace && a.before.as_ref() == Some(&a.after) {
@@ -220,7 +230,7 @@ fn attr(out: &mut String, a: &AttrChange, width: usize, action: Action, p: &Pale
             }
         }
         (None, after) => {
-            let _ = writeln!(out, "        {:width$} = {after}", a.name);
+            let _ = writeln!(out, "        {:width$} = {after}{}", a.name, cost(a, p));
         }
         (Some(_), Value::Sensitive(_)) => {
             let _ = writeln!(
@@ -237,6 +247,7 @@ fn attr(out: &mut String, a: &AttrChange, width: usize, action: Action, p: &Pale
                         p.update.apply_to("# the server is stopped and started")
                     )
                 }
+                (Action::Update, "multi_az") => cost(a, p),
                 _ => forces,
             };
             let _ = writeln!(
@@ -248,6 +259,30 @@ fn attr(out: &mut String, a: &AttrChange, width: usize, action: Action, p: &Pale
             );
         }
     }
+}
+
+/// What an attribute's new value costs, where it is worth saying.
+fn cost(a: &AttrChange, p: &Palette) -> String {
+    match (a.name, &a.after) {
+        ("multi_az", Value::Bool(true)) => format!(
+            "  {}",
+            p.update
+                .apply_to("# a standby in a second zone: doubles the database's cost")
+        ),
+        _ => String::new(),
+    }
+}
+
+/// For a domain without a Route53 zone: the records the user makes at the
+/// registrar (ihp-infra can't), said after the plan.
+pub fn registrar_note(stack: &crate::stack::Stack) -> Option<String> {
+    let domain = stack.domain.as_ref().filter(|d| d.zone.is_none())?;
+    let names: Vec<&str> = domain.names().collect();
+    Some(format!(
+        "DNS is yours to set (the stack names no dns_zone): at your registrar, point {} (A) \
+         at the server's address; `ihp-infra output` shows it, and whether the names resolve yet.",
+        names.join(", ")
+    ))
 }
 
 pub fn summary(plan: &Plan, p: &Palette) -> String {
@@ -391,6 +426,36 @@ mod tests {
         let text = super::plan(&plan, &Palette::new(false));
         assert!(
             text.contains("-/+ database.postgres-db demo-postgres-db (database-20)  must be replaced\n        ! the new database starts empty"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn destroy_says_it_lifts_deletion_protection() {
+        let wanted = resources(&stack(), &crate::desired::test_facts());
+        let plan = crate::plan::destroy("demo", "eu-central-1", &wanted, &converged()).unwrap();
+        let text = super::plan(&plan, &Palette::new(false));
+        let db = text
+            .split("\n\n")
+            .find(|c| c.contains("database.postgres-db"))
+            .unwrap();
+        assert!(
+            db.contains("# deletion protection is on: lifted first, by this run only"),
+            "{db}"
+        );
+        let others = text.matches("deletion protection").count();
+        assert_eq!(others, 1, "only the database has it: {text}");
+    }
+
+    #[test]
+    fn a_standby_database_says_what_it_costs() {
+        let mut stack = stack();
+        stack.database.as_mut().unwrap().multi_az = true;
+        let wanted = resources(&stack, &crate::desired::test_facts());
+        let plan = reconcile("demo", "eu-central-1", &wanted, &converged()).unwrap();
+        let text = super::plan(&plan, &Palette::new(false));
+        assert!(
+            text.contains("multi_az   false -> true  # a standby in a second zone: doubles the database's cost"),
             "{text}"
         );
     }

@@ -59,6 +59,42 @@ pub struct Stack {
     pub ssh_host: String,
     /// The key pair's private key, for the entry's IdentityFile.
     pub ssh_key_file: Option<String>,
+    /// The app's public name and its certificate (`domain:`).
+    pub domain: Option<DomainSpec>,
+    /// Daily dumps of the server's Postgres copied off the server, for a
+    /// stack without RDS (`backups:`).
+    pub backups: Option<BackupsSpec>,
+}
+
+/// Where the server's database dumps go, and for how long old ones stay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupsSpec {
+    /// Versioned, so each day's dump is kept as a version of the last.
+    pub bucket: String,
+    /// Days a replaced dump is kept; the newest is never expired.
+    pub retention_days: i32,
+}
+
+/// The names the app answers to over HTTPS, and where their DNS records are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainSpec {
+    /// `services.ihp.domain`, and the certificate's first name.
+    pub name: String,
+    /// More names on the same certificate and virtual host (`www.`...).
+    pub aliases: Vec<String>,
+    /// Let's Encrypt's contact (`security.acme.defaults.email`).
+    pub acme_email: String,
+    /// A Route53 hosted zone of the account that holds the names: ihp-infra
+    /// writes their A records there. None: the user creates them at the
+    /// registrar (plan and output say which).
+    pub zone: Option<String>,
+}
+
+impl DomainSpec {
+    /// The domain, then its aliases.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.name.as_str()).chain(self.aliases.iter().map(String::as_str))
+    }
 }
 
 /// The S3 bucket for the app's files, and who may read it.
@@ -148,6 +184,11 @@ pub struct DatabaseSpec {
     /// The DB subnet group's name when it isn't `<prefix>-db-subnets`: an
     /// adopted database can't move to another group in the same VPC.
     pub subnet_group: Option<String>,
+    /// RDS refuses to delete the database while this is on; destroy lifts
+    /// it, and only as part of a confirmed run.
+    pub deletion_protection: bool,
+    /// A standby in a second zone: fails over by itself, doubles the cost.
+    pub multi_az: bool,
 }
 
 impl Default for DatabaseSpec {
@@ -161,6 +202,8 @@ impl Default for DatabaseSpec {
             backup_retention_days: 7,
             storage_encrypted: true,
             subnet_group: None,
+            deletion_protection: true,
+            multi_az: false,
         }
     }
 }
@@ -386,6 +429,22 @@ struct RawStack {
     /// The key pair's private key, for the ssh entry's IdentityFile.
     #[cfg_attr(test, schemars(with = "Option<String>"))]
     ssh_key_file: Option<Spanned<String>>,
+    /// The app's public name, e.g. app.example.com: nginx serves it over HTTPS with a Let's Encrypt certificate (needs acme_email and the server).
+    #[cfg_attr(test, schemars(with = "Option<String>"))]
+    domain: Option<Spanned<String>>,
+    /// More names for the same app and certificate, e.g. [www.example.com] (at most 20).
+    #[cfg_attr(test, schemars(with = "Option<Vec<String>>"))]
+    domain_aliases: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    /// Daily dumps of the server's Postgres, copied to an S3 bucket (a stack without RDS only; present means on).
+    #[cfg_attr(test, schemars(with = "Option<RawBackups>"))]
+    backups: Option<RawBackups>,
+    /// Let's Encrypt's contact address for the certificate (required with domain).
+    #[cfg_attr(test, schemars(with = "Option<String>"))]
+    acme_email: Option<Spanned<String>>,
+    /// A Route53 hosted zone in the account, e.g. example.com: ihp-infra writes the domain's A records there (never creates or deletes the zone). Without it, plan and output list the records to create at your registrar.
+    #[cfg_attr(test, schemars(with = "Option<String>"))]
+    dns_zone: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -404,6 +463,21 @@ struct RawStorage {
     /// Also write the access key to s3_access_key.env, mode 0600 (default false).
     #[cfg_attr(test, schemars(with = "Option<bool>"))]
     key_file: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+struct RawBackups {
+    /// The bucket's name (default <prefix>-backups); S3 names are global.
+    #[cfg_attr(test, schemars(with = "Option<String>"))]
+    bucket: Option<Spanned<String>>,
+    /// Days a dump replaced by a newer one is kept (default 30, 1 to 3650); the newest always stays.
+    #[cfg_attr(test, schemars(with = "Option<i64>", range(min = 1, max = 3650)))]
+    retention_days: Option<Spanned<i64>>,
+    /// false turns backups off (default true once the section is there).
+    #[cfg_attr(test, schemars(with = "Option<bool>"))]
+    enabled: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -474,6 +548,12 @@ struct RawDatabase {
     /// The DB subnet group's name (default <prefix>-db-subnets); an adopted database keeps its own.
     #[cfg_attr(test, schemars(with = "Option<String>"))]
     subnet_group: Option<Spanned<String>>,
+    /// RDS refuses to delete the database while on (default true); destroy lifts it as part of a confirmed run.
+    #[cfg_attr(test, schemars(with = "Option<bool>"))]
+    deletion_protection: Option<Spanned<bool>>,
+    /// A standby in a second availability zone that takes over by itself (default false; doubles the database's cost).
+    #[cfg_attr(test, schemars(with = "Option<bool>"))]
+    multi_az: Option<Spanned<bool>>,
     /// false leaves this part out of the stack (default true).
     #[cfg_attr(test, schemars(with = "Option<bool>"))]
     enabled: Option<Spanned<bool>>,
@@ -780,6 +860,15 @@ fn parse_with(
         .unwrap_or(30),
     };
 
+    let domain = domain_spec(&raw, instance.is_some(), &mut problems);
+    let backups = backups_spec(
+        &raw,
+        instance.is_some(),
+        database.is_some(),
+        &storage.bucket,
+        &mut problems,
+    );
+
     match password {
         Some(db_password) if problems.is_empty() => Ok(Stack {
             path: path.to_owned(),
@@ -797,6 +886,8 @@ fn parse_with(
             nixos_module,
             ssh_host,
             ssh_key_file,
+            domain,
+            backups,
         }),
         _ => {
             problems.sort_by_key(|p| (p.line, p.column));
@@ -1010,6 +1101,12 @@ fn database_spec(raw: &RawDatabase, problems: &mut Vec<Problem>) -> DatabaseSpec
     if let Some(e) = &raw.storage_encrypted {
         spec.storage_encrypted = e.value;
     }
+    if let Some(p) = &raw.deletion_protection {
+        spec.deletion_protection = p.value;
+    }
+    if let Some(m) = &raw.multi_az {
+        spec.multi_az = m.value;
+    }
     if let Some(g) = optional(&raw.subnet_group, "database.subnet_group", problems, |g| {
         // CreateDBSubnetGroup's DBSubnetGroupName: "no more than 255
         // letters, numbers, periods, underscores, spaces, or hyphens. Must
@@ -1032,6 +1129,217 @@ fn database_spec(raw: &RawDatabase, problems: &mut Vec<Problem>) -> DatabaseSpec
         spec.subnet_group = Some(g);
     }
     spec
+}
+
+fn backups_spec(
+    raw: &RawStack,
+    has_server: bool,
+    has_database: bool,
+    storage_bucket: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<BackupsSpec> {
+    let section = raw.backups.as_ref()?;
+    let bucket = optional(&section.bucket, "backups.bucket", problems, |b| {
+        check_bucket_name(b)?;
+        if b == storage_bucket {
+            return Err(format!(
+                "{b:?} is the storage bucket; backups need a bucket of their own"
+            ));
+        }
+        Ok(b.clone())
+    })
+    .unwrap_or_else(|| format!("{}-backups", raw.prefix.value));
+    let retention_days = optional(
+        &section.retention_days,
+        "backups.retention_days",
+        problems,
+        in_range(1, 3650, "days"),
+    )
+    .unwrap_or(30);
+    if section.enabled.as_ref().is_some_and(|e| !e.value) {
+        return None;
+    }
+    // Where the section starts: its first key.
+    let at = [
+        section
+            .bucket
+            .as_ref()
+            .map(|v| (v.referenced.line(), v.referenced.column())),
+        section
+            .retention_days
+            .as_ref()
+            .map(|v| (v.referenced.line(), v.referenced.column())),
+        section
+            .enabled
+            .as_ref()
+            .map(|v| (v.referenced.line(), v.referenced.column())),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .unwrap_or((1, 1));
+    let refuse = |message: &str| Problem {
+        line: at.0,
+        column: at.1,
+        field: "backups".into(),
+        message: message.into(),
+    };
+    if has_database {
+        problems.push(refuse(
+            "backups copy the dumps of Postgres on the server; with RDS, its automatic backups keep the database (database.backup_retention_days): remove backups, or set database: { enabled: false }",
+        ));
+    } else if !has_server {
+        problems.push(refuse(
+            "backups copy the dumps of Postgres on the server, and the stack has none: remove backups, or enable the instance",
+        ));
+    }
+    Some(BackupsSpec {
+        bucket,
+        retention_days,
+    })
+}
+
+/// Checks a host name as DNS (RFC 1035) and Let's Encrypt take it: lower
+/// case, two labels or more, each 1 to 63 letters, digits and inner
+/// hyphens, 253 characters in all.
+pub fn check_host_name(name: &str) -> Result<(), String> {
+    let labels: Vec<&str> = name.split('.').collect();
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.chars().any(|c| c.is_ascii_uppercase()) {
+        return Err(format!("{name:?}: write host names in lower case"));
+    }
+    let top_is_numeric = labels
+        .last()
+        .is_some_and(|l| l.chars().all(|c| c.is_ascii_digit()));
+    if name.len() > 253 || labels.len() < 2 || !labels.iter().all(|l| label_ok(l)) || top_is_numeric
+    {
+        return Err(format!(
+            "{name:?} is not a host name: two or more labels of 1 to 63 lower-case letters, digits and inner hyphens, separated by dots (e.g. app.example.com), 253 characters at most"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `name` is `zone` or a name inside it.
+pub fn in_zone(name: &str, zone: &str) -> bool {
+    name == zone || name.ends_with(&format!(".{zone}"))
+}
+
+/// At most this many names besides the domain. Let's Encrypt allows 100
+/// on a certificate; each is one record and one HTTP-01 challenge.
+pub const MAX_DOMAIN_ALIASES: usize = 20;
+
+fn domain_spec(
+    raw: &RawStack,
+    has_server: bool,
+    problems: &mut Vec<Problem>,
+) -> Option<DomainSpec> {
+    let Some(domain) = &raw.domain else {
+        for (value, field) in [(&raw.acme_email, "acme_email"), (&raw.dns_zone, "dns_zone")] {
+            if let Some(v) = value {
+                problems.push(problem(
+                    v,
+                    field,
+                    format!("{field} needs domain: set domain, or remove {field}"),
+                ));
+            }
+        }
+        if let Some(v) = &raw.domain_aliases {
+            problems.push(problem(
+                v,
+                "domain_aliases",
+                "domain_aliases needs domain: set domain, or remove domain_aliases".into(),
+            ));
+        }
+        return None;
+    };
+    let name = optional(&raw.domain, "domain", problems, |d| {
+        check_host_name(d).map(|()| d.clone())
+    });
+    if !has_server {
+        problems.push(problem(
+            domain,
+            "domain",
+            "a domain needs the server (its records point at the server's address): remove domain, or enable the instance".into(),
+        ));
+    }
+    let aliases = optional(&raw.domain_aliases, "domain_aliases", problems, |names| {
+        let mut out: Vec<String> = Vec::new();
+        for n in names {
+            check_host_name(n)?;
+            if Some(n) == name.as_ref() || out.contains(n) {
+                return Err(format!("{n:?} is named twice"));
+            }
+            out.push(n.clone());
+        }
+        if out.len() > MAX_DOMAIN_ALIASES {
+            return Err(format!("{} names; at most {MAX_DOMAIN_ALIASES}", out.len()));
+        }
+        Ok(out)
+    })
+    .unwrap_or_default();
+    let acme_email = match &raw.acme_email {
+        None => {
+            problems.push(problem(
+                domain,
+                "acme_email",
+                "a domain needs acme_email: the address Let's Encrypt registers the certificate's account with".into(),
+            ));
+            None
+        }
+        Some(_) => optional(&raw.acme_email, "acme_email", problems, |e| {
+            let Some((local, host)) = e.split_once('@') else {
+                return Err(format!("{e:?} is not an email address (name@example.org)"));
+            };
+            let plain = !local.is_empty()
+                && local.len() <= 64
+                && !local.contains(|c: char| {
+                    c.is_whitespace() || c.is_control() || "@\"<>()[],;:\\".contains(c)
+                });
+            if !plain || check_host_name(host).is_err() {
+                return Err(format!("{e:?} is not an email address (name@example.org)"));
+            }
+            // Let's Encrypt refuses these contacts ("invalid contact domain").
+            if ["example.com", "example.org", "example.net"]
+                .iter()
+                .any(|d| in_zone(host, d))
+            {
+                return Err(format!(
+                    "{e:?}: Let's Encrypt refuses addresses at {host}; give one that receives mail"
+                ));
+            }
+            Ok(e.clone())
+        }),
+    };
+    let zone = optional(&raw.dns_zone, "dns_zone", problems, |z| {
+        let z = z.strip_suffix('.').unwrap_or(z);
+        check_host_name(z)?;
+        let outside: Vec<&str> = name
+            .iter()
+            .chain(aliases.iter())
+            .map(String::as_str)
+            .filter(|n| !in_zone(n, z))
+            .collect();
+        if !outside.is_empty() {
+            return Err(format!(
+                "{} not in zone {z}: a zone holds records only for its own names",
+                outside.join(", ")
+            ));
+        }
+        Ok(z.to_string())
+    });
+    Some(DomainSpec {
+        name: name?,
+        aliases,
+        acme_email: acme_email?,
+        zone,
+    })
 }
 
 fn problem<T>(spanned: &Spanned<T>, field: &str, message: String) -> Problem {
@@ -1367,6 +1675,8 @@ pub fn test_stack(prefix: &str) -> Stack {
         nixos_module: None,
         ssh_host: "production".into(),
         ssh_key_file: None,
+        domain: None,
+        backups: None,
     }
 }
 
@@ -1440,6 +1750,150 @@ db_password: \"s3cret-pass\"
         let problems = parse_str(text).expect_err("stack should be invalid");
         assert_eq!(problems.len(), 1, "{problems:?}");
         problems.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn domain_with_aliases_zone_and_contact() {
+        let stack = parse_str(&format!(
+            "{VALID}domain: app.example.org\ndomain_aliases: [www.example.org]\nacme_email: ops@ihp-test.org\ndns_zone: example.org.\n"
+        ))
+        .unwrap();
+        let domain = stack.domain.unwrap();
+        assert_eq!(
+            domain.names().collect::<Vec<_>>(),
+            ["app.example.org", "www.example.org"]
+        );
+        assert_eq!(
+            domain.zone.as_deref(),
+            Some("example.org"),
+            "the final dot goes"
+        );
+        assert_eq!(domain.acme_email, "ops@ihp-test.org");
+    }
+
+    #[test]
+    fn domain_problems_name_their_field() {
+        for (extra, field, says) in [
+            (
+                "domain: App.example.org\nacme_email: a@b.org\n",
+                "domain",
+                "lower case",
+            ),
+            (
+                "domain: localhost\nacme_email: a@b.org\n",
+                "domain",
+                "not a host name",
+            ),
+            (
+                "domain: a-.example.org\nacme_email: a@b.org\n",
+                "domain",
+                "not a host name",
+            ),
+            (
+                "domain: app.example.org\n",
+                "acme_email",
+                "needs acme_email",
+            ),
+            (
+                "domain: app.example.org\nacme_email: ops@example.com\n",
+                "acme_email",
+                "Let's Encrypt refuses",
+            ),
+            (
+                "domain: app.example.org\nacme_email: not-an-address\n",
+                "acme_email",
+                "not an email address",
+            ),
+            (
+                "domain: app.example.org\nacme_email: a@b.org\ndns_zone: other.org\n",
+                "dns_zone",
+                "app.example.org not in zone other.org",
+            ),
+            (
+                "domain: app.example.org\nacme_email: a@b.org\ndomain_aliases: [app.example.org]\n",
+                "domain_aliases",
+                "named twice",
+            ),
+            ("acme_email: a@b.org\n", "acme_email", "needs domain"),
+            ("dns_zone: example.org\n", "dns_zone", "needs domain"),
+            (
+                "domain: app.example.org\nacme_email: a@b.org\ninstance: { enabled: false }\n",
+                "domain",
+                "needs the server",
+            ),
+        ] {
+            let p = one_problem(&format!("{VALID}{extra}"));
+            assert_eq!(p.field, field, "{extra}: {p:?}");
+            assert!(p.message.contains(says), "{extra}: {p:?}");
+            assert!(p.line > 6, "{extra}: {p:?}");
+        }
+    }
+
+    #[test]
+    fn backups_are_for_postgres_on_the_server() {
+        let no_rds = format!("{VALID}database: {{ enabled: false }}\n");
+        let stack = parse_str(&format!("{no_rds}backups: {{}}\n")).unwrap();
+        assert_eq!(
+            stack.backups,
+            Some(BackupsSpec {
+                bucket: "demo-backups".into(),
+                retention_days: 30
+            })
+        );
+        let stack = parse_str(&format!(
+            "{no_rds}backups: {{ bucket: my-dumps, retention_days: 7, enabled: false }}\n"
+        ))
+        .unwrap();
+        assert_eq!(stack.backups, None, "enabled: false turns them off");
+        for (extra, field, says) in [
+            (
+                "backups: { retention_days: 7 }\n",
+                "backups",
+                "with RDS, its automatic backups",
+            ),
+            (
+                "database: { enabled: false }\nbackups: { retention_days: 0 }\n",
+                "backups.retention_days",
+                "1 to 3650",
+            ),
+            (
+                "database: { enabled: false }\nbackups: { bucket: demo-storage }\n",
+                "backups.bucket",
+                "is the storage bucket",
+            ),
+            (
+                "database: { enabled: false }\nbackups: { bucket: Bad_Name }\n",
+                "backups.bucket",
+                "",
+            ),
+            (
+                "database: { enabled: false }\ninstance: { enabled: false }\nbackups: { retention_days: 7 }\n",
+                "backups",
+                "the stack has none",
+            ),
+        ] {
+            let p = one_problem(&format!("{VALID}{extra}"));
+            assert_eq!(p.field, field, "{extra}: {p:?}");
+            assert!(p.message.contains(says), "{extra}: {p:?}");
+            assert!(p.line > 6, "{extra}: {p:?}");
+        }
+    }
+
+    #[test]
+    fn host_names_follow_dns() {
+        assert!(check_host_name("a.b").is_ok());
+        assert!(check_host_name(&format!("{}.org", "a".repeat(63))).is_ok());
+        assert!(check_host_name(&format!("{}.org", "a".repeat(64))).is_err());
+        assert!(
+            check_host_name(&format!("{}org", "a.".repeat(126))).is_err(),
+            "over 253"
+        );
+        assert!(
+            check_host_name("203.0.113.7").is_err(),
+            "an address is no name"
+        );
+        assert!(check_host_name("*.example.org").is_err());
+        assert!(check_host_name("a..org").is_err());
     }
 
     #[test]

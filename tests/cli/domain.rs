@@ -1,0 +1,355 @@
+//! The domain: its A records in the user's Route53 zone, written only
+//! where the stack's ownership record stands, and the module's HTTPS.
+
+use aws_sdk_route53::types::{
+    Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
+};
+
+use crate::common::{Emulator, Needs, Project, stack_yaml};
+
+const REGION: &str = "eu-central-1";
+const ZONE: &str = "ihp-test.org";
+
+/// A stack with a server (the records point at its address) and no
+/// database (not what these tests are about).
+fn with(p: &Project, prefix: &str, extra: &str) {
+    p.write(
+        "stack.yaml",
+        &format!(
+            "{}database: {{ enabled: false }}\nacme_email: ops@{ZONE}\n{extra}",
+            stack_yaml(prefix, REGION)
+        ),
+    );
+}
+
+async fn zone(route53: &aws_sdk_route53::Client) -> String {
+    let out = route53
+        .create_hosted_zone()
+        .name(ZONE)
+        .caller_reference(format!("test-{}", std::process::id()))
+        .send()
+        .await
+        .unwrap();
+    let id = out.hosted_zone().unwrap().id();
+    id.trim_start_matches("/hostedzone/").to_string()
+}
+
+async fn write_record(
+    route53: &aws_sdk_route53::Client,
+    zone: &str,
+    name: &str,
+    kind: RrType,
+    value: &str,
+) {
+    let set = ResourceRecordSet::builder()
+        .name(name)
+        .r#type(kind)
+        .ttl(60)
+        .resource_records(ResourceRecord::builder().value(value).build().unwrap())
+        .build()
+        .unwrap();
+    route53
+        .change_resource_record_sets()
+        .hosted_zone_id(zone)
+        .change_batch(
+            ChangeBatch::builder()
+                .changes(
+                    Change::builder()
+                        .action(ChangeAction::Upsert)
+                        .resource_record_set(set)
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+/// The zone's records as (name, type, values), without the zone's own.
+async fn records(
+    route53: &aws_sdk_route53::Client,
+    zone: &str,
+) -> Vec<(String, String, Vec<String>)> {
+    let out = route53
+        .list_resource_record_sets()
+        .hosted_zone_id(zone)
+        .send()
+        .await
+        .unwrap();
+    let mut all: Vec<_> = out
+        .resource_record_sets()
+        .iter()
+        .filter(|r| !matches!(r.r#type(), RrType::Ns | RrType::Soa))
+        .map(|r| {
+            (
+                r.name().trim_end_matches('.').to_string(),
+                r.r#type().as_str().to_string(),
+                r.resource_records()
+                    .iter()
+                    .map(|v| v.value().to_string())
+                    .collect(),
+            )
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+/// The module's domain settings as Nix evaluates them (None, after saying
+/// why, without nix-instantiate).
+fn module_values(module: &std::path::Path) -> Option<serde_json::Value> {
+    let nix = crate::handover::tool("nix-instantiate", "IHP_INFRA_NIX_INSTANTIATE")?;
+    let expr = format!(
+        r#"let
+  m = import {} {{
+    config.services.ihp.appPort = 8000;
+    lib = {{ mkForce = v: v; mkDefault = v: v; }};
+    pkgs = {{ }};
+    modulesPath = "/modules";
+  }};
+in {{
+  domain = m.services.ihp.domain;
+  acme = m.security.acme;
+  nginx = m.services.nginx;
+  ports = m.networking.firewall.allowedTCPPorts;
+}}"#,
+        module.display()
+    );
+    let out = std::process::Command::new(nix)
+        .args([
+            "--eval",
+            "--strict",
+            "--json",
+            "--readonly-mode",
+            "-E",
+            &expr,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).unwrap())
+}
+
+async fn elastic_ip(ec2: &aws_sdk_ec2::Client, prefix: &str) -> String {
+    let out = ec2
+        .describe_addresses()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:ihp-infra:stack")
+                .values(prefix)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    out.addresses()[0].public_ip().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn records_follow_the_domain_and_leave_the_zones_other_records_alone() {
+    let Some(emulator) = Emulator::start_for(&[Needs::InstanceProfile]) else {
+        return;
+    };
+    let ec2 = emulator.ec2_with_key(REGION).await;
+    let route53 = emulator.route53().await;
+    let zone_id = zone(&route53).await;
+    // The user's own records, which the stack must never touch.
+    write_record(
+        &route53,
+        &zone_id,
+        &format!("mail.{ZONE}"),
+        RrType::A,
+        "198.51.100.9",
+    )
+    .await;
+    write_record(&route53, &zone_id, ZONE, RrType::Txt, "\"v=spf1 -all\"").await;
+    let theirs = records(&route53, &zone_id).await;
+
+    let p = Project::new(&emulator.endpoint());
+    with(
+        &p,
+        "dom",
+        &format!("domain: app.{ZONE}\ndomain_aliases: [www.{ZONE}]\ndns_zone: {ZONE}\n"),
+    );
+    let plan = p.run_ok(&["plan"], 0);
+    assert!(
+        plan.stdout.contains(&format!("+ dns_record.app.{ZONE}"))
+            && plan
+                .stdout
+                .contains("(id of elastic_ip.app-ip, known after apply)"),
+        "{plan:?}"
+    );
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    let ip = elastic_ip(&ec2, "dom").await;
+    let owner = "\"ihp-infra:stack=dom;type=A\"".to_string();
+    let mut expected = theirs.clone();
+    expected.extend([
+        (
+            format!("_ihp-infra.app.{ZONE}"),
+            "TXT".into(),
+            vec![owner.clone()],
+        ),
+        (
+            format!("_ihp-infra.www.{ZONE}"),
+            "TXT".into(),
+            vec![owner.clone()],
+        ),
+        (format!("app.{ZONE}"), "A".into(), vec![ip.clone()]),
+        (format!("www.{ZONE}"), "A".into(), vec![ip.clone()]),
+    ]);
+    expected.sort();
+    assert_eq!(records(&route53, &zone_id).await, expected);
+    p.run_ok(&["plan", "--detailed-exitcode"], 0);
+
+    // The module serves the names over HTTPS.
+    let module = std::fs::read_to_string(p.dir.path().join("ihp-infra.nix")).unwrap();
+    assert!(
+        module.contains(&format!(
+            "services.ihp.domain = lib.mkForce \"app.{ZONE}\";"
+        )) && module.contains(&format!("serverAliases = [ \"www.{ZONE}\" ];")),
+        "{module}"
+    );
+    if let Some(values) = module_values(&p.dir.path().join("ihp-infra.nix")) {
+        assert_eq!(values["domain"], format!("app.{ZONE}"));
+        assert_eq!(values["acme"]["acceptTerms"], true);
+        assert_eq!(values["acme"]["defaults"]["email"], format!("ops@{ZONE}"));
+        let host = &values["nginx"]["virtualHosts"][format!("app.{ZONE}")];
+        assert_eq!(
+            host["serverAliases"],
+            serde_json::json!([format!("www.{ZONE}")])
+        );
+        assert_eq!(host["enableACME"], true);
+        assert_eq!(host["forceSSL"], true);
+        assert_eq!(host["locations"]["/"]["proxyPass"], "http://127.0.0.1:8000");
+        assert_eq!(values["ports"], serde_json::json!([80, 443]));
+    }
+    let out = p.run_ok(&["output", "DOMAIN"], 0);
+    assert_eq!(out.stdout, format!("app.{ZONE}\n"));
+
+    // A record changed by hand is put back.
+    write_record(
+        &route53,
+        &zone_id,
+        &format!("app.{ZONE}"),
+        RrType::A,
+        "192.0.2.1",
+    )
+    .await;
+    let plan = p.run_ok(&["plan"], 0);
+    assert!(
+        plan.stdout
+            .contains(&format!("address   \"192.0.2.1\" -> \"{ip}\"")),
+        "{plan:?}"
+    );
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    assert_eq!(records(&route53, &zone_id).await, expected);
+
+    // A name taken out of the stack file goes, with its ownership record.
+    with(
+        &p,
+        "dom",
+        &format!("domain: app.{ZONE}\ndns_zone: {ZONE}\n"),
+    );
+    let plan = p.run_ok(&["plan"], 0);
+    assert!(
+        plan.stdout.contains(&format!("- dns_record.www.{ZONE}")),
+        "{plan:?}"
+    );
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    let now = records(&route53, &zone_id).await;
+    assert!(!now.iter().any(|(n, _, _)| n.contains("www.")), "{now:?}");
+
+    p.run_ok(&["destroy", "--auto-approve", "--skip-final-snapshot"], 0);
+    assert_eq!(
+        records(&route53, &zone_id).await,
+        theirs,
+        "only the stack's records went"
+    );
+}
+
+#[tokio::test]
+async fn a_record_the_stack_did_not_write_is_never_taken_over() {
+    let Some(emulator) = Emulator::start_for(&[Needs::InstanceProfile]) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
+    let route53 = emulator.route53().await;
+    let zone_id = zone(&route53).await;
+    write_record(
+        &route53,
+        &zone_id,
+        &format!("app.{ZONE}"),
+        RrType::A,
+        "198.51.100.9",
+    )
+    .await;
+    let p = Project::new(&emulator.endpoint());
+    with(
+        &p,
+        "mine",
+        &format!("domain: app.{ZONE}\ndns_zone: {ZONE}\n"),
+    );
+    let out = p.run_ok(&["plan"], 1);
+    assert!(
+        out.stderr.contains(&format!(
+            "the A record app.{ZONE} in zone {ZONE} was not written by stack mine: ihp-infra never changes records it didn't write"
+        )),
+        "{out:?}"
+    );
+    // A zone that isn't there is named, with what to do.
+    with(
+        &p,
+        "mine",
+        "domain: app.ihp-other.org\ndns_zone: ihp-other.org\n",
+    );
+    let out = p.run_ok(&["plan"], 1);
+    assert!(
+        out.stderr
+            .contains("no public hosted zone ihp-other.org in this account"),
+        "{out:?}"
+    );
+    assert_eq!(
+        records(&route53, &zone_id).await,
+        vec![(
+            format!("app.{ZONE}"),
+            "A".to_string(),
+            vec!["198.51.100.9".to_string()]
+        )]
+    );
+}
+
+#[tokio::test]
+async fn without_a_zone_output_lists_the_records_to_create() {
+    let Some(emulator) = Emulator::start_for(&[Needs::InstanceProfile]) else {
+        return;
+    };
+    let ec2 = emulator.ec2_with_key(REGION).await;
+    let p = Project::new(&emulator.endpoint());
+    with(&p, "reg", &format!("domain: app.{ZONE}\n"));
+    let plan = p.run_ok(&["plan"], 0);
+    assert!(
+        plan.stdout.contains(&format!(
+            "DNS is yours to set (the stack names no dns_zone): at your registrar, point app.{ZONE} (A) at the server's address"
+        )) && !plan.stdout.contains("dns_record"),
+        "{plan:?}"
+    );
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    let ip = elastic_ip(&ec2, "reg").await;
+    let out = p.run_ok(&["output"], 0);
+    assert!(
+        out.stdout.contains(&format!("#   app.{ZONE} A {ip}  "))
+            && out.stdout.contains("create this record at your registrar"),
+        "{out:?}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&p.run_ok(&["output", "--json"], 0).stdout).unwrap();
+    assert_eq!(json["domain"]["records"][0]["value"], ip.as_str());
+    p.run_ok(&["destroy", "--auto-approve", "--skip-final-snapshot"], 0);
+}
