@@ -14,8 +14,8 @@ pub mod ssh_config;
 
 // The core crate's modules, under the names the whole crate uses.
 pub use ihp_infra_core::{
-    DestroyOptions, Goal, adopt, db_info, desired, executor, graph, handover, init, json, model,
-    nixos, outputs, password, plan, policies, redact, regions, render, saved, ssh, stack,
+    DestroyOptions, Goal, adopt, db_info, desired, executor, graph, handover, init, json, mail,
+    model, nixos, outputs, password, plan, policies, redact, regions, render, saved, ssh, stack,
 };
 
 use aws::Aws;

@@ -234,6 +234,11 @@ impl Session {
                 acme_email: d.acme_email.clone(),
             }),
             backups_bucket: stack.backups.as_ref().map(|b| b.bucket.clone()),
+            smtp_host: stack
+                .mail
+                .as_ref()
+                .filter(|m| m.enabled)
+                .map(|_| crate::mail::smtp_host(&stack.region)),
         };
         let changed =
             nixos::write(&path, &nixos::render(&module)).map_err(|source| Error::DbInfo {

@@ -13,6 +13,7 @@ pub mod rds;
 pub mod route53;
 pub mod s3;
 pub mod service;
+pub mod ses;
 pub mod ssm;
 pub mod tagging;
 
@@ -47,6 +48,8 @@ pub enum Error {
     Iam(#[from] iam::Error),
     #[error(transparent)]
     Ssm(#[from] ssm::Error),
+    #[error(transparent)]
+    Ses(#[from] ses::Error),
     /// Boxed: its errors name a record, a zone and two stacks.
     #[error(transparent)]
     Route53(Box<route53::Error>),
@@ -133,6 +136,7 @@ impl Error {
     pub fn hint(&self) -> Option<&'static str> {
         match self {
             Error::Rds(e) => e.hint(),
+            Error::Ses(e) => e.hint(),
             Error::Ec2(e) => e.code().and_then(ec2_hint),
             _ => None,
         }
@@ -149,6 +153,7 @@ impl Error {
             Error::Iam(e) => e.code(),
             Error::Ssm(e) => e.code(),
             Error::Route53(e) => e.code(),
+            Error::Ses(e) => e.code(),
             Error::Lock(e) => e.code(),
             Error::Identity { source } => source.code(),
             Error::Unrouted { .. } | Error::MissingAttribute { .. } => None,
@@ -174,6 +179,7 @@ pub struct Aws {
     pub overlay: Arc<overlay::Overlay>,
     s3: Arc<s3::S3>,
     logs: Arc<logs::Logs>,
+    ses: Arc<ses::Ses>,
     services: Vec<Arc<dyn Service>>,
     routes: HashMap<Kind, Arc<dyn Service>>,
 }
@@ -455,6 +461,7 @@ impl Aws {
             arns.clone(),
             overlay.clone(),
         ));
+        let ses = Arc::new(ses::Ses::new(client!(aws_sdk_sesv2), prefix, arns.clone()));
         let services: Vec<Arc<dyn Service>> = vec![
             ssm.clone(),
             ec2.clone(),
@@ -463,6 +470,7 @@ impl Aws {
             s3.clone(),
             logs.clone(),
             Arc::new(iam::Iam::new(client!(aws_sdk_iam), prefix, arns.clone())),
+            ses.clone(),
             Arc::new(route53::Route53::new(
                 client!(aws_sdk_route53),
                 ec2_client.clone(),
@@ -487,6 +495,7 @@ impl Aws {
             overlay,
             s3,
             logs,
+            ses,
         })
     }
 
@@ -721,6 +730,19 @@ impl Aws {
             Some(d) => Some(domain_output(d, ip.clone()).await),
             None => None,
         };
+        let mail = match stack.mail.as_ref().filter(|m| m.enabled) {
+            Some(m) => {
+                let state = self.ses.state(&m.from_domain).await?;
+                Some(crate::outputs::Mail {
+                    from_domain: m.from_domain.clone(),
+                    smtp_host: crate::mail::smtp_host(&stack.region),
+                    verified: state.verified,
+                    dkim_records: state.dkim_records,
+                    production_access: state.production_access,
+                })
+            }
+            None => None,
+        };
         Ok(Outputs {
             instance_dns: server.as_ref().map(|s| s.dns.clone()),
             instance_ip: server.as_ref().and_then(|s| s.ip.clone()),
@@ -738,6 +760,7 @@ impl Aws {
                 .then(|| key_file.display().to_string()),
             no_server: stack.instance.is_none(),
             domain,
+            mail,
         })
     }
 

@@ -357,6 +357,9 @@ def check_request(entry):
     scope = auth.split("Credential=")[1].split(",")[0].split("/") if "Credential=" in auth else []
     service = scope[3] if len(scope) > 3 else "?"
     url = urlsplit(entry["url"])
+    # SES's two APIs sign as "ses"; v2 is the REST one under /v2/.
+    if service == "ses" and url.path.startswith("/v2/"):
+        service = "sesv2"
     request = Request(
         method=entry["method"], path=url.path, query_string=url.query,
         headers=headers, body=body,

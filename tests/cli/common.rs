@@ -48,6 +48,8 @@ pub enum Needs {
     /// (moto makes a second account by `x-moto-account-id`; LocalStack lets
     /// every account read every bucket).
     IsolatedAccounts,
+    /// The SES v2 API (mail's domain identity).
+    SesV2,
 }
 
 /// What a stack with every part needs.
@@ -69,6 +71,7 @@ impl Needs {
             (Kind::LocalStack, Needs::IsolatedAccounts) => {
                 Some("every account can read every bucket there, so none is another account's")
             }
+            (Kind::LocalStack, Needs::SesV2) => Some("LocalStack community has no SES v2 API"),
         }
     }
 }
@@ -502,6 +505,18 @@ impl Emulator {
             ))
             .build();
         aws_sdk_ssm::Client::from_conf(config)
+    }
+
+    pub async fn sesv2(&self, region: &str) -> aws_sdk_sesv2::Client {
+        let config = aws_sdk_sesv2::Config::builder()
+            .behavior_version(aws_sdk_sesv2::config::BehaviorVersion::latest())
+            .region(aws_sdk_sesv2::config::Region::new(region.to_string()))
+            .endpoint_url(self.endpoint())
+            .credentials_provider(aws_sdk_sesv2::config::Credentials::new(
+                "test", "test", None, None, "tests",
+            ))
+            .build();
+        aws_sdk_sesv2::Client::from_conf(config)
     }
 
     /// Route53 is global: its endpoint is the emulator's whatever the region.

@@ -11,6 +11,7 @@ mod common;
 mod domain;
 mod fidelity;
 mod handover;
+mod mail;
 mod network;
 mod parts;
 mod proxy;

@@ -75,6 +75,10 @@ pub fn elastic_ip() -> Address {
 pub fn ssm_policy() -> Address {
     Address::new(Kind::IamPolicy, "ssm-read")
 }
+/// The SES domain identity the app's mail is sent as.
+pub fn email_identity() -> Address {
+    Address::new(Kind::EmailIdentity, "mail")
+}
 /// The A record of one of the stack's host names (its role is the name).
 pub fn dns_record(name: &str) -> Address {
     Address::new(Kind::DnsRecord, name)
@@ -472,6 +476,14 @@ pub fn graph(stack: &Stack, facts: &Facts) -> Graph {
             ));
         }
     }
+    // Mail: the SES identity of the domain the app sends from.
+    if let Some(mail) = &stack.mail {
+        all.push(resource(
+            email_identity(),
+            vec![replace("name", text(&mail.from_domain))],
+            vec![],
+        ));
+    }
     // Nothing else depends on these: they can be left out whole. (The
     // private subnets stay: free, and ready for a database.)
     let mut left_out = Vec::new();
@@ -494,6 +506,9 @@ pub fn graph(stack: &Stack, facts: &Facts) -> Graph {
     }
     if stack.backups.is_none() {
         left_out.extend([backups_bucket(), backups_policy()]);
+    }
+    if stack.mail.as_ref().is_some_and(|m| !m.enabled) {
+        left_out.push(email_identity());
     }
     let (left_out, wanted) = all.into_iter().partition(|d| left_out.contains(&d.address));
     Graph { wanted, left_out }

@@ -28,10 +28,11 @@ pub enum Kind {
     ElasticIp,
     Parameter,
     DnsRecord,
+    EmailIdentity,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 18] = [
+    pub const ALL: [Kind; 19] = [
         Kind::Vpc,
         Kind::InternetGateway,
         Kind::Subnet,
@@ -50,6 +51,7 @@ impl Kind {
         Kind::ElasticIp,
         Kind::Parameter,
         Kind::DnsRecord,
+        Kind::EmailIdentity,
     ];
 
     pub fn label(self) -> &'static str {
@@ -72,6 +74,7 @@ impl Kind {
             Kind::ElasticIp => "elastic_ip",
             Kind::Parameter => "parameter",
             Kind::DnsRecord => "dns_record",
+            Kind::EmailIdentity => "email_identity",
         }
     }
 
@@ -118,7 +121,8 @@ impl Kind {
             // A parameter holds what these are: it goes before them.
             Kind::Parameter => &[Kind::Database, Kind::AccessKey],
             // Points at the server's address: it goes before the address does.
-            Kind::DnsRecord => &[Kind::ElasticIp],
+            Kind::DnsRecord => &[Kind::ElasticIp, Kind::EmailIdentity],
+            Kind::EmailIdentity => &[],
         }
     }
 }

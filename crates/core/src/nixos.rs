@@ -28,6 +28,8 @@ pub struct Module {
     pub domain: Option<Domain>,
     /// The bucket the database dumps are copied to (`backups:`).
     pub backups_bucket: Option<String>,
+    /// SES's SMTP endpoint, when the stack has mail.
+    pub smtp_host: Option<String>,
 }
 
 /// The unit (and timer) that copies the dumps off the server.
@@ -206,9 +208,22 @@ pub fn render(module: &Module) -> String {
             nix_string(url)
         );
     }
+    // Mail goes to SES's endpoint on 587 with STARTTLS (the boilerplate's
+    // settings); its user and password come with the other secrets.
+    let smtp = module
+        .smtp_host
+        .as_ref()
+        .map(|host| {
+            format!(
+                "    SMTP_HOST = {};\n    SMTP_PORT = \"{}\";\n    SMTP_ENCRYPTION = \"STARTTLS\";\n",
+                nix_string(host),
+                crate::mail::SMTP_PORT
+            )
+        })
+        .unwrap_or_default();
     let _ = writeln!(
         nix,
-        "  services.ihp.additionalEnvVars = {{\n    AWS_REGION = region;\n    S3_BUCKET = {};\n  }};\n",
+        "  services.ihp.additionalEnvVars = {{\n    AWS_REGION = region;\n    S3_BUCKET = {};\n{smtp}  }};\n",
         nix_string(&module.bucket)
     );
     if let Some(domain) = &module.domain {
@@ -362,7 +377,19 @@ mod tests {
             required: vec!["DATABASE_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"],
             domain: None,
             backups_bucket: None,
+            smtp_host: None,
         }
+    }
+
+    #[test]
+    fn module_with_mail_points_the_app_at_ses() {
+        let mut m = module();
+        m.smtp_host = Some(crate::mail::smtp_host("eu-central-1"));
+        let text = render(&m);
+        assert!(
+            text.contains("    S3_BUCKET = \"demo-storage\";\n    SMTP_HOST = \"email-smtp.eu-central-1.amazonaws.com\";\n    SMTP_PORT = \"587\";\n    SMTP_ENCRYPTION = \"STARTTLS\";\n  };"),
+            "{text}"
+        );
     }
 
     #[test]

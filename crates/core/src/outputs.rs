@@ -36,6 +36,21 @@ pub struct Outputs {
     pub no_server: bool,
     /// The stack's domain, its records, and what they resolve to now.
     pub domain: Option<Domain>,
+    /// Mail through SES, when the stack has it.
+    pub mail: Option<Mail>,
+}
+
+/// Mail as `output` reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Mail {
+    pub from_domain: String,
+    pub smtp_host: String,
+    /// SES lets the app send as the domain.
+    pub verified: bool,
+    /// Easy DKIM's CNAME records: (name, value).
+    pub dkim_records: Vec<(String, String)>,
+    /// Whether the account may mail anyone; None: SES didn't say.
+    pub production_access: Option<bool>,
 }
 
 /// The domain as `output` reports it.
@@ -86,6 +101,7 @@ struct Document<'a> {
     log_group: &'a str,
     access_key_file: Option<&'a str>,
     domain: Option<&'a Domain>,
+    mail: Option<&'a Mail>,
 }
 
 /// A name `ihp-infra output NAME` doesn't know.
@@ -226,6 +242,9 @@ impl Outputs {
         if let Some(domain) = &self.domain {
             out.push_str(&domain_text(domain));
         }
+        if let Some(mail) = &self.mail {
+            out.push_str(&mail_text(mail));
+        }
         match (self.ssh(), self.ssh_config()) {
             (Some(ssh), Some(config)) => {
                 let config: String = config.lines().map(|l| format!("# {l}\n")).collect();
@@ -258,9 +277,39 @@ impl Outputs {
             log_group: &self.log_group,
             access_key_file: self.access_key_file.as_deref(),
             domain: self.domain.as_ref(),
+            mail: self.mail.as_ref(),
         };
         serde_json::to_string_pretty(&document).unwrap_or_default()
     }
+}
+
+/// Mail: where the app submits it, whether SES lets it send, and what is
+/// left to do.
+fn mail_text(mail: &Mail) -> String {
+    let mut out = format!(
+        "\n# Mail as {}: SMTP {}:{} with STARTTLS; SES {}.\n",
+        mail.from_domain,
+        mail.smtp_host,
+        crate::mail::SMTP_PORT,
+        if mail.verified {
+            "has verified the domain"
+        } else {
+            "verifies the domain once these DKIM records resolve"
+        }
+    );
+    if !mail.verified {
+        for (name, value) in &mail.dkim_records {
+            out.push_str(&format!("#   {name} CNAME {value}\n"));
+        }
+    }
+    out.push_str(match mail.production_access {
+        Some(true) => "# The account may mail anyone.\n",
+        Some(false) => {
+            "# The account is in SES's sandbox: it mails only verified addresses. Ask for production access: SES console, Account dashboard, Request production access.\n"
+        }
+        None => "# SES didn't say whether the account is out of its sandbox (new accounts are in it: see the SES console's Account dashboard).\n",
+    });
+    out
 }
 
 /// The domain's records, commented, and what to do about each.
@@ -315,6 +364,33 @@ mod tests {
             access_key_file: None,
             no_server: false,
             domain: None,
+            mail: None,
+        }
+    }
+
+    #[test]
+    fn mail_says_what_is_left_to_do() {
+        let mut o = outputs();
+        o.mail = Some(Mail {
+            from_domain: "example.org".into(),
+            smtp_host: crate::mail::smtp_host("eu-central-1"),
+            verified: false,
+            dkim_records: vec![(
+                "t1._domainkey.example.org".into(),
+                "t1.dkim.amazonses.com".into(),
+            )],
+            production_access: Some(false),
+        });
+        let text = o.to_text(None);
+        assert!(
+            text.contains("# Mail as example.org: SMTP email-smtp.eu-central-1.amazonaws.com:587 with STARTTLS; SES verifies the domain once these DKIM records resolve.\n#   t1._domainkey.example.org CNAME t1.dkim.amazonses.com\n# The account is in SES's sandbox"),
+            "{text}"
+        );
+        for line in text.lines() {
+            assert!(
+                line.is_empty() || line.starts_with('#') || line.contains('='),
+                "{line:?} would run"
+            );
         }
     }
 

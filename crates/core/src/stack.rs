@@ -64,6 +64,19 @@ pub struct Stack {
     /// Daily dumps of the server's Postgres copied off the server, for a
     /// stack without RDS (`backups:`).
     pub backups: Option<BackupsSpec>,
+    /// The app's mail through Amazon SES (`mail:`).
+    pub mail: Option<MailSpec>,
+}
+
+/// Where the app's mail comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailSpec {
+    /// The SES domain identity (Easy DKIM): the app sends as any address
+    /// at this domain.
+    pub from_domain: String,
+    /// `mail: { enabled: false }`: the identity is deleted (the section
+    /// stays, so it can be found by its name).
+    pub enabled: bool,
 }
 
 /// Where the server's database dumps go, and for how long old ones stay.
@@ -435,6 +448,9 @@ struct RawStack {
     /// More names for the same app and certificate, e.g. [www.example.com] (at most 20).
     #[cfg_attr(test, schemars(with = "Option<Vec<String>>"))]
     domain_aliases: Option<Spanned<Vec<String>>>,
+    /// Mail through Amazon SES: a domain identity with DKIM for from_domain (default: the domain).
+    #[cfg_attr(test, schemars(with = "Option<RawMail>"))]
+    mail: Option<RawMail>,
     #[serde(default)]
     /// Daily dumps of the server's Postgres, copied to an S3 bucket (a stack without RDS only; present means on).
     #[cfg_attr(test, schemars(with = "Option<RawBackups>"))]
@@ -463,6 +479,18 @@ struct RawStorage {
     /// Also write the access key to s3_access_key.env, mode 0600 (default false).
     #[cfg_attr(test, schemars(with = "Option<bool>"))]
     key_file: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+struct RawMail {
+    /// The domain the app sends from, e.g. example.com (default: domain).
+    #[cfg_attr(test, schemars(with = "Option<String>"))]
+    from_domain: Option<Spanned<String>>,
+    /// false turns mail off (default true once the section is there).
+    #[cfg_attr(test, schemars(with = "Option<bool>"))]
+    enabled: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -861,6 +889,7 @@ fn parse_with(
     };
 
     let domain = domain_spec(&raw, instance.is_some(), &mut problems);
+    let mail = mail_spec(&raw, domain.as_ref(), &mut problems);
     let backups = backups_spec(
         &raw,
         instance.is_some(),
@@ -888,6 +917,7 @@ fn parse_with(
             ssh_key_file,
             domain,
             backups,
+            mail,
         }),
         _ => {
             problems.sort_by_key(|p| (p.line, p.column));
@@ -1129,6 +1159,43 @@ fn database_spec(raw: &RawDatabase, problems: &mut Vec<Problem>) -> DatabaseSpec
         spec.subnet_group = Some(g);
     }
     spec
+}
+
+fn mail_spec(
+    raw: &RawStack,
+    domain: Option<&DomainSpec>,
+    problems: &mut Vec<Problem>,
+) -> Option<MailSpec> {
+    let section = raw.mail.as_ref()?;
+    let from = optional(&section.from_domain, "mail.from_domain", problems, |d| {
+        check_host_name(d).map(|()| d.clone())
+    });
+    let enabled = section.enabled.as_ref().is_none_or(|e| e.value);
+    let from_domain = match (from, &section.from_domain, domain) {
+        (Some(d), _, _) => d,
+        // Its problem is recorded already.
+        (None, Some(_), _) => return None,
+        (None, None, Some(domain)) => domain.name.clone(),
+        (None, None, None) => {
+            let (line, column) = section
+                .enabled
+                .as_ref()
+                .map(|e| (e.referenced.line(), e.referenced.column()))
+                .unwrap_or((1, 1));
+            problems.push(Problem {
+                line,
+                column,
+                field: "mail.from_domain".into(),
+                message: "mail needs the domain it sends from: set mail.from_domain, or domain"
+                    .into(),
+            });
+            return None;
+        }
+    };
+    Some(MailSpec {
+        from_domain,
+        enabled,
+    })
 }
 
 fn backups_spec(
@@ -1677,6 +1744,7 @@ pub fn test_stack(prefix: &str) -> Stack {
         ssh_key_file: None,
         domain: None,
         backups: None,
+        mail: None,
     }
 }
 
@@ -1877,6 +1945,28 @@ db_password: \"s3cret-pass\"
             assert!(p.message.contains(says), "{extra}: {p:?}");
             assert!(p.line > 6, "{extra}: {p:?}");
         }
+    }
+
+    #[test]
+    fn mail_sends_from_the_domain_unless_told() {
+        let with_domain = format!(
+            "{VALID}domain: app.example.org\nacme_email: ops@ihp-test.org\nmail: {{}}\n"
+        );
+        let mail = parse_str(&with_domain).unwrap().mail.unwrap();
+        assert_eq!(mail.from_domain, "app.example.org");
+        assert!(mail.enabled);
+        let mail = parse_str(&format!(
+            "{VALID}mail: {{ from_domain: example.org, enabled: false }}\n"
+        ))
+        .unwrap()
+        .mail
+        .unwrap();
+        assert_eq!((mail.from_domain.as_str(), mail.enabled), ("example.org", false));
+        let p = one_problem(&format!("{VALID}mail: {{ enabled: true }}\n"));
+        assert_eq!(p.field, "mail.from_domain");
+        assert!(p.message.contains("set mail.from_domain, or domain"), "{p:?}");
+        let p = one_problem(&format!("{VALID}mail: {{ from_domain: Example.org }}\n"));
+        assert_eq!(p.field, "mail.from_domain");
     }
 
     #[test]
