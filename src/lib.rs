@@ -126,6 +126,20 @@ pub async fn plan_replacing(
     // What to look for needs names only, not what a create would use.
     let shape = desired::graph(stack, &desired::Facts::unknown(aws.arns.clone()));
     let mut observed = aws.observe(&aws::Wanted { graph: &shape }).await?;
+    // The dumps in a backups bucket outlive the stack's other choices: a
+    // converge never deletes one (backups turned off, or renamed), and
+    // destroy only with --delete-backups.
+    let backups_name = stack.name("backups");
+    let is_backups = |o: &model::Observed| {
+        o.address.kind == model::Kind::Bucket
+            && (o.address == desired::backups_bucket() || o.tags.get("Name") == Some(&backups_name))
+    };
+    observed.retain(|o| match goal {
+        Goal::Converge => {
+            !is_backups(o) || (stack.backups.is_some() && o.address == desired::backups_bucket())
+        }
+        Goal::Destroy(_) => !(goal.keeps_backups() && is_backups(o)),
+    });
     let plan = match goal {
         Goal::Converge => {
             let facts = aws.facts(stack, &observed).await?;
@@ -147,12 +161,7 @@ pub async fn plan_replacing(
             }
             plan
         }
-        Goal::Destroy(_) => {
-            if goal.keeps_backups() {
-                observed.retain(|o| o.address != desired::backups_bucket());
-            }
-            plan::destroy(&stack.prefix, &stack.region, &shape.wanted, &observed)?
-        }
+        Goal::Destroy(_) => plan::destroy(&stack.prefix, &stack.region, &shape.wanted, &observed)?,
     }
     .with_data_policy(goal.data_policy(stack));
     // What only AWS can tell (a bucket that still holds files) stops the

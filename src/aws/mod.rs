@@ -294,10 +294,9 @@ async fn domain_output(
                     (name.as_str(), 443)
                         .to_socket_addrs()
                         .map(|addrs| {
-                            let mut ips: Vec<String> = addrs
-                                .filter(|a| a.is_ipv4())
-                                .map(|a| a.ip().to_string())
-                                .collect();
+                            // IPv6 too: Let's Encrypt tries an AAAA record
+                            // first, so one elsewhere fails the certificate.
+                            let mut ips: Vec<String> = addrs.map(|a| a.ip().to_string()).collect();
                             ips.sort();
                             ips.dedup();
                             ips
@@ -474,6 +473,7 @@ impl Aws {
             Arc::new(route53::Route53::new(
                 client!(aws_sdk_route53),
                 ec2_client.clone(),
+                ses.clone(),
                 prefix,
                 stack.domain.as_ref().and_then(|d| d.zone.clone()),
             )),
@@ -582,6 +582,16 @@ impl Aws {
             arns: self.arns.clone(),
             parameters,
             key_secret_known,
+            dkim_tokens: observed
+                .iter()
+                .find(|o| o.address == desired::email_identity())
+                .and_then(|o| match o.attrs.get("dkim_tokens") {
+                    Some(Value::Text(t)) => {
+                        Some(t.split_whitespace().map(str::to_string).collect())
+                    }
+                    _ => None,
+                })
+                .unwrap_or_default(),
             public_ip: observed
                 .iter()
                 .find(|o| o.address == desired::elastic_ip())

@@ -178,8 +178,13 @@ impl S3 {
 
     /// The stack's buckets: those `wanted` names, and any other carrying
     /// the stack's tag (a renamed one, to be deleted).
-    async fn observe(&self, wanted: &[(Address, &str, bool)]) -> Result<Vec<Observed>, Error> {
-        let names: Vec<&str> = wanted.iter().map(|(_, name, _)| *name).collect();
+    /// `wanted`: each bucket's address, name, whether it is versioned, and
+    /// whether the stack wants it (or only looks for it, to delete it).
+    async fn observe(
+        &self,
+        wanted: &[(Address, &str, bool, bool)],
+    ) -> Result<Vec<Observed>, Error> {
+        let names: Vec<&str> = wanted.iter().map(|(_, name, _, _)| *name).collect();
         let mut observed = self
             .tagging
             .renamed(
@@ -189,11 +194,22 @@ impl S3 {
                 &names,
             )
             .await?;
-        let found =
-            futures::future::try_join_all(wanted.iter().map(|(address, bucket, versioned)| {
-                self.observe_bucket(address, bucket, *versioned)
-            }))
-            .await?;
+        let found = futures::future::try_join_all(wanted.iter().map(
+            |(address, bucket, versioned, wants)| async move {
+                match self.observe_bucket(address, bucket, *versioned).await {
+                    // A bucket the stack only looks for by its default name
+                    // (backups turned off) may be anyone's, anywhere: not
+                    // finding it there is no reason to stop; one of the
+                    // stack's under another name is found by its tag.
+                    Err(e) if !wants => {
+                        tracing::debug!(bucket, error = %e, "left-out bucket not found by name");
+                        Ok(None)
+                    }
+                    other => other,
+                }
+            },
+        ))
+        .await?;
         observed.extend(found.into_iter().flatten());
         Ok(observed)
     }
@@ -424,13 +440,13 @@ impl S3 {
     }
 
     /// Refuses a run that would have to empty a bucket.
-    async fn check_deletable(&self, address: &Address, bucket: &str) -> Result<(), Error> {
+    async fn check_deletable(&self, backups: bool, bucket: &str) -> Result<(), Error> {
         match self.object_versions(bucket).await? {
             0 => Ok(()),
             objects => Err(Error::NotEmpty {
                 name: bucket.to_string(),
                 objects,
-                flag: if *address == desired::backups_bucket() {
+                flag: if backups {
                     "--delete-backups"
                 } else {
                     "--delete-bucket-contents"
@@ -684,14 +700,17 @@ impl Service for S3 {
     }
 
     async fn observe(&self, wanted: &Wanted<'_>) -> Result<Vec<Observed>, super::Error> {
-        let buckets: Vec<(Address, &str, bool)> = wanted
+        let mut buckets: Vec<(Address, &str, bool, bool)> = wanted
             .of_kind(Kind::Bucket)
             .filter_map(|d| {
                 let name = wanted.name(&d.address)?;
                 let versioned = d.attrs.iter().any(|a| a.name == "versioning");
-                Some((d.address.clone(), name, versioned))
+                Some((d.address.clone(), name, versioned, wanted.wants(&d.address)))
             })
             .collect();
+        // A left-out bucket under the name of a wanted one is that one.
+        let wanted_names: Vec<&str> = buckets.iter().filter(|b| b.3).map(|b| b.1).collect();
+        buckets.retain(|b| b.3 || !wanted_names.contains(&b.1));
         Ok(self.observe(&buckets).await?)
     }
 
@@ -727,7 +746,8 @@ impl Service for S3 {
                 && c.data_on_delete != Some(DataOnDelete::EmptyFirst)
                 && let Some(bucket) = &c.id
             {
-                self.check_deletable(&c.address, bucket).await?;
+                let backups = crate::plan::is_backups_bucket(c, &plan.prefix);
+                self.check_deletable(backups, bucket).await?;
             }
         }
         Ok(())

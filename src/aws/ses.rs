@@ -146,6 +146,15 @@ impl Ses {
         }))
     }
 
+    /// The Easy DKIM tokens of identity `domain` (none while it has none).
+    pub async fn dkim_tokens(&self, domain: &str) -> Result<Vec<String>, Error> {
+        Ok(self
+            .get(domain)
+            .await?
+            .and_then(|i| i.dkim_attributes().map(|d| d.tokens().to_vec()))
+            .unwrap_or_default())
+    }
+
     /// The identity's state and the account's, for `output`.
     pub async fn state(&self, domain: &str) -> Result<MailState, Error> {
         let (identity, account) = tokio::join!(self.get(domain), self.client.get_account().send());

@@ -39,9 +39,12 @@ impl Tagging {
         }
     }
 
-    /// ARNs of the resources of `resource_type` (e.g. "s3:bucket", or a
-    /// whole service: "logs") tagged for the stack.
-    pub async fn arns(&self, resource_type: &str) -> Result<Vec<String>, Error> {
+    /// ARNs and tags of the resources of `resource_type` (e.g.
+    /// "s3:bucket", or a whole service: "logs") tagged for the stack.
+    pub async fn resources(
+        &self,
+        resource_type: &str,
+    ) -> Result<Vec<(String, BTreeMap<String, String>)>, Error> {
         let failed = |e: SdkError<_, _>| Error {
             prefix: self.prefix.clone(),
             source: Box::new(e.into()),
@@ -64,7 +67,14 @@ impl Tagging {
         Ok(pages
             .iter()
             .flat_map(|p| p.resource_tag_mapping_list())
-            .filter_map(|m| m.resource_arn().map(str::to_string))
+            .filter_map(|m| {
+                let tags = m
+                    .tags()
+                    .iter()
+                    .map(|t| (t.key().to_string(), t.value().to_string()))
+                    .collect();
+                Some((m.resource_arn()?.to_string(), tags))
+            })
             .collect())
     }
 }
@@ -81,16 +91,20 @@ impl Tagging {
         current: &[&str],
     ) -> Result<Vec<Observed>, Error> {
         Ok(self
-            .arns(resource_type)
+            .resources(resource_type)
             .await?
             .iter()
-            .filter_map(|arn| name_of(arn))
-            .filter(|name| !current.contains(name))
-            .map(|name| Observed {
-                address: Address::new(kind, name),
-                id: name.to_string(),
-                attrs: BTreeMap::from([("name", Value::Text(name.to_string()))]),
-                tags: BTreeMap::from([(STACK_TAG.to_string(), self.prefix.clone())]),
+            .filter_map(|(arn, tags)| Some((name_of(arn)?, tags)))
+            .filter(|(name, _)| !current.contains(name))
+            .map(|(name, tags)| {
+                let mut tags = tags.clone();
+                tags.insert(STACK_TAG.to_string(), self.prefix.clone());
+                Observed {
+                    address: Address::new(kind, name),
+                    id: name.to_string(),
+                    attrs: BTreeMap::from([("name", Value::Text(name.to_string()))]),
+                    tags,
+                }
             })
             .collect())
     }

@@ -353,3 +353,111 @@ async fn without_a_zone_output_lists_the_records_to_create() {
     assert_eq!(json["domain"]["records"][0]["value"], ip.as_str());
     p.run_ok(&["destroy", "--auto-approve", "--skip-final-snapshot"], 0);
 }
+
+#[tokio::test]
+async fn records_are_found_by_the_zone_the_address_remembers() {
+    // Regression (review of the domain change): records in a zone the
+    // stack file stopped naming were never found again, so destroy left
+    // them pointing at a released address.
+    let Some(emulator) = Emulator::start_for(&[Needs::InstanceProfile]) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
+    let route53 = emulator.route53().await;
+    let zone_id = zone(&route53).await;
+    let p = Project::new(&emulator.endpoint());
+    with(
+        &p,
+        "mem",
+        &format!("domain: app.{ZONE}\ndns_zone: {ZONE}\n"),
+    );
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    assert_eq!(
+        records(&route53, &zone_id).await.len(),
+        2,
+        "the record and its owner"
+    );
+
+    // domain and dns_zone gone from the file: the records go too.
+    let without_domain = format!(
+        "{}database: {{ enabled: false }}\n",
+        stack_yaml("mem", REGION)
+    );
+    p.write("stack.yaml", &without_domain);
+    let plan = p.run_ok(&["plan"], 0);
+    assert!(
+        plan.stdout.contains(&format!("- dns_record.app.{ZONE}")),
+        "{plan:?}"
+    );
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    assert_eq!(records(&route53, &zone_id).await, vec![]);
+
+    // Back, then destroyed by a file that names no zone: found all the same.
+    with(
+        &p,
+        "mem",
+        &format!("domain: app.{ZONE}\ndns_zone: {ZONE}\n"),
+    );
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    p.write("stack.yaml", &without_domain);
+    p.run_ok(&["destroy", "--auto-approve", "--skip-final-snapshot"], 0);
+    assert_eq!(records(&route53, &zone_id).await, vec![]);
+}
+
+#[tokio::test]
+async fn dkim_records_go_to_the_zone_that_holds_the_mail_domain() {
+    let Some(emulator) = Emulator::start_for(&[Needs::InstanceProfile, Needs::SesV2]) else {
+        return;
+    };
+    emulator.ec2_with_key(REGION).await;
+    let route53 = emulator.route53().await;
+    let ses = emulator.sesv2(REGION).await;
+    let zone_id = zone(&route53).await;
+    let p = Project::new(&emulator.endpoint());
+    with(
+        &p,
+        "dk",
+        &format!("domain: app.{ZONE}\ndns_zone: {ZONE}\nmail: {{ from_domain: {ZONE} }}\n"),
+    );
+    let plan = p.run_ok(&["plan"], 0);
+    assert!(
+        plan.stdout.contains("+ dns_record.dkim-1")
+            && plan
+                .stdout
+                .contains("(id of email_identity.mail, known after apply)"),
+        "{plan:?}"
+    );
+    p.run_ok(&["apply", "--auto-approve"], 0);
+    p.run_ok(&["plan", "--detailed-exitcode"], 0);
+    let identity = ses
+        .get_email_identity()
+        .email_identity(ZONE)
+        .send()
+        .await
+        .unwrap();
+    let tokens = identity.dkim_attributes().unwrap().tokens().to_vec();
+    let now = records(&route53, &zone_id).await;
+    for (n, t) in tokens.iter().enumerate() {
+        assert!(
+            now.contains(&(
+                format!("{t}._domainkey.{ZONE}"),
+                "CNAME".to_string(),
+                vec![format!("{t}.dkim.amazonses.com")]
+            )),
+            "{now:?}"
+        );
+        assert!(
+            now.contains(&(
+                format!("_ihp-infra.{t}._domainkey.{ZONE}"),
+                "TXT".to_string(),
+                vec![format!(
+                    "\"ihp-infra:stack=dk;type=CNAME;role=dkim-{}\"",
+                    n + 1
+                )]
+            )),
+            "{now:?}"
+        );
+    }
+    p.run_ok(&["destroy", "--auto-approve", "--skip-final-snapshot"], 0);
+    assert_eq!(records(&route53, &zone_id).await, vec![]);
+}

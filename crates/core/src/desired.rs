@@ -87,13 +87,21 @@ pub fn parameter(p: crate::handover::Parameter) -> Address {
     Address::new(Kind::Parameter, p.role)
 }
 
-/// The TCP ports the server may always reach anywhere: ssh, http and
-/// https (deploys, updates, AWS's APIs), Postgres, and mail submission
-/// (587 with STARTTLS, 465 with TLS: SES and other SMTP relays).
+/// How many CNAME records Easy DKIM asks for.
+pub const DKIM_RECORDS: usize = 3;
+
+/// The CNAME record of Easy DKIM token `n` (1 to 3).
+pub fn dkim_record(n: usize) -> Address {
+    Address::new(Kind::DnsRecord, &format!("dkim-{n}"))
+}
+
 /// Seconds resolvers keep the domain's records: short enough that a new
 /// address is seen within minutes.
 pub const DNS_TTL: i64 = 300;
 
+/// The TCP ports the server may always reach anywhere: ssh, http and
+/// https (deploys, updates, AWS's APIs), Postgres, and mail submission
+/// (587 with STARTTLS, 465 with TLS: SES and other SMTP relays).
 pub const APP_EGRESS_PORTS: [i32; 6] = [22, 80, 443, 5432, 587, 465];
 
 /// What planning learns from AWS before it can say what the stack wants.
@@ -120,6 +128,9 @@ pub struct Facts {
     /// The public address of the live Elastic IP: what the domain's
     /// records hold (until it exists, they wait for it).
     pub public_ip: Option<String>,
+    /// The live SES identity's Easy DKIM tokens: what its CNAME records
+    /// are named by (until it exists, they wait for it).
+    pub dkim_tokens: Vec<String>,
 }
 
 impl Facts {
@@ -134,6 +145,7 @@ impl Facts {
             parameters: BTreeMap::new(),
             key_secret_known: true,
             public_ip: None,
+            dkim_tokens: Vec::new(),
         }
     }
 }
@@ -476,13 +488,43 @@ pub fn graph(stack: &Stack, facts: &Facts) -> Graph {
             ));
         }
     }
-    // Mail: the SES identity of the domain the app sends from.
+    // Mail: the SES identity of the domain the app sends from, and its
+    // DKIM records when the stack's zone holds that domain.
     if let Some(mail) = &stack.mail {
         all.push(resource(
             email_identity(),
             vec![replace("name", text(&mail.from_domain))],
             vec![],
         ));
+        let zone = stack
+            .domain
+            .as_ref()
+            .and_then(|d| d.zone.as_ref())
+            .filter(|z| crate::stack::in_zone(&mail.from_domain, z));
+        if let Some(zone) = zone {
+            let tokens = (facts.dkim_tokens.len() == DKIM_RECORDS).then_some(&facts.dkim_tokens);
+            for n in 1..=DKIM_RECORDS {
+                let (name, target) = match tokens {
+                    Some(t) => (
+                        text(&format!("{}._domainkey.{}", t[n - 1], mail.from_domain)),
+                        text(&format!("{}.dkim.amazonses.com", t[n - 1])),
+                    ),
+                    None => (pending(email_identity()), pending(email_identity())),
+                };
+                all.push(resource(
+                    dkim_record(n),
+                    vec![
+                        replace("zone", text(zone)),
+                        replace("name", name),
+                        replace("type", text("CNAME")),
+                        in_place("ttl", Value::Int(DNS_TTL)),
+                        in_place("address", target),
+                        create_only("dkim_token", Value::Int(n as i64)),
+                    ],
+                    vec![email_identity()],
+                ));
+            }
+        }
     }
     // Nothing else depends on these: they can be left out whole. (The
     // private subnets stay: free, and ready for a database.)
@@ -509,6 +551,7 @@ pub fn graph(stack: &Stack, facts: &Facts) -> Graph {
     }
     if stack.mail.as_ref().is_some_and(|m| !m.enabled) {
         left_out.push(email_identity());
+        left_out.extend((1..=DKIM_RECORDS).map(dkim_record));
     }
     let (left_out, wanted) = all.into_iter().partition(|d| left_out.contains(&d.address));
     Graph { wanted, left_out }
@@ -706,6 +749,7 @@ pub fn test_facts() -> Facts {
         parameters: BTreeMap::new(),
         key_secret_known: true,
         public_ip: None,
+        dkim_tokens: Vec::new(),
     }
 }
 

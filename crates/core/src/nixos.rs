@@ -299,8 +299,8 @@ fn domain_block(nix: &mut String, domain: &Domain) {
          recommendedTlsSettings = lib.mkDefault true;\n    \
          virtualHosts.{name} = {{\n      \
          serverAliases = [ {aliases} ];\n      \
-         enableACME = true;\n      \
-         forceSSL = true;\n      \
+         enableACME = lib.mkDefault true;\n      \
+         forceSSL = lib.mkDefault true;\n      \
          locations.\"/\" = {{\n        \
          proxyPass = lib.mkDefault \"http://127.0.0.1:${{toString config.services.ihp.appPort}}\";\n        \
          proxyWebsockets = lib.mkDefault true;\n      \
@@ -328,7 +328,7 @@ fn backups_block(nix: &mut String, bucket: &str) {
          wants = [ \"network-online.target\" ];\n    \
          after = [ \"network-online.target\" \"postgresqlBackup.service\" ];\n    \
          serviceConfig.Type = \"oneshot\";\n    \
-         script = \"${{pkgs.awscli2}}/bin/aws s3 sync ${{config.services.postgresqlBackup.location}} s3://{bucket}/ --region ${{region}} --only-show-errors\";\n  \
+         script = \"${{pkgs.awscli2}}/bin/aws s3 sync ${{config.services.postgresqlBackup.location}} s3://{bucket}/ --exclude '*.in-progress.*' --region ${{region}} --only-show-errors\";\n  \
          }};\n  \
          systemd.timers.{BACKUP_COPY_UNIT} = {{\n    \
          wantedBy = [ \"timers.target\" ];\n    \

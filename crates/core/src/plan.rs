@@ -153,6 +153,13 @@ impl DataPolicy {
     }
 }
 
+/// Whether a change is about the stack's backups bucket: at its address,
+/// or (a renamed one, found by its tag) by its Name tag.
+pub fn is_backups_bucket(c: &Change, prefix: &str) -> bool {
+    c.address.kind == Kind::Bucket
+        && (c.address == crate::desired::backups_bucket() || c.name == format!("{prefix}-backups"))
+}
+
 impl Change {
     /// The full desired attribute set, for create calls.
     pub fn desired_attrs(&self) -> Attrs {
@@ -185,12 +192,13 @@ impl Plan {
     /// The plan with what each delete does with its data set by `policy`.
     pub fn with_data_policy(mut self, policy: DataPolicy) -> Plan {
         for c in &mut self.changes {
+            let backups = is_backups_bucket(c, &self.prefix);
             c.data_on_delete = match c.action {
-                Action::Delete
-                    if policy.delete_backups && c.address == crate::desired::backups_bucket() =>
-                {
+                Action::Delete if backups && policy.delete_backups => {
                     Some(DataOnDelete::EmptyFirst)
                 }
+                // Only --delete-backups empties the backups bucket.
+                Action::Delete if backups => Some(DataOnDelete::RefuseIfNotEmpty),
                 Action::Delete | Action::Replace => policy.on_delete(c.address.kind),
                 _ => None,
             };

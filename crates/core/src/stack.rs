@@ -1216,6 +1216,16 @@ fn backups_spec(
         Ok(b.clone())
     })
     .unwrap_or_else(|| format!("{}-backups", raw.prefix.value));
+    if bucket == storage_bucket
+        && let Some(storage) = &raw.storage.bucket
+        && section.enabled.as_ref().is_none_or(|e| e.value)
+    {
+        problems.push(problem(
+            storage,
+            "storage.bucket",
+            format!("{bucket:?} is the backups bucket's name; give the storage bucket another, or set backups.bucket"),
+        ));
+    }
     let retention_days = optional(
         &section.retention_days,
         "backups.retention_days",
@@ -1277,6 +1287,9 @@ pub fn check_host_name(name: &str) -> Result<(), String> {
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
             && !l.starts_with('-')
             && !l.ends_with('-')
+            // "ab--cd" is reserved for encodings (RFC 5891); only
+            // punycode's xn-- is one. Let's Encrypt refuses the others.
+            && (l.get(2..4) != Some("--") || l.starts_with("xn--"))
     };
     if name.chars().any(|c| c.is_ascii_uppercase()) {
         return Err(format!("{name:?}: write host names in lower case"));
@@ -1297,6 +1310,10 @@ pub fn check_host_name(name: &str) -> Result<(), String> {
 pub fn in_zone(name: &str, zone: &str) -> bool {
     name == zone || name.ends_with(&format!(".{zone}"))
 }
+
+/// The longest name ihp-infra writes a record for: its ownership record's
+/// name is 11 characters longer.
+pub const MAX_NAME_IN_ZONE: usize = 242;
 
 /// At most this many names besides the domain. Let's Encrypt allows 100
 /// on a certificate; each is one record and one HTTP-01 challenge.
@@ -1387,6 +1404,19 @@ fn domain_spec(
     let zone = optional(&raw.dns_zone, "dns_zone", problems, |z| {
         let z = z.strip_suffix('.').unwrap_or(z);
         check_host_name(z)?;
+        // The ownership record beside each record is `_ihp-infra.<name>`.
+        let long: Vec<&str> = name
+            .iter()
+            .chain(aliases.iter())
+            .map(String::as_str)
+            .filter(|n| n.len() > MAX_NAME_IN_ZONE)
+            .collect();
+        if !long.is_empty() {
+            return Err(format!(
+                "{} longer than {MAX_NAME_IN_ZONE} characters: with dns_zone, each name's ownership record (_ihp-infra.<name>) must stay within DNS's 253",
+                long.join(", ")
+            ));
+        }
         let outside: Vec<&str> = name
             .iter()
             .chain(aliases.iter())
@@ -1949,9 +1979,8 @@ db_password: \"s3cret-pass\"
 
     #[test]
     fn mail_sends_from_the_domain_unless_told() {
-        let with_domain = format!(
-            "{VALID}domain: app.example.org\nacme_email: ops@ihp-test.org\nmail: {{}}\n"
-        );
+        let with_domain =
+            format!("{VALID}domain: app.example.org\nacme_email: ops@ihp-test.org\nmail: {{}}\n");
         let mail = parse_str(&with_domain).unwrap().mail.unwrap();
         assert_eq!(mail.from_domain, "app.example.org");
         assert!(mail.enabled);
@@ -1961,10 +1990,16 @@ db_password: \"s3cret-pass\"
         .unwrap()
         .mail
         .unwrap();
-        assert_eq!((mail.from_domain.as_str(), mail.enabled), ("example.org", false));
+        assert_eq!(
+            (mail.from_domain.as_str(), mail.enabled),
+            ("example.org", false)
+        );
         let p = one_problem(&format!("{VALID}mail: {{ enabled: true }}\n"));
         assert_eq!(p.field, "mail.from_domain");
-        assert!(p.message.contains("set mail.from_domain, or domain"), "{p:?}");
+        assert!(
+            p.message.contains("set mail.from_domain, or domain"),
+            "{p:?}"
+        );
         let p = one_problem(&format!("{VALID}mail: {{ from_domain: Example.org }}\n"));
         assert_eq!(p.field, "mail.from_domain");
     }
@@ -1984,6 +2019,11 @@ db_password: \"s3cret-pass\"
         );
         assert!(check_host_name("*.example.org").is_err());
         assert!(check_host_name("a..org").is_err());
+        assert!(
+            check_host_name("ab--cd.org").is_err(),
+            "reserved for encodings"
+        );
+        assert!(check_host_name("xn--bcher-kva.org").is_ok(), "punycode");
     }
 
     #[test]
