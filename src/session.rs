@@ -62,10 +62,13 @@ impl Steps {
     /// and written before anything else happens.
     fn store(&self, secret: &NewSecret) -> Result<(), Error> {
         match secret {
-            NewSecret::AccessKey { id, secret } => {
+            NewSecret::AccessKey { role, id, secret } => {
                 // Masked from now on, and kept for its parameters, which
                 // are written next (they depend on the key).
-                self.aws.ssm.key.set(id, secret);
+                self.aws.ssm.key.set(role, id, Some(secret));
+                if role != handover::S3_KEY {
+                    return Ok(());
+                }
                 let Some(KeyFile {
                     path,
                     region,
@@ -213,6 +216,12 @@ impl Session {
         }
         if stack.storage.access_key {
             required.extend([handover::KEY_ID.variable, handover::SECRET_KEY.variable]);
+        }
+        if stack.mail.as_ref().is_some_and(|m| m.enabled) {
+            required.extend([
+                handover::SMTP_USER.variable,
+                handover::SMTP_PASSWORD.variable,
+            ]);
         }
         let module = nixos::Module {
             prefix: stack.prefix.clone(),

@@ -107,17 +107,22 @@ impl Iam {
                 self.observe_policy(name, d.address.clone())
             })
         });
-        let (policies, role, profile, user) = tokio::try_join!(
+        let (policies, role, profile, user, smtp_user) = tokio::try_join!(
             futures::future::try_join_all(policies),
             by_name(wanted.name(&desired::role()), |n| self.observe_role(n)),
             by_name(wanted.name(&desired::instance_profile()), |n| {
                 self.observe_profile(n)
             }),
-            by_name(wanted.name(&desired::s3_user()), |n| self.observe_user(n)),
+            by_name(wanted.name(&desired::s3_user()), |n| {
+                self.observe_user(n, desired::s3_user(), desired::access_key())
+            }),
+            by_name(wanted.name(&desired::smtp_user()), |n| {
+                self.observe_user(n, desired::smtp_user(), desired::smtp_key())
+            }),
         )?;
         Ok(policies
             .into_iter()
-            .chain([role, profile, user])
+            .chain([role, profile, user, smtp_user])
             .flatten()
             .flatten()
             .collect())
@@ -252,7 +257,13 @@ impl Iam {
         }]))
     }
 
-    async fn observe_user(&self, name: &str) -> Result<Option<Vec<Observed>>, Error> {
+    /// The user `name` at `address`, and its keys at `key`.
+    async fn observe_user(
+        &self,
+        name: &str,
+        address: crate::model::Address,
+        key: crate::model::Address,
+    ) -> Result<Option<Vec<Observed>>, Error> {
         let out = match self.client.get_user().user_name(name).send().await {
             Err(e) if e.code() == Some("NoSuchEntity") => return Ok(None),
             other => other.map_err(Call::on("read user", name))?,
@@ -264,7 +275,7 @@ impl Iam {
         ours(&tags, &self.prefix, "IAM user", name, REMEDY)?;
         let attached = self.attached_to_user(name).await?;
         let mut observed = vec![Observed {
-            address: desired::s3_user(),
+            address,
             id: name.to_string(),
             attrs: BTreeMap::from([
                 ("name", Value::Text(name.to_string())),
@@ -278,7 +289,7 @@ impl Iam {
         // Keys carry no tags: they are found through their user.
         for id in self.key_ids(name).await? {
             observed.push(Observed {
-                address: desired::access_key(),
+                address: key.clone(),
                 id,
                 attrs: BTreeMap::from([("user", Value::Ref(Ref::Id(name.to_string())))]),
                 tags: BTreeMap::new(),
@@ -301,6 +312,7 @@ impl Iam {
             return Ok(Created {
                 id: key.access_key_id().to_string(),
                 secret: Some(NewSecret::AccessKey {
+                    role: change.address.role.clone(),
                     id: key.access_key_id().to_string(),
                     secret: key.secret_access_key().to_string(),
                 }),

@@ -274,6 +274,16 @@ fn routes(services: &[Arc<dyn Service>]) -> Result<HashMap<Kind, Arc<dyn Service
     }
 }
 
+/// What planning knows of the hand-over's values and the stack's keys.
+struct KeysKnown {
+    /// The digest of what each parameter should hold, where known.
+    digests: std::collections::BTreeMap<&'static str, String>,
+    /// Whether the S3 key's secret is known (or there is no key).
+    s3: bool,
+    /// Whether the SMTP key's password is stored (or there is no key).
+    smtp: bool,
+}
+
 /// How long `output` waits for DNS to answer one name.
 const DNS_LOOKUP: std::time::Duration = std::time::Duration::from_secs(3);
 
@@ -445,6 +455,7 @@ impl Aws {
             desired::database_identifier(stack),
             stack.database.clone().unwrap_or_default().username,
             rds.clone(),
+            &stack.region,
         ));
         let s3 = Arc::new(s3::S3::new(
             aws_sdk_s3::Client::from_conf(s3_config),
@@ -574,14 +585,15 @@ impl Aws {
         );
         self.depth.stage("facts", Some(a.max(b)));
         let (image_choice, image) = server?;
-        let (parameters, key_secret_known) = parameters?;
+        let keys = parameters?;
         Ok(Facts {
             image,
             image_choice,
             password_hash: self.password_hash(stack, observed).await,
             arns: self.arns.clone(),
-            parameters,
-            key_secret_known,
+            parameters: keys.digests,
+            key_secret_known: keys.s3,
+            smtp_secret_known: keys.smtp,
             dkim_tokens: observed
                 .iter()
                 .find(|o| o.address == desired::email_identity())
@@ -592,14 +604,6 @@ impl Aws {
                     _ => None,
                 })
                 .unwrap_or_default(),
-            public_ip: observed
-                .iter()
-                .find(|o| o.address == desired::elastic_ip())
-                .and_then(|o| o.attrs.get("public_ip"))
-                .and_then(|ip| match ip {
-                    Value::Text(ip) => Some(ip.clone()),
-                    _ => None,
-                }),
         })
     }
 
@@ -611,7 +615,7 @@ impl Aws {
         &self,
         stack: &Stack,
         observed: &[Observed],
-    ) -> Result<(std::collections::BTreeMap<&'static str, String>, bool), Error> {
+    ) -> Result<KeysKnown, Error> {
         use crate::handover::{self, digest};
         let mut digests = std::collections::BTreeMap::new();
         let live_db = observed.iter().any(|o| o.address == desired::database());
@@ -629,56 +633,82 @@ impl Aws {
                 digests.insert(handover::DATABASE_URL.role, digest(&url));
             }
         }
-        let live_keys: Vec<&str> = observed
-            .iter()
-            .filter(|o| o.address.kind == Kind::AccessKey)
-            .map(|o| o.id.as_str())
-            .collect();
+        let live_keys = |address: Address| -> Vec<&str> {
+            observed
+                .iter()
+                .filter(|o| o.address == address)
+                .map(|o| o.id.as_str())
+                .collect()
+        };
+        let s3_keys = live_keys(desired::access_key());
         let stored = match (
             self.ssm.live(handover::KEY_ID),
             self.ssm.live(handover::SECRET_KEY),
         ) {
-            (Some(id), Some(secret)) if live_keys.contains(&id.expose()) => {
+            (Some(id), Some(secret)) if s3_keys.contains(&id.expose()) => {
                 Some((id.expose().to_string(), secret.expose().to_string()))
             }
             _ => None,
         };
         let from_file = || {
             ssm::read_key_file(&crate::db_info::access_key_path(&stack.path))
-                .filter(|(id, _)| live_keys.contains(&id.as_str()))
+                .filter(|(id, _)| s3_keys.contains(&id.as_str()))
         };
         let known = stored.or_else(from_file);
         if let Some((id, secret)) = &known {
-            self.ssm.key.set(id, secret);
+            self.ssm.key.set(handover::S3_KEY, id, Some(secret));
             digests.insert(handover::KEY_ID.role, digest(id));
             digests.insert(handover::SECRET_KEY.role, digest(secret));
         }
-        Ok((digests, live_keys.is_empty() || known.is_some()))
+        // The SMTP password can't give its secret back: the SMTP key is
+        // known when its id and a password are stored for it.
+        let smtp_keys = live_keys(desired::smtp_key());
+        let smtp_known = match (
+            self.ssm.live(handover::SMTP_USER),
+            self.ssm.live(handover::SMTP_PASSWORD),
+        ) {
+            (Some(id), Some(password)) if smtp_keys.contains(&id.expose()) => {
+                self.ssm.key.set(handover::SMTP_KEY, id.expose(), None);
+                digests.insert(handover::SMTP_USER.role, digest(id.expose()));
+                digests.insert(handover::SMTP_PASSWORD.role, digest(password.expose()));
+                true
+            }
+            _ => false,
+        };
+        Ok(KeysKnown {
+            digests,
+            s3: s3_keys.is_empty() || known.is_some(),
+            smtp: smtp_keys.is_empty() || smtp_known,
+        })
     }
 
-    /// Says on the live access key whether its secret is known (see
+    /// Says on each live access key whether its secret is known (see
     /// [`Facts::key_secret_known`]): one whose secret is lost is replaced.
-    /// A second key (a run killed between making a new key and deleting
-    /// the old one) gets a role of its own, so the plan deletes it: the key
-    /// kept is the one whose secret is known.
+    /// A second key of a user (a run killed between making a new key and
+    /// deleting the old one) gets a role of its own, so the plan deletes
+    /// it: the key kept is the one whose secret is known.
     pub fn mark_key_secrets(&self, facts: &Facts, observed: &mut [Observed]) {
-        let known = self.ssm.key.get().map(|(id, _)| id);
-        let keys: Vec<usize> = (0..observed.len())
-            .filter(|&i| observed[i].address == desired::access_key())
-            .collect();
-        let keep = keys
-            .iter()
-            .copied()
-            .find(|&i| Some(&observed[i].id) == known.as_ref())
-            .or(keys.first().copied());
-        for i in keys {
-            let key = &mut observed[i];
-            if Some(i) != keep {
-                let role = format!("{}-{}", key.address.role, key.id.to_lowercase());
-                key.address = Address::new(Kind::AccessKey, &role);
+        for (address, known_secret) in [
+            (desired::access_key(), facts.key_secret_known),
+            (desired::smtp_key(), facts.smtp_secret_known),
+        ] {
+            let known = self.ssm.key.get(&address.role).map(|(id, _)| id);
+            let keys: Vec<usize> = (0..observed.len())
+                .filter(|&i| observed[i].address == address)
+                .collect();
+            let keep = keys
+                .iter()
+                .copied()
+                .find(|&i| Some(&observed[i].id) == known.as_ref())
+                .or(keys.first().copied());
+            for i in keys {
+                let key = &mut observed[i];
+                if Some(i) != keep {
+                    let role = format!("{}-{}", key.address.role, key.id.to_lowercase());
+                    key.address = Address::new(Kind::AccessKey, &role);
+                }
+                key.attrs.insert("secret_known", Value::Bool(known_secret));
             }
-            key.attrs
-                .insert("secret_known", Value::Bool(facts.key_secret_known));
         }
     }
 

@@ -149,6 +149,14 @@ pub struct Route53 {
     zone_ids: Mutex<HashMap<String, String>>,
 }
 
+/// The stack's Elastic IP, as the records see it.
+struct StackAddress {
+    allocation: String,
+    ip: Option<String>,
+    /// The zone its tag remembers.
+    zone: Option<String>,
+}
+
 /// The tag on the stack's Elastic IP that names the zone its records are in.
 pub const ZONE_TAG: &str = "ihp-infra:dns-zone";
 
@@ -254,9 +262,9 @@ impl Route53 {
         Ok(id)
     }
 
-    /// The stack's Elastic IP: its allocation id and the zone its tag
-    /// remembers.
-    async fn address_tag(&self) -> Result<Option<(String, Option<String>)>, Error> {
+    /// The stack's Elastic IP: its allocation id, its address, and the
+    /// zone its tag remembers.
+    async fn address_tag(&self) -> Result<Option<StackAddress>, Error> {
         let out = self
             .ec2
             .describe_addresses()
@@ -275,13 +283,22 @@ impl Route53 {
                 .iter()
                 .find(|t| t.key() == Some(ZONE_TAG))
                 .and_then(|t| t.value().map(str::to_string));
-            Some((a.allocation_id()?.to_string(), zone))
+            Some(StackAddress {
+                allocation: a.allocation_id()?.to_string(),
+                ip: a.public_ip().map(str::to_string),
+                zone,
+            })
         }))
     }
 
     /// Remembers `zone` on the stack's Elastic IP (see the module's doc).
     async fn remember_zone(&self, zone: &str) -> Result<(), Error> {
-        let Some((allocation, remembered)) = self.address_tag().await? else {
+        let Some(StackAddress {
+            allocation,
+            zone: remembered,
+            ..
+        }) = self.address_tag().await?
+        else {
             return Ok(());
         };
         if remembered.as_deref() == Some(zone) {
@@ -370,7 +387,8 @@ impl Route53 {
     }
 
     async fn observe(&self) -> Result<Vec<Observed>, Error> {
-        let remembered = self.address_tag().await?.and_then(|(_, zone)| zone);
+        let address = self.address_tag().await?;
+        let remembered = address.as_ref().and_then(|a| a.zone.clone());
         let mut zones: Vec<&str> = self
             .zone
             .iter()
@@ -386,13 +404,20 @@ impl Route53 {
                 Err(Error::NoZone { .. }) => continue,
                 other => other?,
             };
-            observed.extend(self.observe_zone(zone, &zone_id).await?);
+            observed.extend(self.observe_zone(zone, &zone_id, address.as_ref()).await?);
         }
         Ok(observed)
     }
 
     /// The stack's records in one zone, by their ownership records.
-    async fn observe_zone(&self, zone: &str, zone_id: &str) -> Result<Vec<Observed>, Error> {
+    /// A record holding the stack's Elastic IP's address is said to hold
+    /// that Elastic IP (what the plan compares it with).
+    async fn observe_zone(
+        &self,
+        zone: &str,
+        zone_id: &str,
+        address: Option<&StackAddress>,
+    ) -> Result<Vec<Observed>, Error> {
         let records = self.records(zone_id).await?;
         let owners: BTreeMap<(String, String), Owner> = records
             .iter()
@@ -424,8 +449,18 @@ impl Route53 {
                         ("name", Value::Text(r.name.clone())),
                         ("type", Value::Text(r.kind.clone())),
                         ("ttl", r.ttl.map(Value::Int).unwrap_or(Value::None)),
-                        // Several values (edited by hand) differ from any one.
-                        ("address", Value::Text(r.values.join(","))),
+                        (
+                            "address",
+                            match address {
+                                Some(a)
+                                    if r.values.len() == 1 && a.ip.as_ref() == r.values.first() =>
+                                {
+                                    Value::Ref(Ref::Id(a.allocation.clone()))
+                                }
+                                // Several values (edited by hand) differ from any one.
+                                _ => Value::Text(r.values.join(",")),
+                            },
+                        ),
                     ]),
                 })
             })

@@ -76,7 +76,12 @@ impl Created {
 
 /// A secret a create produced.
 pub enum NewSecret {
-    AccessKey { id: String, secret: String },
+    /// `role`: which of the stack's keys (`handover::S3_KEY`, `SMTP_KEY`).
+    AccessKey {
+        role: String,
+        id: String,
+        secret: String,
+    },
 }
 
 impl std::fmt::Debug for NewSecret {

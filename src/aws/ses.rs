@@ -96,10 +96,7 @@ impl Ses {
     }
 
     fn arn(&self, domain: &str) -> String {
-        format!(
-            "arn:{}:ses:{}:{}:identity/{domain}",
-            self.arns.partition, self.arns.region, self.arns.account
-        )
+        self.arns.ses_identity(domain)
     }
 
     async fn get(

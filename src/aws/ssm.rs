@@ -53,19 +53,29 @@ impl Error {
     }
 }
 
-/// The access key whose secret this run knows: from its create, from the
-/// key's parameter, or from the local key file. At most one at a time.
+/// The access keys this run knows, by role (the S3 user's, the SMTP
+/// user's): the id, and the secret when it is known (from the key's
+/// create, its parameter, or the local key file). An SMTP key is known by
+/// its id alone when its SMTP password is stored for it.
 #[derive(Default)]
-pub struct KeySecret(Mutex<Option<(String, Secret)>>);
+pub struct KeySecret(Mutex<BTreeMap<String, (String, Option<Secret>)>>);
 
 impl KeySecret {
-    pub fn set(&self, id: &str, secret: &str) {
-        crate::redact::register(secret);
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((id.to_string(), Secret::new(secret)));
+    pub fn set(&self, role: &str, id: &str, secret: Option<&str>) {
+        if let Some(secret) = secret {
+            crate::redact::register(secret);
+        }
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(role.to_string(), (id.to_string(), secret.map(Secret::new)));
     }
-    pub fn get(&self) -> Option<(String, Secret)> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    pub fn get(&self, role: &str) -> Option<(String, Option<Secret>)> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(role)
+            .cloned()
     }
 }
 
@@ -88,6 +98,8 @@ pub struct Ssm {
     database: String,
     username: String,
     rds: Arc<super::rds::Rds>,
+    /// SES's region: the SMTP password is derived for it.
+    region: String,
     pub key: Arc<KeySecret>,
     /// The decrypted live values by parameter, from the last observe: what
     /// planning needs to know whether the key's secret is stored.
@@ -104,6 +116,7 @@ impl Ssm {
         database: String,
         username: String,
         rds: Arc<super::rds::Rds>,
+        region: &str,
     ) -> Self {
         Ssm {
             client,
@@ -112,6 +125,7 @@ impl Ssm {
             database,
             username,
             rds,
+            region: region.to_string(),
             key: Arc::default(),
             live: Mutex::default(),
         }
@@ -155,7 +169,7 @@ impl Ssm {
             let parameter = handover::by_name(&self.prefix, &name);
             // Masked in all output from now on; a key id is no secret
             // (the plan names the key by it).
-            if parameter != Some(handover::KEY_ID) {
+            if !parameter.is_some_and(handover::holds_key_id) {
                 crate::redact::register(&value);
             }
             let tags = self.tags(&name).await?;
@@ -221,14 +235,24 @@ impl Ssm {
                 endpoint.port,
             )));
         }
-        let Some((id, secret)) = self.key.get() else {
-            return Err(Error::SecretUnknown {
-                name: name.to_string(),
-                key: "of the S3 user".into(),
-            });
+        let role = handover::key_of(parameter).unwrap_or(handover::S3_KEY);
+        let unknown = || Error::SecretUnknown {
+            name: name.to_string(),
+            key: if role == handover::SMTP_KEY {
+                "of the SMTP user".into()
+            } else {
+                "of the S3 user".into()
+            },
         };
-        Ok(if parameter == handover::KEY_ID {
-            Secret::new(&id)
+        let (id, secret) = self.key.get(role).ok_or_else(unknown)?;
+        if handover::holds_key_id(parameter) {
+            return Ok(Secret::new(&id));
+        }
+        let secret = secret.ok_or_else(unknown)?;
+        Ok(if parameter == handover::SMTP_PASSWORD {
+            let password = crate::mail::smtp_password(&secret, &self.region);
+            crate::redact::register(password.expose());
+            password
         } else {
             secret
         })

@@ -244,12 +244,27 @@ async fn records_follow_the_domain_and_leave_the_zones_other_records_alone() {
     .await;
     let plan = p.run_ok(&["plan"], 0);
     assert!(
-        plan.stdout
-            .contains(&format!("address   \"192.0.2.1\" -> \"{ip}\"")),
+        plan.stdout.contains("address   \"192.0.2.1\" -> eipalloc-"),
         "{plan:?}"
     );
     p.run_ok(&["apply", "--auto-approve"], 0);
     assert_eq!(records(&route53, &zone_id).await, expected);
+
+    // A new address (the Elastic IP replaced): the records follow it.
+    p.run_ok(
+        &["apply", "--auto-approve", "--replace", "elastic_ip.app-ip"],
+        0,
+    );
+    let new_ip = elastic_ip(&ec2, "dom").await;
+    assert_ne!(new_ip, ip);
+    let now = records(&route53, &zone_id).await;
+    for name in [format!("app.{ZONE}"), format!("www.{ZONE}")] {
+        assert!(
+            now.contains(&(name, "A".to_string(), vec![new_ip.clone()])),
+            "{now:?}"
+        );
+    }
+    p.run_ok(&["plan", "--detailed-exitcode"], 0);
 
     // A name taken out of the stack file goes, with its ownership record.
     with(

@@ -27,8 +27,61 @@ async fn ses_identity_is_made_tagged_and_its_dkim_records_are_listed() {
             && plan.stdout.contains("name = \"ihp-test.org\""),
         "{plan:?}"
     );
-    p.run_ok(&["apply", "--auto-approve"], 0);
+    let applied = p.run_ok(&["apply", "--auto-approve"], 0);
     p.run_ok(&["plan", "--detailed-exitcode"], 0);
+
+    // The SMTP user may only send as the domain; its credentials are the
+    // server's, in SSM: the key id, and the password derived from the secret.
+    let iam = emulator.iam().await;
+    let attached = iam
+        .list_attached_user_policies()
+        .user_name("post-smtp-user")
+        .send()
+        .await
+        .unwrap();
+    let names: Vec<&str> = attached
+        .attached_policies()
+        .iter()
+        .filter_map(|a| a.policy_name())
+        .collect();
+    assert_eq!(names, ["post-ses-send"]);
+    let keys = iam
+        .list_access_keys()
+        .user_name("post-smtp-user")
+        .send()
+        .await
+        .unwrap();
+    let key_id = keys.access_key_metadata()[0]
+        .access_key_id()
+        .unwrap()
+        .to_string();
+    let ssm = emulator.ssm(REGION).await;
+    let parameter = |name: &'static str| {
+        let ssm = ssm.clone();
+        async move {
+            ssm.get_parameter()
+                .name(format!("/ihp-infra/post/{name}"))
+                .with_decryption(true)
+                .send()
+                .await
+                .unwrap()
+                .parameter()
+                .unwrap()
+                .value()
+                .unwrap()
+                .to_string()
+        }
+    };
+    assert_eq!(parameter("SMTP_USER").await, key_id);
+    let password = parameter("SMTP_PASSWORD").await;
+    assert_eq!(password.len(), 44, "base64 of a version byte and 32 bytes");
+    assert!(password.starts_with('B'), "version 4: {password}");
+    for text in [&applied.stdout, &applied.stderr] {
+        assert!(
+            !text.contains(&password),
+            "the SMTP password is never shown"
+        );
+    }
 
     let identity = ses
         .get_email_identity()
@@ -83,6 +136,8 @@ async fn ses_identity_is_made_tagged_and_its_dkim_records_are_listed() {
         .send()
         .await;
     assert!(gone.is_err(), "{gone:?}");
+    let user = iam.get_user().user_name("post-smtp-user").send().await;
+    assert!(user.is_err(), "the SMTP user goes with mail");
     p.run_ok(&["destroy", "--auto-approve"], 0);
 }
 

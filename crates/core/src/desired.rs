@@ -67,7 +67,17 @@ pub fn s3_user() -> Address {
     Address::new(Kind::IamUser, "s3-user")
 }
 pub fn access_key() -> Address {
-    Address::new(Kind::AccessKey, "s3-user-key")
+    Address::new(Kind::AccessKey, crate::handover::S3_KEY)
+}
+/// The user the app sends mail as (SES SMTP), its key and its policy.
+pub fn smtp_user() -> Address {
+    Address::new(Kind::IamUser, "smtp-user")
+}
+pub fn smtp_key() -> Address {
+    Address::new(Kind::AccessKey, crate::handover::SMTP_KEY)
+}
+pub fn ses_policy() -> Address {
+    Address::new(Kind::IamPolicy, "ses-send")
 }
 pub fn elastic_ip() -> Address {
     Address::new(Kind::ElasticIp, "app-ip")
@@ -125,9 +135,9 @@ pub struct Facts {
     /// parameter, or in the local key file): a key whose secret is lost
     /// is replaced, so that the server gets one it can use.
     pub key_secret_known: bool,
-    /// The public address of the live Elastic IP: what the domain's
-    /// records hold (until it exists, they wait for it).
-    pub public_ip: Option<String>,
+    /// The same for the SMTP user's key: its SMTP password is stored, for
+    /// that key.
+    pub smtp_secret_known: bool,
     /// The live SES identity's Easy DKIM tokens: what its CNAME records
     /// are named by (until it exists, they wait for it).
     pub dkim_tokens: Vec<String>,
@@ -144,7 +154,7 @@ impl Facts {
             arns,
             parameters: BTreeMap::new(),
             key_secret_known: true,
-            public_ip: None,
+            smtp_secret_known: true,
             dkim_tokens: Vec::new(),
         }
     }
@@ -449,6 +459,8 @@ pub fn graph(stack: &Stack, facts: &Facts) -> Graph {
         (crate::handover::DATABASE_URL, database()),
         (crate::handover::KEY_ID, access_key()),
         (crate::handover::SECRET_KEY, access_key()),
+        (crate::handover::SMTP_USER, smtp_key()),
+        (crate::handover::SMTP_PASSWORD, smtp_key()),
     ] {
         all.push(resource(
             parameter(p),
@@ -469,11 +481,9 @@ pub fn graph(stack: &Stack, facts: &Facts) -> Graph {
     if let Some(domain) = &stack.domain
         && let Some(zone) = &domain.zone
     {
-        let address = facts
-            .public_ip
-            .as_ref()
-            .map(|ip| Value::Text(ip.clone()))
-            .unwrap_or(pending(elastic_ip()));
+        // The Elastic IP itself: its live record holds its address, and a
+        // replaced address moves the records with it.
+        let address = pending(elastic_ip());
         for name in domain.names() {
             all.push(resource(
                 dns_record(name),
@@ -552,6 +562,15 @@ pub fn graph(stack: &Stack, facts: &Facts) -> Graph {
     if stack.mail.as_ref().is_some_and(|m| !m.enabled) {
         left_out.push(email_identity());
         left_out.extend((1..=DKIM_RECORDS).map(dkim_record));
+    }
+    if !stack.mail.as_ref().is_some_and(|m| m.enabled) {
+        left_out.extend([
+            smtp_user(),
+            smtp_key(),
+            ses_policy(),
+            parameter(crate::handover::SMTP_USER),
+            parameter(crate::handover::SMTP_PASSWORD),
+        ]);
     }
     let (left_out, wanted) = all.into_iter().partition(|d| left_out.contains(&d.address));
     Graph { wanted, left_out }
@@ -708,6 +727,40 @@ fn access(
             vec![role()],
         ),
     ]);
+    // Mail: a user allowed only to send as the mail domain, whose key the
+    // SMTP credentials come from. Left out without mail (see `graph`).
+    let from_domain = stack
+        .mail
+        .as_ref()
+        .map(|m| m.from_domain.clone())
+        .unwrap_or_else(|| "example.com".into());
+    all.push(resource(
+        ses_policy(),
+        vec![
+            replace("name", Value::Text(stack.name("ses-send"))),
+            in_place(
+                "document",
+                Value::Json(crate::policies::ses_send(arns, &from_domain)),
+            ),
+        ],
+        vec![],
+    ));
+    all.push(resource(
+        smtp_user(),
+        vec![
+            replace("name", Value::Text(stack.name("smtp-user"))),
+            in_place("policies", policies(&[ses_policy()])),
+        ],
+        vec![ses_policy()],
+    ));
+    all.push(resource(
+        smtp_key(),
+        vec![
+            replace("user", pending(smtp_user())),
+            replace("secret_known", Value::Bool(true)),
+        ],
+        vec![smtp_user()],
+    ));
     // Left out unless storage.access_key (see `graph`).
     all.push(resource(
         s3_user(),
@@ -748,7 +801,7 @@ pub fn test_facts() -> Facts {
         },
         parameters: BTreeMap::new(),
         key_secret_known: true,
-        public_ip: None,
+        smtp_secret_known: true,
         dkim_tokens: Vec::new(),
     }
 }

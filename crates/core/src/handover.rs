@@ -29,7 +29,36 @@ pub const SECRET_KEY: Parameter = Parameter {
     variable: "AWS_SECRET_ACCESS_KEY",
 };
 
-pub const ALL: [Parameter; 3] = [DATABASE_URL, KEY_ID, SECRET_KEY];
+/// The SMTP user's credentials for SES: its access key id, and the SMTP
+/// password derived from its secret ([`crate::mail::smtp_password`]).
+pub const SMTP_USER: Parameter = Parameter {
+    role: "smtp-username",
+    variable: "SMTP_USER",
+};
+pub const SMTP_PASSWORD: Parameter = Parameter {
+    role: "smtp-password",
+    variable: "SMTP_PASSWORD",
+};
+
+pub const ALL: [Parameter; 5] = [DATABASE_URL, KEY_ID, SECRET_KEY, SMTP_USER, SMTP_PASSWORD];
+
+/// The access key (its role) whose id or secret a parameter holds.
+pub fn key_of(parameter: Parameter) -> Option<&'static str> {
+    match parameter {
+        KEY_ID | SECRET_KEY => Some(S3_KEY),
+        SMTP_USER | SMTP_PASSWORD => Some(SMTP_KEY),
+        _ => None,
+    }
+}
+
+/// The roles of the two access keys: the S3 user's, the SMTP user's.
+pub const S3_KEY: &str = "s3-user-key";
+pub const SMTP_KEY: &str = "smtp-user-key";
+
+/// Whether a parameter's value is a key id (no secret: plans name keys by it).
+pub fn holds_key_id(parameter: Parameter) -> bool {
+    parameter == KEY_ID || parameter == SMTP_USER
+}
 
 /// `/ihp-infra/<prefix>/`: the stack's parameters and nothing else.
 pub fn path(prefix: &str) -> String {

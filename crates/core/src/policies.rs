@@ -12,6 +12,7 @@ const S3_PUBLIC_READ: &str = include_str!("../policies/s3-public-read.json");
 const EC2_ASSUME_ROLE: &str = include_str!("../policies/ec2-assume-role.json");
 const SSM_READ: &str = include_str!("../policies/ssm-read.json");
 const BACKUPS_WRITE: &str = include_str!("../policies/backups-write.json");
+const SES_SEND: &str = include_str!("../policies/ses-send.json");
 
 /// Where the stack's things live, for ARNs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +47,13 @@ impl Arns {
             self.partition, self.region, self.account
         )
     }
+    /// An SES identity (a domain or an address).
+    pub fn ses_identity(&self, identity: &str) -> String {
+        format!(
+            "arn:{}:ses:{}:{}:identity/{identity}",
+            self.partition, self.region, self.account
+        )
+    }
     pub fn policy(&self, name: &str) -> String {
         format!("arn:{}:iam::{}:policy/{name}", self.partition, self.account)
     }
@@ -67,6 +75,12 @@ pub fn s3_access(arns: &Arns, bucket: &str) -> String {
 /// keeps what a put replaces, so a taken-over server can't erase history.
 pub fn backups_write(arns: &Arns, bucket: &str) -> String {
     fill(BACKUPS_WRITE, &[("bucket_arn", &arns.bucket(bucket))])
+}
+
+/// Sending raw mail (what SES's SMTP interface does) as the mail domain,
+/// and nothing else.
+pub fn ses_send(arns: &Arns, domain: &str) -> String {
+    fill(SES_SEND, &[("identity_arn", &arns.ses_identity(domain))])
 }
 
 pub fn cloudwatch_logs(arns: &Arns, group: &str) -> String {

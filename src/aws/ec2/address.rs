@@ -94,13 +94,6 @@ impl Addresses {
                                 .map(|i| Value::Ref(Ref::Id(i.to_string())))
                                 .unwrap_or(Value::None),
                         ),
-                        // Not compared: what the domain's records point at.
-                        (
-                            "public_ip",
-                            a.public_ip()
-                                .map(|ip| Value::Text(ip.to_string()))
-                                .unwrap_or(Value::None),
-                        ),
                     ]),
                     id,
                     tags,
