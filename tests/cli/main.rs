@@ -13,6 +13,7 @@ mod fidelity;
 mod handover;
 mod mail;
 mod network;
+mod options;
 mod parts;
 mod proxy;
 mod requests;
