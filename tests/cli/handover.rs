@@ -64,14 +64,20 @@ in {{
         tools = tools.display(),
         module = module.display(),
     );
-    let out = Command::new(&nix)
+    nix_eval(&nix, &expr)
+}
+
+/// A Nix expression's value, evaluated strictly as JSON (read-only: no
+/// store writes). `nix` is nix-instantiate.
+pub fn nix_eval(nix: &Path, expr: &str) -> serde_json::Value {
+    let out = Command::new(nix)
         .args([
             "--eval",
             "--strict",
             "--json",
             "--readonly-mode",
             "-E",
-            &expr,
+            expr,
         ])
         .output()
         .unwrap();

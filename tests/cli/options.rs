@@ -59,23 +59,7 @@ in {{
 }}"#,
         module.display()
     );
-    let out = std::process::Command::new(nix)
-        .args([
-            "--eval",
-            "--strict",
-            "--json",
-            "--readonly-mode",
-            "-E",
-            &expr,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(serde_json::from_slice(&out.stdout).unwrap())
+    Some(crate::handover::nix_eval(&nix, &expr))
 }
 
 #[tokio::test]
