@@ -69,9 +69,9 @@ impl Error {
     }
 }
 
+/// Whether an endpoint lacks RDS (see [`super::service::not_emulated`]).
 fn no_rds(code: Option<&str>, message: Option<&str>) -> bool {
-    code == Some("InternalFailure")
-        && message.is_some_and(|m| m.contains("not included in your current license plan"))
+    super::service::not_emulated(code, message)
 }
 
 /// The tags the changes set.

@@ -241,6 +241,15 @@ pub fn maybe_done<E: ProvideErrorMetadata>(
     }
 }
 
+/// Whether an endpoint answered that it doesn't have the API at all:
+/// LocalStack's community edition answers every call of a service it
+/// lacks (RDS, SES v2) with InternalFailure "... not included in your
+/// current license plan".
+pub fn not_emulated(code: Option<&str>, message: Option<&str>) -> bool {
+    code == Some("InternalFailure")
+        && message.is_some_and(|m| m.contains("not included in your current license plan"))
+}
+
 /// AWS's throttling codes: not done, send again later.
 pub fn is_throttle(code: Option<&str>) -> bool {
     matches!(

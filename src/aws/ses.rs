@@ -43,10 +43,7 @@ impl Error {
         let Error::Call(e) = self else {
             return None;
         };
-        (e.code() == Some("InternalFailure")
-            && e.message()
-                .is_some_and(|m| m.contains("not included in your current license plan")))
-        .then_some(
+        super::service::not_emulated(e.code(), e.message()).then_some(
             "this endpoint has no SES v2 API (LocalStack's community edition lacks it); \
              mail needs it: use LocalStack Pro, moto, or AWS, or leave mail out",
         )
