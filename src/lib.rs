@@ -129,10 +129,12 @@ pub async fn plan_replacing(
     // The dumps in a backups bucket outlive the stack's other choices: a
     // converge never deletes one (backups turned off, or renamed), and
     // destroy only with --delete-backups.
-    let backups_name = stack.name("backups");
     let is_backups = |o: &model::Observed| {
-        o.address.kind == model::Kind::Bucket
-            && (o.address == desired::backups_bucket() || o.tags.get("Name") == Some(&backups_name))
+        desired::is_backups_bucket(
+            &o.address,
+            o.tags.get("Name").map(String::as_str),
+            &stack.prefix,
+        )
     };
     observed.retain(|o| match goal {
         Goal::Converge => {

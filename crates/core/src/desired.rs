@@ -45,6 +45,12 @@ pub fn bucket() -> Address {
 pub fn backups_bucket() -> Address {
     Address::new(Kind::Bucket, "backups")
 }
+/// Whether a bucket is the stack's backups bucket: at its address, or (a
+/// renamed one, found by its tag) by its Name tag.
+pub fn is_backups_bucket(address: &Address, name_tag: Option<&str>, prefix: &str) -> bool {
+    address.kind == Kind::Bucket
+        && (*address == backups_bucket() || name_tag == Some(format!("{prefix}-backups").as_str()))
+}
 pub fn backups_policy() -> Address {
     Address::new(Kind::IamPolicy, "backups-write")
 }

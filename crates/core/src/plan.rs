@@ -153,11 +153,10 @@ impl DataPolicy {
     }
 }
 
-/// Whether a change is about the stack's backups bucket: at its address,
-/// or (a renamed one, found by its tag) by its Name tag.
+/// Whether a change is about the stack's backups bucket (its `name` is the
+/// live Name tag for deletes).
 pub fn is_backups_bucket(c: &Change, prefix: &str) -> bool {
-    c.address.kind == Kind::Bucket
-        && (c.address == crate::desired::backups_bucket() || c.name == format!("{prefix}-backups"))
+    crate::desired::is_backups_bucket(&c.address, Some(&c.name), prefix)
 }
 
 impl Change {
