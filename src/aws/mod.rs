@@ -483,7 +483,7 @@ impl Aws {
             ses.clone(),
             Arc::new(route53::Route53::new(
                 client!(aws_sdk_route53),
-                ec2_client.clone(),
+                addresses.clone(),
                 ses.clone(),
                 prefix,
                 stack.domain.as_ref().and_then(|d| d.zone.clone()),

@@ -39,15 +39,14 @@ use crate::plan::{AttrChange, Change};
 
 /// A failed Route53 call.
 pub type Call = CallError<aws_sdk_route53::Error>;
-/// A failed EC2 call (the Elastic IP's address, for a new record).
-pub type Ec2Call = CallError<aws_sdk_ec2::Error>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
     Call(#[from] Call),
+    /// The Elastic IP's address or tag (read and set through its service).
     #[error(transparent)]
-    Ec2(#[from] Ec2Call),
+    Ec2(#[from] Box<super::ec2::Error>),
     #[error(
         "no public hosted zone {zone} in this account: create it in Route53 and delegate \
          the domain to its name servers at your registrar (ihp-infra never creates or deletes \
@@ -139,7 +138,9 @@ fn plain(name: &str) -> String {
 
 pub struct Route53 {
     client: Client,
-    ec2: aws_sdk_ec2::Client,
+    /// The stack's Elastic IP: what A records hold, where the zone is
+    /// remembered.
+    addresses: std::sync::Arc<super::ec2::address::Addresses>,
     /// Where the DKIM records' names come from.
     ses: std::sync::Arc<super::ses::Ses>,
     prefix: String,
@@ -207,14 +208,14 @@ impl Record {
 impl Route53 {
     pub fn new(
         client: Client,
-        ec2: aws_sdk_ec2::Client,
+        addresses: std::sync::Arc<super::ec2::address::Addresses>,
         ses: std::sync::Arc<super::ses::Ses>,
         prefix: &str,
         zone: Option<String>,
     ) -> Self {
         Route53 {
             client,
-            ec2,
+            addresses,
             ses,
             prefix: prefix.to_string(),
             zone,
@@ -265,19 +266,8 @@ impl Route53 {
     /// The stack's Elastic IP: its allocation id, its address, and the
     /// zone its tag remembers.
     async fn address_tag(&self) -> Result<Option<StackAddress>, Error> {
-        let out = self
-            .ec2
-            .describe_addresses()
-            .filters(
-                aws_sdk_ec2::types::Filter::builder()
-                    .name(format!("tag:{}", crate::stack::STACK_TAG))
-                    .values(&self.prefix)
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(Ec2Call::on("describe Elastic IPs of stack", &self.prefix))?;
-        Ok(out.addresses().first().and_then(|a| {
+        let address = self.addresses.stack_address().await.map_err(Box::new)?;
+        Ok(address.and_then(|a| {
             let zone = a
                 .tags()
                 .iter()
@@ -304,18 +294,10 @@ impl Route53 {
         if remembered.as_deref() == Some(zone) {
             return Ok(());
         }
-        self.ec2
-            .create_tags()
-            .resources(&allocation)
-            .tags(
-                aws_sdk_ec2::types::Tag::builder()
-                    .key(ZONE_TAG)
-                    .value(zone)
-                    .build(),
-            )
-            .send()
+        self.addresses
+            .set_tag(&allocation, ZONE_TAG, zone)
             .await
-            .map_err(Ec2Call::on("tag Elastic IP", &allocation))?;
+            .map_err(Box::new)?;
         Ok(())
     }
 
@@ -508,22 +490,15 @@ impl Route53 {
     async fn address(&self, value: Option<&Value>) -> Result<Option<String>, Error> {
         match value {
             Some(Value::Text(ip)) => Ok(Some(ip.clone())),
-            Some(Value::Ref(Ref::Id(allocation))) => {
-                let out = self
-                    .ec2
-                    .describe_addresses()
-                    .allocation_ids(allocation)
-                    .send()
-                    .await
-                    .map_err(Ec2Call::on("describe Elastic IP", allocation))?;
-                out.addresses()
-                    .iter()
-                    .find_map(|a| a.public_ip().map(str::to_string))
-                    .map(Some)
-                    .ok_or_else(|| Error::NoAddress {
-                        allocation: allocation.clone(),
-                    })
-            }
+            Some(Value::Ref(Ref::Id(allocation))) => self
+                .addresses
+                .public_ip_of(allocation)
+                .await
+                .map_err(Box::new)?
+                .map(Some)
+                .ok_or_else(|| Error::NoAddress {
+                    allocation: allocation.clone(),
+                }),
             _ => Ok(None),
         }
     }

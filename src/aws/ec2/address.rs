@@ -71,6 +71,41 @@ impl Addresses {
             .find_map(|a| a.public_ip().map(str::to_string)))
     }
 
+    /// The stack's Elastic IP as EC2 has it (id, address, tags), if any.
+    pub async fn stack_address(&self) -> Result<Option<ElasticAddress>, Error> {
+        Ok(self.live().await?.into_iter().next())
+    }
+
+    /// The public address of allocation `id` (an Elastic IP made in this run).
+    pub async fn public_ip_of(&self, id: &str) -> Result<Option<String>, Error> {
+        let out = self
+            .client
+            .describe_addresses()
+            .allocation_ids(id)
+            .send()
+            .await
+            .map_err(Call::on("describe", id))?;
+        Ok(out
+            .addresses()
+            .iter()
+            .find_map(|a| a.public_ip().map(str::to_string)))
+    }
+
+    /// Sets one tag on allocation `id`, beside its others.
+    pub async fn set_tag(&self, id: &str, key: &str, value: &str) -> Result<(), Error> {
+        self.client
+            .create_tags()
+            .resources(id)
+            .set_tags(Some(super::aws_tags(&BTreeMap::from([(
+                key.to_string(),
+                value.to_string(),
+            )]))))
+            .send()
+            .await
+            .map_err(Call::on("tag", id))?;
+        Ok(())
+    }
+
     async fn observe(&self) -> Result<Vec<Observed>, Error> {
         Ok(self
             .live()
